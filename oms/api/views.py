@@ -1,0 +1,128 @@
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api.idempotency import idempotent
+from core.api.permissions import IsCustomer
+from core.api.schema import IDEMPOTENCY_KEY_HEADER, error_responses
+from core.errors import InvalidInput
+from oms import selectors, services
+from oms.api.serializers import (
+    CancelInputSerializer,
+    CheckoutInputSerializer,
+    OrderOutputSerializer,
+)
+from oms.models import Channel, ChannelKind, Order
+
+
+def _caller_channel(request: Request) -> Channel | None:
+    return request.auth if isinstance(request.auth, Channel) else None
+
+
+def _render_created(order: Order) -> tuple[int, dict]:
+    order = selectors.order_for_caller(customer=order.customer, channel=None, order_id=order.pk)
+    return status.HTTP_201_CREATED, OrderOutputSerializer(order).data
+
+
+class OrderListCreateApi(ListAPIView):
+    permission_classes = [IsCustomer]
+    serializer_class = OrderOutputSerializer
+
+    def get_queryset(self):
+        return selectors.orders_for_caller(
+            customer=self.request.user.customer, channel=_caller_channel(self.request)
+        )
+
+    @extend_schema(
+        operation_id="orders_list",
+        tags=["orders"],
+        responses={200: OrderOutputSerializer(many=True), **error_responses(401, 403)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="orders_checkout",
+        tags=["orders"],
+        summary="Place and pay an order in one call",
+        parameters=[IDEMPOTENCY_KEY_HEADER],
+        request=CheckoutInputSerializer,
+        responses={201: OrderOutputSerializer, **error_responses(400, 401, 403, 409, 415, 422)},
+    )
+    def post(self, request: Request) -> Response:
+        data = CheckoutInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        channel = _caller_channel(request) or self._customer_channel(values.get("channel"))
+        lines = [services.LineInput(**line) for line in values["lines"]]
+        return idempotent(
+            request,
+            render=_render_created,
+            perform=lambda claim: services.order_checkout(
+                customer=request.user.customer,
+                channel=channel,
+                lines=lines,
+                payment_method=values["payment_method"],
+                external_reference=values.get("external_reference"),
+                actor=request.user,
+                idempotency=claim,
+            ),
+        )
+
+    @staticmethod
+    def _customer_channel(code: str | None) -> Channel:
+        code = code or settings.DEFAULT_CUSTOMER_CHANNEL
+        channel = selectors.channel_for_customer_request(code)
+        if channel is None or channel.kind not in (ChannelKind.WEB, ChannelKind.APP):
+            raise InvalidInput(
+                code="oms.unknown_channel", fields={"channel": [f"No web or app channel {code!r}."]}
+            )
+        return channel
+
+
+class OrderDetailApi(APIView):
+    permission_classes = [IsCustomer]
+
+    @extend_schema(
+        operation_id="orders_retrieve",
+        tags=["orders"],
+        responses={200: OrderOutputSerializer, **error_responses(401, 403, 404)},
+    )
+    def get(self, request: Request, order_id: int) -> Response:
+        order = selectors.order_for_caller(
+            customer=request.user.customer, channel=_caller_channel(request), order_id=order_id
+        )
+        return Response(OrderOutputSerializer(order).data)
+
+
+class OrderCancelApi(APIView):
+    permission_classes = [IsCustomer]
+
+    @extend_schema(
+        operation_id="orders_cancel",
+        tags=["orders"],
+        summary="Cancel an order that has not shipped; stock is released and the wallet refunded",
+        request=CancelInputSerializer,
+        responses={200: OrderOutputSerializer, **error_responses(400, 401, 403, 404, 409, 415)},
+    )
+    def post(self, request: Request, order_id: int) -> Response:
+        data = CancelInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        channel = _caller_channel(request)
+        order = selectors.order_for_caller(
+            customer=request.user.customer, channel=channel, order_id=order_id
+        )
+        services.order_cancel(
+            order_id=order.pk,
+            reason=data.validated_data["reason"],
+            actor=request.user,
+            actor_label=f"channel:{channel.code}" if channel else "customer",
+        )
+        order = selectors.order_for_caller(
+            customer=request.user.customer, channel=channel, order_id=order_id
+        )
+        return Response(OrderOutputSerializer(order).data)

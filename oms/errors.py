@@ -1,0 +1,25 @@
+from core.errors import Conflict, InvalidInput, NotFound
+
+
+class OutOfStock(Conflict):
+    code = "oms.out_of_stock"
+    default_message = "Not enough stock for this order."
+
+
+class DuplicateExternalReference(Conflict):
+    code = "oms.duplicate_external_reference"
+    default_message = "This channel already has an order with this external reference."
+
+
+class InvalidOrder(InvalidInput):
+    code = "oms.invalid_order"
+
+
+class OrderNotFound(NotFound):
+    code = "oms.order_not_found"
+    default_message = "No such order."
+
+
+class InvalidTransition(Conflict):
+    code = "oms.invalid_transition"
+    default_message = "The order cannot do this in its current status."

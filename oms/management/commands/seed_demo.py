@@ -1,0 +1,107 @@
+"""Demo data for ``make run``. Idempotent: running it again changes nothing."""
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from core import clock
+from core.money import Money
+from customers.models import Customer, KycStatus
+from customers.services import customer_create, customer_kyc_approve
+from oms.models import Channel, ChannelKind, Location, LocationKind, StockItem
+from oms.services import hash_api_key
+from wallet.models import TransactionKind
+from wallet.services import wallet_credit
+
+ADMIN = ("admin", "admin")
+FINANCE = ("finance", "finance")
+CUSTOMERS = [
+    # email, password, first name, KYC approved?, opening wallet balance (EUR)
+    ("alice@example.com", "alice-demo-pass", "Alice", True, "500.00"),
+    ("bob@example.com", "bob-demo-pass", "Bob", False, "40.00"),
+]
+CHANNELS = [
+    ("web", "Web shop", ChannelKind.WEB),
+    ("app", "Mobile app", ChannelKind.APP),
+    ("marketplace", "Marketplace", ChannelKind.MARKETPLACE),
+    ("pos", "Stores (point of sale)", ChannelKind.POS),
+    ("subscriptions", "Subscriptions", ChannelKind.SUBSCRIPTIONS),
+]
+LOCATIONS = [
+    ("wh-central", "Central warehouse", LocationKind.WAREHOUSE, 10),
+    ("store-amsterdam", "Amsterdam store", LocationKind.STORE, 20),
+]
+STOCK = [
+    ("TEE-BLK-M", "wh-central", 120), ("TEE-BLK-M", "store-amsterdam", 10),
+    ("HOODIE-GRY-L", "wh-central", 40), ("SNEAKER-WHT-42", "wh-central", 25),
+    ("CAP-RED", "store-amsterdam", 5), ("MUG-LOGO", "wh-central", 300),
+]  # fmt: skip
+FINANCE_VIEW = ["ledger", "wallet", "oms", "customers", "core"]
+
+
+def demo_api_key(code: str) -> str:
+    """Fixed demo keys so the README can show a working curl; production rotates them."""
+    return f"ch_demo{code[:9]}_demo-key-{code}"
+
+
+class Command(BaseCommand):
+    help = "Load demo users, channels, stock and funded wallets (idempotent)."
+
+    def handle(self, *args, **options) -> None:
+        user_model = get_user_model()
+        now = clock.now()
+        with transaction.atomic():
+            admin_user = user_model.objects.filter(username=ADMIN[0]).first()
+            if admin_user is None:
+                admin_user = user_model.objects.create_superuser(
+                    ADMIN[0], "admin@example.com", ADMIN[1]
+                )
+            finance_group, _ = Group.objects.get_or_create(name="finance")
+            finance_group.permissions.set(
+                Permission.objects.filter(
+                    codename__startswith="view_", content_type__app_label__in=FINANCE_VIEW
+                )
+            )
+            if not user_model.objects.filter(username=FINANCE[0]).exists():
+                finance = user_model.objects.create_user(
+                    FINANCE[0], "finance@example.com", FINANCE[1], is_staff=True
+                )
+                finance.groups.add(finance_group)
+            for code, name, kind in CHANNELS:
+                channel, _ = Channel.objects.get_or_create(
+                    code=code, defaults={"name": name, "kind": kind, "created_at": now}
+                )
+                if not channel.api_key_hash:
+                    key = demo_api_key(code)
+                    channel.api_key_prefix = key.split("_")[1]
+                    channel.api_key_hash = hash_api_key(key)
+                    channel.save(update_fields=["api_key_prefix", "api_key_hash"])
+            for code, name, kind, priority in LOCATIONS:
+                Location.objects.get_or_create(
+                    code=code, defaults={"name": name, "kind": kind, "priority": priority}
+                )
+            for sku, location, on_hand in STOCK:
+                StockItem.objects.get_or_create(
+                    sku=sku,
+                    location=Location.objects.get(code=location),
+                    defaults={"on_hand": on_hand},
+                )
+
+        for email, password, first_name, approved, opening in CUSTOMERS:
+            customer = Customer.objects.filter(user__username=email).first()
+            if customer is None:
+                customer = customer_create(email=email, password=password, first_name=first_name)
+            if approved and customer.kyc_status != KycStatus.APPROVED:
+                customer_kyc_approve(customer_id=customer.pk, actor=admin_user, note="Demo data")
+            wallet_credit(
+                customer_id=customer.pk,
+                amount=Money.parse(opening, "EUR"),
+                kind=TransactionKind.TOP_UP,
+                idempotency_key="demo-seed-opening",
+                actor=admin_user,
+                note="Demo opening balance",
+            )
+            Token.objects.get_or_create(user=customer.user)
+        self.stdout.write(self.style.SUCCESS("Demo data is in place."))

@@ -1,0 +1,230 @@
+from django.conf import settings
+from django.db import models
+from django_fsm import FSMField, transition
+
+from core.money import Money
+
+
+class ChannelKind(models.TextChoices):
+    WEB = "web", "Web shop"
+    APP = "app", "Mobile app"
+    MARKETPLACE = "marketplace", "Marketplace"
+    POS = "pos", "Point of sale"
+    SUBSCRIPTIONS = "subscriptions", "Subscriptions"
+
+
+class Channel(models.Model):
+    """A sales channel. Its API key lets its servers act on a named customer's behalf."""
+
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=ChannelKind.choices)
+    # The key is shown once; only its public prefix and its sha256 are stored.
+    api_key_prefix = models.CharField(max_length=16, unique=True, null=True, blank=True)
+    api_key_hash = models.CharField(max_length=64, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def idempotency_scope(self) -> str:
+        return f"channel:{self.pk}"
+
+
+class LocationKind(models.TextChoices):
+    WAREHOUSE = "warehouse", "Warehouse"
+    STORE = "store", "Store"
+
+
+class Location(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=LocationKind.choices)
+    # Lower ships first when several locations hold a SKU.
+    priority = models.PositiveIntegerField(default=100)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "code"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StockItem(models.Model):
+    """Units of one SKU at one location; ``reserved`` of them are promised to open orders."""
+
+    sku = models.CharField(max_length=64)
+    location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="stock")
+    on_hand = models.PositiveIntegerField(default=0)
+    reserved = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sku", "location__priority"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sku", "location"], name="stock_one_row_per_sku_location"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(reserved__lte=models.F("on_hand")),
+                name="stock_reserved_within_on_hand",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} @ {self.location.code}: {self.available} available"
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class PaymentMethod(models.TextChoices):
+    WALLET = "wallet", "Store wallet"
+
+
+class OrderStatus(models.TextChoices):
+    NEW = "new", "Placed, not yet paid"
+    CONFIRMED = "confirmed", "Paid; stock reserved; awaiting fulfilment"
+    FULFILLED = "fulfilled", "Shipped or handed over; stock consumed"
+    CANCELLED = "cancelled", "Cancelled; stock released, payment returned"
+
+
+class Order(models.Model):
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="orders"
+    )
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="orders")
+    # The channel's own order number; unique per channel.
+    external_reference = models.CharField(max_length=100, null=True, blank=True)
+    status = FSMField(
+        default=OrderStatus.NEW, choices=OrderStatus.choices, protected=True, db_index=True
+    )
+    currency = models.CharField(max_length=3)
+    # Minor units: sum of the lines' totals.
+    total = models.BigIntegerField()
+    payment_method = models.CharField(max_length=20, choices=PaymentMethod.choices)
+    placed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    cancel_reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    fulfilled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "external_reference"],
+                condition=models.Q(external_reference__isnull=False),
+                name="order_external_reference_unique_per_channel",
+            ),
+            models.CheckConstraint(condition=models.Q(total__gt=0), name="order_total_positive"),
+        ]
+        indexes = [models.Index(fields=["customer", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Order #{self.pk}"
+
+    @property
+    def total_money(self) -> Money:
+        return Money(self.total, self.currency)
+
+    # Transitions change this row only; services lock, post, audit and release stock.
+    @transition(field=status, source=OrderStatus.NEW, target=OrderStatus.CONFIRMED)
+    def confirm(self, *, at) -> None:
+        self.confirmed_at = at
+
+    @transition(field=status, source=OrderStatus.CONFIRMED, target=OrderStatus.FULFILLED)
+    def fulfil(self, *, at) -> None:
+        self.fulfilled_at = at
+
+    @transition(
+        field=status, source=[OrderStatus.NEW, OrderStatus.CONFIRMED], target=OrderStatus.CANCELLED
+    )
+    def cancel(self, *, at, reason: str) -> None:
+        self.cancelled_at = at
+        self.cancel_reason = reason[:255]
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="lines")
+    line_no = models.PositiveSmallIntegerField()
+    sku = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    quantity = models.PositiveIntegerField()
+    # Minor units, in the order's currency.
+    unit_price = models.BigIntegerField()
+    tax = models.BigIntegerField(default=0)
+    total = models.BigIntegerField()
+    merchant_category = models.CharField(max_length=60, blank=True)
+
+    class Meta:
+        ordering = ["order", "line_no"]
+        constraints = [
+            models.UniqueConstraint(fields=["order", "line_no"], name="order_line_unique_no"),
+            models.CheckConstraint(
+                condition=models.Q(quantity__gt=0), name="order_line_quantity_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(unit_price__gt=0), name="order_line_price_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(tax__gte=0), name="order_line_tax_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    total=models.F("quantity") * models.F("unit_price") + models.F("tax")
+                ),
+                name="order_line_total_consistent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.sku}"
+
+    @property
+    def unit_price_money(self) -> Money:
+        return Money(self.unit_price, self.order.currency)
+
+    @property
+    def tax_money(self) -> Money:
+        return Money(self.tax, self.order.currency)
+
+    @property
+    def total_money(self) -> Money:
+        return Money(self.total, self.order.currency)
+
+
+class ReservationStatus(models.TextChoices):
+    ACTIVE = "active", "Holding stock for an open order"
+    RELEASED = "released", "Given back to stock (order cancelled)"
+    CONSUMED = "consumed", "Left the building (order fulfilled)"
+
+
+class StockReservation(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="reservations")
+    line = models.ForeignKey(OrderLine, on_delete=models.PROTECT, related_name="reservations")
+    stock_item = models.ForeignKey(StockItem, on_delete=models.PROTECT, related_name="reservations")
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(
+        max_length=10, choices=ReservationStatus.choices, default=ReservationStatus.ACTIVE
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(quantity__gt=0), name="reservation_quantity_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.stock_item_id} for order {self.order_id} ({self.status})"

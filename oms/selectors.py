@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from customers.models import Customer
+from oms.errors import OrderNotFound
+from oms.models import Channel, Order, OrderLine
+
+
+def orders_for_caller(*, customer: Customer, channel: Channel | None) -> QuerySet[Order]:
+    """The caller's orders; a channel key sees only what its own channel placed."""
+    orders = Order.objects.filter(customer=customer)
+    if channel is not None:
+        orders = orders.filter(channel=channel)
+    return orders.select_related("channel").prefetch_related(
+        Prefetch("lines", queryset=OrderLine.objects.order_by("line_no"))
+    )
+
+
+def order_for_caller(*, customer: Customer, channel: Channel | None, order_id: int) -> Order:
+    try:
+        return orders_for_caller(customer=customer, channel=channel).get(pk=order_id)
+    except Order.DoesNotExist:
+        raise OrderNotFound() from None
+
+
+def channel_for_customer_request(code: str) -> Channel | None:
+    return Channel.objects.filter(code=code, active=True).first()

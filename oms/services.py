@@ -1,0 +1,275 @@
+"""Every write to orders: checkout, cancellation, fulfilment, channel keys, stock counts.
+
+Lock order (ARCHITECTURE.md): customer → wallet → stock items → order → … → ledger
+accounts. Each service locks in that order and owns its transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from core import clock
+from core.audit import audit_record
+from core.db import violated_constraint
+from core.idempotency import IdempotencyClaim
+from core.money import MAX_MINOR, Money
+from customers.models import Customer, Feature
+from customers.services import customer_require_kyc_for
+from oms import inventory
+from oms.errors import DuplicateExternalReference, InvalidOrder, InvalidTransition
+from oms.models import Channel, Order, OrderLine, OrderStatus, PaymentMethod, StockItem
+from wallet.services import wallet_ensure_covers, wallet_lock, wallet_pay, wallet_refund
+
+
+@dataclass(frozen=True)
+class LineInput:
+    sku: str
+    name: str
+    quantity: int
+    unit_price: Money
+    tax: Money
+    merchant_category: str = ""
+
+    @property
+    def total(self) -> Money:
+        return self.unit_price * self.quantity + self.tax
+
+
+def _order_total(lines: Sequence[LineInput]) -> Money:
+    if not lines:
+        raise InvalidOrder("An order needs at least one line.", fields={"lines": ["Empty."]})
+    currency = lines[0].unit_price.currency
+    errors: dict[str, list[str]] = {}
+    total = 0
+    for index, line in enumerate(lines):
+        for name, money in (("unit_price", line.unit_price), ("tax", line.tax)):
+            if money.currency != currency:
+                errors[f"lines.{index}.{name}.currency"] = [
+                    f"Every amount of an order must be in {currency}."
+                ]
+        if errors:
+            continue
+        line_total = line.total.minor
+        if line_total > MAX_MINOR:
+            errors[f"lines.{index}"] = ["The line total is too large."]
+        total += line_total
+    if errors:
+        raise InvalidOrder(fields=errors)
+    if total > MAX_MINOR:
+        raise InvalidOrder("The order total is too large.", fields={"lines": ["Total too large."]})
+    return Money(total, currency)
+
+
+@transaction.atomic(durable=True)
+def _checkout(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    total: Money,
+    payment_method: str,
+    external_reference: str | None,
+    actor: AbstractBaseUser | None,
+    idempotency: IdempotencyClaim | None,
+) -> Order:
+    now = clock.now()
+    wallet = wallet_lock(customer_id=customer.pk, currency=total.currency)
+    wallet_ensure_covers(wallet=wallet, amount=total)  # refuse before touching stock
+    allocations = inventory.stock_allocate(demands=[(line.sku, line.quantity) for line in lines])
+    if (
+        external_reference
+        and Order.objects.filter(channel=channel, external_reference=external_reference).exists()
+    ):
+        raise DuplicateExternalReference(fields={"external_reference": ["Already used."]})
+
+    order = Order(
+        customer=customer,
+        channel=channel,
+        external_reference=external_reference or None,
+        currency=total.currency,
+        total=total.minor,
+        payment_method=payment_method,
+        placed_by=actor if getattr(actor, "is_authenticated", False) else None,
+        created_at=now,
+    )
+    order.confirm(at=now)
+    order.save()
+    order_lines = OrderLine.objects.bulk_create(
+        OrderLine(
+            order=order,
+            line_no=index + 1,
+            sku=line.sku,
+            name=line.name,
+            quantity=line.quantity,
+            unit_price=line.unit_price.minor,
+            tax=line.tax.minor,
+            total=line.total.minor,
+            merchant_category=line.merchant_category,
+        )
+        for index, line in enumerate(lines)
+    )
+    inventory.stock_reserve(order=order, lines=order_lines, allocations=allocations)
+    wallet_pay(
+        wallet=wallet,
+        amount=total,
+        reference_type="oms.order",
+        reference_id=str(order.pk),
+        actor=actor,
+    )
+    audit_record(
+        actor=actor,
+        actor_label=f"channel:{channel.code}",
+        action="oms.checkout",
+        target=order,
+        changes={"total": str(total), "lines": len(lines), "payment_method": payment_method},
+    )
+    if idempotency is not None:
+        idempotency.complete(order)
+    return order
+
+
+def order_checkout(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    payment_method: str = PaymentMethod.WALLET,
+    external_reference: str | None = None,
+    actor: AbstractBaseUser | None = None,
+    idempotency: IdempotencyClaim | None = None,
+) -> Order:
+    """Place an order and pay it in one transaction: reserve stock, debit the wallet.
+
+    Refusals (``wallet.insufficient_balance``, ``oms.out_of_stock``, ``customers.kyc_required``,
+    a reused external reference) write nothing.
+    """
+    if payment_method != PaymentMethod.WALLET:
+        raise InvalidOrder(fields={"payment_method": [f"Unknown method {payment_method!r}."]})
+    total = _order_total(lines)
+    customer_require_kyc_for(customer=customer, feature=Feature.WALLET_USAGE)
+    try:
+        return _checkout(
+            customer=customer,
+            channel=channel,
+            lines=lines,
+            total=total,
+            payment_method=payment_method,
+            external_reference=external_reference,
+            actor=actor,
+            idempotency=idempotency,
+        )
+    except IntegrityError as exc:
+        # Lost a race for the same external reference: the other checkout committed first.
+        if violated_constraint(exc) == "order_external_reference_unique_per_channel":
+            raise DuplicateExternalReference(
+                fields={"external_reference": ["Already used."]}
+            ) from None
+        raise
+
+
+def _locked_order(order_id: int) -> tuple[Order, object]:
+    """Lock wallet then order (the documented order) for a change that may refund."""
+    snapshot = Order.objects.only("customer_id", "currency").get(pk=order_id)
+    wallet = wallet_lock(customer_id=snapshot.customer_id, currency=snapshot.currency)
+    order = Order.objects.select_for_update().get(pk=order_id)
+    return order, wallet
+
+
+@transaction.atomic(durable=True)
+def order_cancel(
+    *, order_id: int, reason: str, actor: AbstractBaseUser | None = None, actor_label: str = ""
+) -> Order:
+    """Cancel a placed or confirmed order: release its stock and refund what it paid."""
+    order, wallet = _locked_order(order_id)
+    if order.status not in (OrderStatus.NEW, OrderStatus.CONFIRMED):
+        raise InvalidTransition(f"A {order.status} order cannot be cancelled.")
+    was_paid = order.status == OrderStatus.CONFIRMED
+    inventory.stock_release(order=order)
+    order.cancel(at=clock.now(), reason=reason)
+    order.save(update_fields=["status", "cancelled_at", "cancel_reason"])
+    if was_paid and order.payment_method == PaymentMethod.WALLET:
+        wallet_refund(
+            wallet=wallet,
+            amount=order.total_money,
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            actor=actor,
+            note=f"Order cancelled: {reason}",
+        )
+    audit_record(
+        actor=actor,
+        actor_label=actor_label,
+        action="oms.cancel",
+        target=order,
+        changes={
+            "status": [
+                OrderStatus.CONFIRMED if was_paid else OrderStatus.NEW,
+                OrderStatus.CANCELLED,
+            ],
+            "refunded": str(order.total_money) if was_paid else "0",
+        },
+        note=reason,
+    )
+    return order
+
+
+@transaction.atomic(durable=True)
+def order_fulfil(*, order_id: int, actor: AbstractBaseUser | None = None) -> Order:
+    """Mark a confirmed order shipped; its reserved units leave stock."""
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if order.status != OrderStatus.CONFIRMED:
+        raise InvalidTransition(f"A {order.status} order cannot be fulfilled.")
+    inventory.stock_consume(order=order)
+    order.fulfil(at=clock.now())
+    order.save(update_fields=["status", "fulfilled_at"])
+    audit_record(
+        actor=actor,
+        action="oms.fulfil",
+        target=order,
+        changes={"status": [OrderStatus.CONFIRMED, OrderStatus.FULFILLED]},
+    )
+    return order
+
+
+# --- channels ---------------------------------------------------------------------------
+
+
+def hash_api_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic(durable=True)
+def channel_rotate_key(*, channel_id: int, actor: AbstractBaseUser | None = None) -> str:
+    """Give a channel a new API key and return it; it is shown once and never stored."""
+    channel = Channel.objects.select_for_update().get(pk=channel_id)
+    prefix = secrets.token_hex(4)
+    raw_key = f"ch_{prefix}_{secrets.token_urlsafe(32)}"
+    channel.api_key_prefix = prefix
+    channel.api_key_hash = hash_api_key(raw_key)
+    channel.save(update_fields=["api_key_prefix", "api_key_hash"])
+    audit_record(
+        actor=actor,
+        action="oms.channel_key_rotated",
+        target=channel,
+        changes={"api_key_prefix": prefix},
+    )
+    return raw_key
+
+
+@transaction.atomic(durable=True)
+def stock_set_on_hand(
+    *, stock_item_id: int, on_hand: int, actor: AbstractBaseUser | None = None
+) -> StockItem:
+    """Record a stock count. Audited."""
+    before = StockItem.objects.values_list("on_hand", flat=True).get(pk=stock_item_id)
+    item = inventory.stock_adjust(stock_item_id=stock_item_id, on_hand=on_hand)
+    audit_record(
+        actor=actor, action="oms.stock_count", target=item, changes={"on_hand": [before, on_hand]}
+    )
+    return item
