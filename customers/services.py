@@ -68,12 +68,12 @@ def _kyc_decide(*, customer_id: int, status: str, actor: AbstractUser, note: str
     return customer
 
 
-@transaction.atomic(durable=True)
+@transaction.atomic
 def customer_kyc_approve(*, customer_id: int, actor: AbstractUser, note: str = "") -> Customer:
     return _kyc_decide(customer_id=customer_id, status=KycStatus.APPROVED, actor=actor, note=note)
 
 
-@transaction.atomic(durable=True)
+@transaction.atomic
 def customer_kyc_reject(*, customer_id: int, actor: AbstractUser, note: str = "") -> Customer:
     return _kyc_decide(customer_id=customer_id, status=KycStatus.REJECTED, actor=actor, note=note)
 
@@ -88,7 +88,7 @@ def customer_require_kyc_for(*, customer: Customer, feature: Feature) -> None:
         )
 
 
-@transaction.atomic(durable=True)
+@transaction.atomic
 def kyc_requirement_set(*, feature: Feature, required: bool, actor: AbstractUser) -> None:
     """Put ``feature`` behind KYC, or lift that requirement. Audited."""
     if required:

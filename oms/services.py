@@ -244,7 +244,7 @@ def hash_api_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-@transaction.atomic(durable=True)
+@transaction.atomic
 def channel_rotate_key(*, channel_id: int, actor: AbstractBaseUser | None = None) -> str:
     """Give a channel a new API key and return it; it is shown once and never stored."""
     channel = Channel.objects.select_for_update().get(pk=channel_id)
@@ -262,7 +262,7 @@ def channel_rotate_key(*, channel_id: int, actor: AbstractBaseUser | None = None
     return raw_key
 
 
-@transaction.atomic(durable=True)
+@transaction.atomic
 def stock_set_on_hand(
     *, stock_item_id: int, on_hand: int, actor: AbstractBaseUser | None = None
 ) -> StockItem:

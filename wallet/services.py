@@ -47,9 +47,14 @@ def wallet_get_or_create(*, customer: Customer, currency: str) -> Wallet:
 
 
 def wallet_lock(*, customer_id: int, currency: str) -> Wallet | None:
-    """Lock and return the customer's wallet in ``currency``; ``None`` if there is none."""
+    """Lock and return the customer's wallet in ``currency``; ``None`` if there is none.
+
+    The wallet's ledger account row is locked in the same statement: PostgreSQL re-reads
+    only locked rows after waiting for a lock, so locking the wallet alone would leave a
+    stale balance on the joined account.
+    """
     return (
-        Wallet.objects.select_for_update(of=("self",))
+        Wallet.objects.select_for_update()
         .select_related("account")
         .filter(customer_id=customer_id, currency=currency)
         .first()

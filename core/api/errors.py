@@ -8,9 +8,12 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
 from core.errors import ApplicationError
+
+NON_FIELD = api_settings.NON_FIELD_ERRORS_KEY
 
 # Stable codes for the framework's own exceptions.
 DRF_CODES: dict[type[exceptions.APIException], str] = {
@@ -32,17 +35,22 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     if isinstance(detail, dict):
         flat: dict[str, list[str]] = {}
         for key, value in detail.items():
-            flat.update(flatten_errors(value, f"{prefix}.{key}" if prefix else str(key)))
+            if key == NON_FIELD and prefix:
+                path = prefix  # errors of the nested object as a whole belong to its path
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            for field, messages in flatten_errors(value, path).items():
+                flat.setdefault(field, []).extend(messages)
         return flat
     if isinstance(detail, list):
         if all(not isinstance(item, dict | list) for item in detail):
-            return {prefix or "non_field_errors": [str(item) for item in detail]}
+            return {prefix or NON_FIELD: [str(item) for item in detail]}
         flat = {}
         for index, item in enumerate(detail):
             if item:
                 flat.update(flatten_errors(item, f"{prefix}.{index}" if prefix else str(index)))
         return flat
-    return {prefix or "non_field_errors": [str(detail)]}
+    return {prefix or NON_FIELD: [str(detail)]}
 
 
 def error_body(
