@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.apps import apps
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from ledger.models import Account
+from ledger.selectors import ledger_problems
+from tests.factories import ChannelFactory, StockItemFactory, fund, make_customer, token_for
+
+OUR_APPS = (
+    "core",
+    "customers",
+    "ledger",
+    "payments",
+    "wallet",
+    "bnpl",
+    "collections",
+    "oms",
+    "reports",
+    "auth",
+    "authtoken",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Passwords are hashed for real in production; tests only need them to match.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _ledger_stays_consistent(request: pytest.FixtureRequest):
+    """After every test that touches the database, the ledger must verify clean."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None and not {"db", "transactional_db"} & set(request.fixturenames):
+        yield
+        return
+    # Set the database up first, so this check runs before its rollback or flush.
+    request.getfixturevalue("_django_db_helper")
+    yield
+    assert ledger_problems() == []
+
+
+def db_state() -> dict[str, object]:
+    """Row counts of every table of the product, and every account balance."""
+    counts: dict[str, object] = {
+        model._meta.label: model._base_manager.count()
+        for model in apps.get_models()
+        if model._meta.app_label in OUR_APPS
+    }
+    counts["balances"] = dict(Account.objects.values_list("code", "balance"))
+    return counts
+
+
+@pytest.fixture
+def unchanged_db() -> Callable[[], None]:
+    """``check = unchanged_db(); …; check()`` asserts nothing was written in between."""
+
+    def start() -> Callable[[], None]:
+        before = db_state()
+
+        def check() -> None:
+            assert db_state() == before
+
+        return check
+
+    return start
+
+
+@pytest.fixture
+def web_channel():
+    return ChannelFactory(code="web")
+
+
+@pytest.fixture
+def customer(web_channel):
+    customer = make_customer()
+    fund(customer, "500.00")
+    return customer
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def customer_api(customer) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
+    return client
+
+
+@pytest.fixture
+def stock():
+    """``stock("SKU", 10)`` puts 10 units of SKU in a warehouse."""
+
+    def make(sku: str, on_hand: int = 100, **kwargs):
+        return StockItemFactory(sku=sku, on_hand=on_hand, **kwargs)
+
+    return make

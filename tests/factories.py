@@ -1,0 +1,99 @@
+"""Test data, built through the services wherever the product has one."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+import factory
+from rest_framework.authtoken.models import Token
+
+from core import clock
+from core.money import Money
+from customers.models import Customer
+from customers.services import customer_create
+from oms.models import Channel, ChannelKind, Location, LocationKind, StockItem
+from oms.services import channel_rotate_key
+from wallet.models import TransactionKind
+from wallet.services import wallet_credit
+
+_seq = itertools.count(1)
+
+
+class ChannelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Channel
+        django_get_or_create = ("code",)
+
+    code = "web"
+    name = factory.LazyAttribute(lambda o: o.code.title())
+    kind = ChannelKind.WEB
+    created_at = factory.LazyFunction(clock.now)
+
+
+class LocationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Location
+        django_get_or_create = ("code",)
+
+    code = factory.Sequence(lambda n: f"loc-{n}")
+    name = factory.LazyAttribute(lambda o: o.code)
+    kind = LocationKind.WAREHOUSE
+    priority = 10
+
+
+class StockItemFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StockItem
+
+    sku = factory.Sequence(lambda n: f"SKU-{n}")
+    location = factory.SubFactory(LocationFactory)
+    on_hand = 100
+
+
+def make_customer(
+    *, email: str | None = None, password: str = "correct-horse-battery", **kwargs
+) -> Customer:
+    return customer_create(
+        email=email or f"customer{next(_seq)}@example.com", password=password, **kwargs
+    )
+
+
+def fund(customer: Customer, amount: str, currency: str = "EUR") -> None:
+    wallet_credit(
+        customer_id=customer.pk,
+        amount=Money.parse(amount, currency),
+        kind=TransactionKind.TOP_UP,
+        idempotency_key=f"test-fund-{next(_seq)}",
+    )
+
+
+def token_for(customer: Customer) -> str:
+    return Token.objects.get_or_create(user=customer.user)[0].key
+
+
+def channel_with_key(code: str, kind: ChannelKind) -> tuple[Channel, str]:
+    channel = ChannelFactory(code=code, kind=kind)
+    return channel, channel_rotate_key(channel_id=channel.pk)
+
+
+def money(amount: str | Decimal, currency: str = "EUR") -> dict[str, str]:
+    return {"amount": str(amount), "currency": currency}
+
+
+def line(
+    sku: str,
+    quantity: int = 1,
+    price: str = "10.00",
+    tax: str = "0.00",
+    currency: str = "EUR",
+    **extra,
+) -> dict:
+    return {
+        "sku": sku,
+        "name": f"Item {sku}",
+        "quantity": quantity,
+        "unit_price": money(price, currency),
+        "tax": money(tax, currency),
+        **extra,
+    }

@@ -1,0 +1,160 @@
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import IntegrityError, connection, transaction
+
+from core.money import Money
+from ledger.errors import InsufficientFunds, UnbalancedEntry
+from ledger.models import Account, JournalEntry, Posting, Purpose
+from ledger.selectors import ledger_problems
+from ledger.services import (
+    account_get_or_create,
+    credit,
+    debit,
+    ledger_post,
+    ledger_reverse,
+    system_account,
+)
+
+pytestmark = pytest.mark.django_db
+
+EUR = "EUR"
+
+
+def eur(amount: str) -> Money:
+    return Money.parse(amount, EUR)
+
+
+@pytest.fixture
+def accounts():
+    return system_account(Purpose.CASH_CLEARING, EUR), system_account(Purpose.MERCHANT, EUR)
+
+
+def test_post_writes_balanced_entry_and_moves_cached_balances(accounts):
+    cash, merchant = accounts
+    with transaction.atomic():
+        entry = ledger_post(
+            kind="test.sale", legs=[debit(cash, eur("12.34")), credit(merchant, eur("12.34"))]
+        )
+    assert sorted(entry.postings.values_list("amount", flat=True)) == [-1234, 1234]
+    cash.refresh_from_db()
+    merchant.refresh_from_db()
+    # Both on their normal side: cash (debit-normal) and merchant (credit-normal) are up.
+    assert (cash.balance, merchant.balance) == (1234, 1234)
+    assert ledger_problems() == []
+
+
+def test_post_refuses_an_unbalanced_entry_and_writes_nothing(accounts):
+    cash, merchant = accounts
+    with pytest.raises(UnbalancedEntry), transaction.atomic():
+        ledger_post(
+            kind="test.bad", legs=[debit(cash, eur("10.00")), credit(merchant, eur("9.99"))]
+        )
+    assert JournalEntry.objects.count() == 0
+
+
+def test_post_refuses_mixed_currency_postings(accounts):
+    cash, _ = accounts
+    usd = system_account(Purpose.MERCHANT, "USD")
+    with pytest.raises(UnbalancedEntry), transaction.atomic():
+        ledger_post(
+            kind="test.bad", legs=[debit(cash, eur("1.00")), credit(usd, Money(100, "USD"))]
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_post_must_run_inside_its_cause_transaction(accounts):
+    cash, merchant = accounts
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        ledger_post(kind="x", legs=[debit(cash, eur("1.00")), credit(merchant, eur("1.00"))])
+    assert JournalEntry.objects.count() == 0
+
+
+def test_non_negative_account_cannot_go_below_zero(customer):
+    wallet_account = Account.objects.get(customer=customer, purpose=Purpose.CUSTOMER_WALLET)
+    merchant = system_account(Purpose.MERCHANT, EUR)
+    with pytest.raises(InsufficientFunds), transaction.atomic():
+        ledger_post(
+            kind="test.overdraw",
+            legs=[debit(wallet_account, eur("500.01")), credit(merchant, eur("500.01"))],
+        )
+    # The database refuses too, whatever Python does.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Account.objects.filter(pk=wallet_account.pk).update(balance=-1)
+
+
+def test_postings_and_entries_are_append_only_in_the_database(accounts):
+    cash, merchant = accounts
+    with transaction.atomic():
+        entry = ledger_post(
+            kind="test.sale", legs=[debit(cash, eur("5.00")), credit(merchant, eur("5.00"))]
+        )
+    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
+        Posting.objects.filter(entry=entry).update(amount=1)
+    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
+        Posting.objects.filter(entry=entry).delete()
+    with (
+        pytest.raises(IntegrityError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("UPDATE ledger_journalentry SET kind = 'x' WHERE id = %s", [entry.pk])
+    assert Posting.objects.filter(entry=entry).count() == 2
+
+
+def test_reversal_is_a_new_mirror_entry(accounts):
+    cash, merchant = accounts
+    with transaction.atomic():
+        entry = ledger_post(
+            kind="test.sale", legs=[debit(cash, eur("7.00")), credit(merchant, eur("7.00"))]
+        )
+        reversal = ledger_reverse(entry=entry, kind="test.sale_reversed")
+    assert reversal.reverses == entry
+    cash.refresh_from_db()
+    assert cash.balance == 0
+    assert JournalEntry.objects.count() == 2
+
+
+def test_ledger_verify_names_the_first_mismatch(accounts):
+    cash, merchant = accounts
+    with transaction.atomic():
+        ledger_post(
+            kind="test.sale", legs=[debit(cash, eur("3.00")), credit(merchant, eur("3.00"))]
+        )
+    call_command("ledger_verify")  # clean
+    Account.objects.filter(pk=merchant.pk).update(balance=299)  # a lost update, simulated
+    with pytest.raises(
+        CommandError, match=r"merchant:EUR caches balance 299 but its postings give 300"
+    ):
+        call_command("ledger_verify")
+    Account.objects.filter(pk=merchant.pk).update(balance=300)  # put it right again
+
+
+class _Rollback(Exception):
+    pass
+
+
+def test_ledger_verify_catches_an_unbalanced_entry_written_behind_its_back(accounts):
+    cash, _ = accounts
+    found: dict[str, object] = {}
+
+    def write_raw_entry_and_look() -> None:
+        with transaction.atomic():
+            found["entry"] = JournalEntry.objects.create(
+                created_at=cash.created_at, kind="test.raw"
+            )
+            Posting.objects.create(entry=found["entry"], account=cash, amount=100, currency=EUR)
+            found["problems"] = ledger_problems()
+            raise _Rollback  # undo the raw write; the append-only trigger refuses a DELETE
+
+    with pytest.raises(_Rollback):
+        write_raw_entry_and_look()
+    entry, problems = found["entry"], found["problems"]
+    assert problems[0] == f"entry #{entry.pk} does not balance in EUR: postings sum to 100"
+    assert "account cash_clearing:EUR caches balance 0 but its postings give 100" in problems
+
+
+def test_account_codes_are_unique_per_purpose_and_currency():
+    a = account_get_or_create(code="merchant:EUR", purpose=Purpose.MERCHANT, currency=EUR)
+    b = system_account(Purpose.MERCHANT, EUR)
+    assert a.pk == b.pk
