@@ -71,6 +71,9 @@ class WalletAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ("customer", "currency") if obj else ()
 
+    def get_inlines(self, request, obj=None):
+        return self.inlines if obj else []  # a new wallet has no activity yet
+
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
