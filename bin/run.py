@@ -103,7 +103,7 @@ def main() -> int:
 
     for proc in processes.values():
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.terminate()  # the main process; Celery then shuts its pool down warmly
     deadline = time.monotonic() + 15
     for proc in processes.values():
         try:
