@@ -1,6 +1,35 @@
 from django.contrib import admin
 
+from core.audit import audit_record
 from core.models import AuditEntry, IdempotencyRecord
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every add, change and delete made on this screen also lands in the audit trail.
+
+    The admin calls these hooks inside the transaction of the change itself.
+    """
+
+    def _audit(self, request, obj, verb: str, message) -> None:
+        audit_record(
+            actor=request.user,
+            action=f"admin.{verb}",
+            target=obj,
+            changes={"admin_message": message} if message else {},
+        )
+
+    def log_addition(self, request, obj, message):
+        self._audit(request, obj, "add", message)
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        self._audit(request, obj, "change", message)
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request, queryset):
+        for obj in queryset:
+            self._audit(request, obj, "delete", str(obj))
+        return super().log_deletions(request, queryset)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import AuditedAdmin
 from customers import services
 from customers.models import Customer, KycEvent, KycRequirement
 
@@ -18,7 +19,7 @@ class KycEventInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(AuditedAdmin):
     list_display = ("id", "__str__", "tier", "kyc_status", "kyc_updated_at", "created_at")
     list_filter = ("kyc_status", "tier", "user__groups")
     search_fields = ("user__email", "user__username", "user__first_name", "user__last_name")

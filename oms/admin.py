@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core import clock
-from core.admin import ReadOnlyAdmin
+from core.admin import AuditedAdmin, ReadOnlyAdmin
 from core.errors import ApplicationError
 from oms import services
 from oms.models import Channel, Location, Order, OrderLine, StockItem, StockReservation
@@ -106,7 +106,7 @@ class OrderAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(AuditedAdmin):
     list_display = ("code", "name", "kind", "active", "api_key_prefix", "created_at")
     list_filter = ("kind", "active")
     fields = ("code", "name", "kind", "active", "api_key_prefix")
@@ -130,13 +130,13 @@ class ChannelAdmin(admin.ModelAdmin):
 
 
 @admin.register(Location)
-class LocationAdmin(admin.ModelAdmin):
+class LocationAdmin(AuditedAdmin):
     list_display = ("code", "name", "kind", "priority", "active")
     list_filter = ("kind", "active")
 
 
 @admin.register(StockItem)
-class StockItemAdmin(admin.ModelAdmin):
+class StockItemAdmin(AuditedAdmin):
     list_display = ("sku", "location", "on_hand", "reserved", "available")
     list_filter = ("location",)
     search_fields = ("sku",)

@@ -15,33 +15,49 @@ from wallet.models import Wallet
 pytestmark = pytest.mark.django_db
 
 
-def test_sign_up_fund_pay_and_see_it_all_in_the_admin(admin_client, admin_user, web_channel,
-                                                      stock):
+def test_sign_up_fund_pay_and_see_it_all_in_the_admin(admin_client, admin_user, web_channel, stock):
     item = stock("TEE", 10)
     api = APIClient()
-    signed_up = api.post("/api/v1/customers", {"email": "zoe@example.com",
-                                                "password": "zoe-long-passphrase"},
-                         format="json")
+    signed_up = api.post(
+        "/api/v1/customers",
+        {"email": "zoe@example.com", "password": "zoe-long-passphrase"},
+        format="json",
+    )
     assert signed_up.status_code == 201
     customer = Customer.objects.get(pk=signed_up.json()["id"])
 
     # The admin approves KYC, opens a wallet and credits it.
-    admin_client.post(reverse("admin:customers_customer_changelist"),
-                      {"action": "approve_kyc", "_selected_action": [customer.pk]})
-    admin_client.post(reverse("admin:wallet_wallet_add"),
-                      {"customer": customer.pk, "currency": "EUR"})
+    admin_client.post(
+        reverse("admin:customers_customer_changelist"),
+        {"action": "approve_kyc", "_selected_action": [customer.pk]},
+    )
+    admin_client.post(
+        reverse("admin:wallet_wallet_add"), {"customer": customer.pk, "currency": "EUR"}
+    )
     wallet = Wallet.objects.get(customer=customer)
-    admin_client.post(reverse("admin:wallet_wallet_changelist"),
-                      {"action": "credit_wallets", "_selected_action": [wallet.pk],
-                       "amount": "100.00", "kind": "top_up", "idempotency_key": "journey"})
+    admin_client.post(
+        reverse("admin:wallet_wallet_changelist"),
+        {
+            "action": "credit_wallets",
+            "_selected_action": [wallet.pk],
+            "amount": "100.00",
+            "kind": "top_up",
+            "idempotency_key": "journey",
+        },
+    )
 
     # The customer pays an order from the wallet.
-    token = api.post("/api/v1/auth/token", {"email": "zoe@example.com",
-                                             "password": "zoe-long-passphrase"}, format="json")
+    token = api.post(
+        "/api/v1/auth/token",
+        {"email": "zoe@example.com", "password": "zoe-long-passphrase"},
+        format="json",
+    )
     api.credentials(HTTP_AUTHORIZATION=f"Token {token.json()['token']}")
-    placed = api.post("/api/v1/orders", {"payment_method": "wallet",
-                                         "lines": [line("TEE", 2, "20.00", tax="4.00")]},
-                      format="json")
+    placed = api.post(
+        "/api/v1/orders",
+        {"payment_method": "wallet", "lines": [line("TEE", 2, "20.00", tax="4.00")]},
+        format="json",
+    )
     assert placed.status_code == 201
     order = Order.objects.get(pk=placed.json()["id"])
     assert api.get("/api/v1/wallet").json()["wallets"][0]["balance"]["amount"] == "56.00"
@@ -50,21 +66,27 @@ def test_sign_up_fund_pay_and_see_it_all_in_the_admin(admin_client, admin_user, 
     order_page = admin_client.get(reverse("admin:oms_order_change", args=[order.pk]))
     assert order_page.status_code == 200
     assert b"TEE" in order_page.content
-    customer_page = admin_client.get(reverse("admin:customers_customer_change",
-                                             args=[customer.pk]))
+    customer_page = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk]))
     assert b"Approved in the admin" in customer_page.content
     entry = JournalEntry.objects.get(kind="wallet.payment", reference_id=str(order.pk))
     entry_page = admin_client.get(reverse("admin:ledger_journalentry_change", args=[entry.pk]))
     assert entry_page.status_code == 200
     assert b"44.00 EUR" in entry_page.content
-    for name in ("admin:ledger_account_changelist", "admin:oms_order_changelist",
-                 "admin:core_auditentry_changelist", "admin:wallet_wallettransaction_changelist",
-                 "admin:oms_stockitem_changelist", "admin:oms_channel_changelist"):
+    for name in (
+        "admin:ledger_account_changelist",
+        "admin:oms_order_changelist",
+        "admin:core_auditentry_changelist",
+        "admin:wallet_wallettransaction_changelist",
+        "admin:oms_stockitem_changelist",
+        "admin:oms_channel_changelist",
+    ):
         assert admin_client.get(reverse(name)).status_code == 200, name
 
     # The admin ships it; the reserved units leave stock.
-    admin_client.post(reverse("admin:oms_order_changelist"),
-                      {"action": "fulfil_orders", "_selected_action": [order.pk]})
+    admin_client.post(
+        reverse("admin:oms_order_changelist"),
+        {"action": "fulfil_orders", "_selected_action": [order.pk]},
+    )
     assert Order.objects.get(pk=order.pk).status == OrderStatus.FULFILLED
     item.refresh_from_db()
     assert (item.on_hand, item.reserved) == (8, 0)
@@ -74,8 +96,9 @@ def test_sign_up_fund_pay_and_see_it_all_in_the_admin(admin_client, admin_user, 
 
 def test_ledger_screens_are_read_only_even_for_superusers(admin_client, customer):
     entry = JournalEntry.objects.first()
-    response = admin_client.post(reverse("admin:ledger_journalentry_change", args=[entry.pk]),
-                                 {"kind": "tampered"})
+    response = admin_client.post(
+        reverse("admin:ledger_journalentry_change", args=[entry.pk]), {"kind": "tampered"}
+    )
     assert response.status_code == 403
     assert admin_client.get(reverse("admin:ledger_journalentry_add")).status_code == 403
     assert JournalEntry.objects.get(pk=entry.pk).kind == "wallet.top_up"
@@ -89,7 +112,46 @@ def test_finance_staff_can_read_but_not_change(client, customer):
     client.force_login(finance)
     assert client.get(reverse("admin:ledger_account_changelist")).status_code == 200
     wallet = Wallet.objects.get(customer=customer)
-    client.post(reverse("admin:wallet_wallet_changelist"),
-                {"action": "credit_wallets", "_selected_action": [wallet.pk],
-                 "amount": "1000.00", "kind": "goodwill", "idempotency_key": "sneaky"})
+    client.post(
+        reverse("admin:wallet_wallet_changelist"),
+        {
+            "action": "credit_wallets",
+            "_selected_action": [wallet.pk],
+            "amount": "1000.00",
+            "kind": "goodwill",
+            "idempotency_key": "sneaky",
+        },
+    )
     assert Wallet.objects.get(pk=wallet.pk).balance.minor == 50000
+
+
+def test_plain_admin_edits_are_audited(admin_client, admin_user, customer):
+    admin_client.post(
+        reverse("admin:oms_location_add"),
+        {
+            "code": "wh-2",
+            "name": "Second warehouse",
+            "kind": "warehouse",
+            "priority": 5,
+            "active": "on",
+        },
+    )
+    admin_client.post(
+        reverse("admin:customers_customer_change", args=[customer.pk]),
+        {
+            "tier": "gold",
+            "phone": "",
+            "kyc_events-TOTAL_FORMS": "0",
+            "kyc_events-INITIAL_FORMS": "0",
+        },
+    )
+    assert Customer.objects.get(pk=customer.pk).tier == "gold"
+    audit = list(
+        AuditEntry.objects.filter(action__startswith="admin.")
+        .order_by("id")
+        .values_list("action", "target_type", "actor")
+    )
+    assert audit == [
+        ("admin.add", "oms.location", admin_user.pk),
+        ("admin.change", "customers.customer", admin_user.pk),
+    ]
