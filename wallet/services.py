@@ -12,7 +12,7 @@ from core import clock
 from core.audit import audit_record
 from core.money import Money
 from customers.models import Customer
-from ledger.models import Purpose
+from ledger.models import Account, Purpose
 from ledger.services import account_get_or_create, credit, debit, ledger_post, system_account
 from wallet.errors import InsufficientBalance, InvalidCreditReason
 from wallet.models import Direction, TransactionKind, Wallet, WalletTransaction
@@ -61,26 +61,38 @@ def wallet_lock(*, customer_id: int, currency: str) -> Wallet | None:
     )
 
 
-def _record(
+def _move(
     *,
     wallet: Wallet,
-    kind: str,
-    direction: str,
+    kind: TransactionKind,
+    direction: Direction,
     amount: Money,
-    entry,
-    balance_after: int,
-    reference_type: str = "",
-    reference_id: str = "",
-    idempotency_key: str | None = None,
+    counterpart: Account,
+    reference_type: str,
+    reference_id: str,
     actor: AbstractBaseUser | None = None,
     note: str = "",
+    idempotency_key: str | None = None,
 ) -> WalletTransaction:
+    """Move ``amount`` between a locked wallet and ``counterpart``.
+
+    One balanced journal entry and one activity row, in the caller's transaction.
+    """
+    into_wallet = direction == Direction.CREDIT
+    wallet_leg, counter_leg = (credit, debit) if into_wallet else (debit, credit)
+    entry = ledger_post(
+        kind=f"wallet.{kind}",
+        legs=[wallet_leg(wallet.account_id, amount), counter_leg(counterpart, amount)],
+        reference_type=reference_type,
+        reference_id=reference_id,
+        memo=note,
+    )
     return WalletTransaction.objects.create(
         wallet=wallet,
         kind=kind,
         direction=direction,
         amount=amount.minor,
-        balance_after=balance_after,
+        balance_after=wallet.account.balance + (amount.minor if into_wallet else -amount.minor),
         journal_entry=entry,
         reference_type=reference_type,
         reference_id=str(reference_id),
@@ -124,24 +136,17 @@ def wallet_credit(
     ).first()
     if existing is not None:
         return existing
-    source = system_account(CREDIT_SOURCES[kind], amount.currency)
-    entry = ledger_post(
-        kind=f"wallet.{kind}",
-        legs=[debit(source, amount), credit(wallet.account_id, amount)],
-        reference_type="wallet.wallet",
-        reference_id=str(wallet.pk),
-        memo=note,
-    )
-    txn = _record(
+    txn = _move(
         wallet=wallet,
         kind=kind,
         direction=Direction.CREDIT,
         amount=amount,
-        entry=entry,
-        balance_after=wallet.account.balance + amount.minor,
-        idempotency_key=idempotency_key,
+        counterpart=system_account(CREDIT_SOURCES[kind], amount.currency),
+        reference_type="wallet.wallet",
+        reference_id=str(wallet.pk),
         actor=actor,
         note=note,
+        idempotency_key=idempotency_key,
     )
     audit_record(
         actor=actor,
@@ -187,21 +192,12 @@ def wallet_pay(
     ``wallet.insufficient_balance`` with the figures; nothing is written.
     """
     wallet_ensure_covers(wallet=wallet, amount=amount)
-    balance = wallet.balance
-    merchant = system_account(Purpose.MERCHANT, amount.currency)
-    entry = ledger_post(
-        kind="wallet.payment",
-        legs=[debit(wallet.account_id, amount), credit(merchant, amount)],
-        reference_type=reference_type,
-        reference_id=reference_id,
-    )
-    return _record(
+    return _move(
         wallet=wallet,
         kind=TransactionKind.PAYMENT,
         direction=Direction.DEBIT,
         amount=amount,
-        entry=entry,
-        balance_after=balance.minor - amount.minor,
+        counterpart=system_account(Purpose.MERCHANT, amount.currency),
         reference_type=reference_type,
         reference_id=reference_id,
         actor=actor,
@@ -218,21 +214,12 @@ def wallet_refund(
     note: str = "",
 ) -> WalletTransaction:
     """Give ``amount`` of a paid order back to a wallet locked by ``wallet_lock``."""
-    merchant = system_account(Purpose.MERCHANT, amount.currency)
-    entry = ledger_post(
-        kind="wallet.refund",
-        legs=[debit(merchant, amount), credit(wallet.account_id, amount)],
-        reference_type=reference_type,
-        reference_id=reference_id,
-        memo=note,
-    )
-    return _record(
+    return _move(
         wallet=wallet,
         kind=TransactionKind.REFUND,
         direction=Direction.CREDIT,
         amount=amount,
-        entry=entry,
-        balance_after=wallet.account.balance + amount.minor,
+        counterpart=system_account(Purpose.MERCHANT, amount.currency),
         reference_type=reference_type,
         reference_id=reference_id,
         actor=actor,
