@@ -30,6 +30,7 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
     manage("migrate", "--noinput", "-v", "0")
     manage("seed_demo")
+    manage("setup_periodic_tasks")
 
     base = f"http://{HOST}:{PORT}"
     commands = {

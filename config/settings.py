@@ -112,7 +112,8 @@ BUSINESS_TIME_ZONE = os.environ.get("BUSINESS_TIME_ZONE", "Europe/Amsterdam")
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/wallet/"
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -66,3 +66,39 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.key} ({self.state})"
+
+
+class OutboundEmail(models.Model):
+    """Every email the product sends: who, what, when. One row per event, ever."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Waiting to be sent"
+        SENDING = "sending", "Claimed by a delivery worker"
+        SENT = "sent", "Handed to the mail server"
+        FAILED = "failed", "Gave up after repeated errors"
+
+    # Names the event, e.g. "wallet.debt_overdue:42:week-0"; a second email for the same
+    # event cannot exist.
+    dedupe_key = models.CharField(max_length=200, unique=True)
+    template = models.CharField(max_length=100)
+    to = models.EmailField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    subject = models.CharField(max_length=255)
+    body_text = models.TextField()
+    body_html = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.template} to {self.to} ({self.status})"

@@ -109,6 +109,10 @@ class Order(models.Model):
     # Minor units: sum of the lines' totals.
     total = models.BigIntegerField()
     payment_method = models.CharField(max_length=20, choices=PaymentMethod.choices)
+    # A subscription's renewal points at the order it renews.
+    renewal_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="renewals"
+    )
     placed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

@@ -24,7 +24,13 @@ from customers.services import customer_require_kyc_for
 from oms import inventory
 from oms.errors import DuplicateExternalReference, InvalidOrder, InvalidTransition
 from oms.models import Channel, Order, OrderLine, OrderStatus, PaymentMethod, StockItem
-from wallet.services import wallet_ensure_covers, wallet_lock, wallet_pay, wallet_refund
+from wallet.services import (
+    wallet_fund_order,
+    wallet_get_or_create,
+    wallet_lock,
+    wallet_plan_funding,
+    wallet_refund,
+)
 
 
 @dataclass(frozen=True)
@@ -75,12 +81,18 @@ def _checkout(
     total: Money,
     payment_method: str,
     external_reference: str | None,
+    renewal_of: Order | None,
     actor: AbstractBaseUser | None,
     idempotency: IdempotencyClaim | None,
 ) -> Order:
     now = clock.now()
     wallet = wallet_lock(customer_id=customer.pk, currency=total.currency)
-    wallet_ensure_covers(wallet=wallet, amount=total)  # refuse before touching stock
+    if wallet is None:
+        # A first purchase may be all BNPL: lock a wallet so the debt cap check serializes.
+        wallet_get_or_create(customer=customer, currency=total.currency)
+        wallet = wallet_lock(customer_id=customer.pk, currency=total.currency)
+    # Refuse before touching stock: a short balance is borrowed only if BNPL allows it.
+    funding = wallet_plan_funding(customer=customer, wallet=wallet, amount=total)
     allocations = inventory.stock_allocate(demands=[(line.sku, line.quantity) for line in lines])
     if (
         external_reference
@@ -95,6 +107,7 @@ def _checkout(
         currency=total.currency,
         total=total.minor,
         payment_method=payment_method,
+        renewal_of=renewal_of,
         placed_by=actor if getattr(actor, "is_authenticated", False) else None,
         created_at=now,
     )
@@ -115,9 +128,9 @@ def _checkout(
         for index, line in enumerate(lines)
     )
     inventory.stock_reserve(order=order, lines=order_lines, allocations=allocations)
-    wallet_pay(
-        wallet=wallet,
-        amount=total,
+    debt = wallet_fund_order(
+        customer=customer,
+        funding=funding,
         reference_type="oms.order",
         reference_id=str(order.pk),
         actor=actor,
@@ -127,7 +140,12 @@ def _checkout(
         actor_label=f"channel:{channel.code}",
         action="oms.checkout",
         target=order,
-        changes={"total": str(total), "lines": len(lines), "payment_method": payment_method},
+        changes={
+            "total": str(total),
+            "lines": len(lines),
+            "payment_method": payment_method,
+            "borrowed": str(funding.borrowed) if debt else "0",
+        },
     )
     if idempotency is not None:
         idempotency.complete(order)
@@ -141,11 +159,14 @@ def order_checkout(
     lines: Sequence[LineInput],
     payment_method: str = PaymentMethod.WALLET,
     external_reference: str | None = None,
+    renewal_of: Order | None = None,
     actor: AbstractBaseUser | None = None,
     idempotency: IdempotencyClaim | None = None,
 ) -> Order:
     """Place an order and pay it in one transaction: reserve stock, debit the wallet.
 
+    A short balance becomes a wallet BNPL debt when the customer is eligible. A renewal
+    (``renewal_of``, a subscription's next order) follows the same rules.
     Refusals (``wallet.insufficient_balance``, ``oms.out_of_stock``, ``customers.kyc_required``,
     a reused external reference) write nothing.
     """
@@ -161,6 +182,7 @@ def order_checkout(
             total=total,
             payment_method=payment_method,
             external_reference=external_reference,
+            renewal_of=renewal_of,
             actor=actor,
             idempotency=idempotency,
         )

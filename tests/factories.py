@@ -97,3 +97,47 @@ def line(
         "tax": money(tax, currency),
         **extra,
     }
+
+
+def enable_wallet_bnpl(**overrides) -> None:
+    """Switch wallet BNPL on for every KYC-approved customer (overrides change the rest)."""
+    from wallet.bnpl import bnpl_settings
+    from wallet.models import EligibilityMode
+
+    conf = bnpl_settings()
+    conf.enabled = True
+    conf.eligibility_mode = EligibilityMode.ALL_KYC_APPROVED
+    conf.min_order = 0
+    for name, value in overrides.items():
+        setattr(conf, name, value)
+    conf.save()
+
+
+def approve_kyc(customer: Customer) -> Customer:
+    from customers.services import customer_kyc_approve
+
+    return customer_kyc_approve(customer_id=customer.pk, actor=None, note="test")
+
+
+def borrow(customer: Customer, amount: str, *, sku: str = "BNPL-SKU") -> int:
+    """Give the customer a wallet BNPL debt of ``amount`` (balance must be zero) via checkout."""
+    from oms.services import LineInput, order_checkout
+
+    if not StockItem.objects.filter(sku=sku).exists():
+        StockItemFactory(sku=sku, on_hand=10_000)
+    order = order_checkout(
+        customer=Customer.objects.get(pk=customer.pk),
+        channel=ChannelFactory(code="web"),
+        lines=[
+            LineInput(
+                sku=sku,
+                name=sku,
+                quantity=1,
+                unit_price=Money.parse(amount, "EUR"),
+                tax=Money.zero("EUR"),
+            )
+        ],
+    )
+    from wallet.models import WalletDebt
+
+    return WalletDebt.objects.get(reference_type="oms.order", reference_id=str(order.pk)).pk

@@ -1,16 +1,33 @@
 import uuid
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
-from core.admin import ReadOnlyAdmin
+from core import clock
+from core.admin import AuditedAdmin, ReadOnlyAdmin
 from core.errors import ApplicationError
-from core.money import Money
-from wallet import services
-from wallet.models import TransactionKind, Wallet, WalletTransaction
+from core.money import Money, to_minor
+from customers.models import Customer, Feature
+from customers.selectors import kyc_required_features
+from customers.services import kyc_requirement_set
+from wallet import selectors, services
+from wallet.bnpl import bnpl_eligibility, bnpl_settings
+from wallet.models import (
+    BnplCustomerProfile,
+    BnplSettings,
+    BnplWhitelistEntry,
+    DebtStatus,
+    TransactionKind,
+    Wallet,
+    WalletDebt,
+    WalletTransaction,
+)
 
 
 class CreditActionForm(ActionForm):
@@ -135,3 +152,316 @@ class WalletTransactionAdmin(ReadOnlyAdmin):
     list_filter = ("kind", "direction")
     search_fields = ("wallet__customer__user__email", "reference_id")
     list_select_related = ("wallet__customer__user", "actor")
+
+
+# --- Wallet BNPL ----------------------------------------------------------------------
+
+
+class BnplSettingsForm(forms.ModelForm):
+    """Amounts in major units of the BNPL currency; KYC-gated features as checkboxes."""
+
+    max_debt = forms.DecimalField(min_value=0, decimal_places=3, label="Max debt per user")
+    min_order_amount = forms.DecimalField(
+        min_value=0, decimal_places=3, label="Min order to qualify"
+    )
+    kyc_required_features = forms.MultipleChoiceField(
+        choices=Feature.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="KYC-required features",
+        help_text="These features need an approved KYC.",
+    )
+
+    class Meta:
+        model = BnplSettings
+        fields = (
+            "enabled",
+            "currency",
+            "eligibility_mode",
+            "eligible_roles",
+            "repayment_days",
+            "interest_type",
+            "interest_amount",
+            "fixed_recurrence",
+            "grace_days",
+            "block_withdrawal_while_in_debt",
+        )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        conf = self.instance
+        self.fields["max_debt"].initial = Money(conf.max_debt_per_user, conf.currency).to_decimal()
+        self.fields["min_order_amount"].initial = Money(conf.min_order, conf.currency).to_decimal()
+        self.fields["kyc_required_features"].initial = kyc_required_features()
+
+    def clean(self):
+        data = super().clean()
+        currency = data.get("currency") or self.instance.currency
+        for name in ("max_debt", "min_order_amount"):
+            if data.get(name) is not None:
+                try:
+                    Money.parse(data[name], currency)
+                except ApplicationError as exc:
+                    self.add_error(name, exc.message)
+        return data
+
+
+@admin.register(BnplSettings)
+class BnplSettingsAdmin(admin.ModelAdmin):
+    """One settings record: the list goes straight to it; every change is audited."""
+
+    form = BnplSettingsForm
+    fieldsets = [
+        (None, {"fields": ("enabled", "currency")}),
+        (
+            "Who may use it",
+            {"fields": ("eligibility_mode", "eligible_roles", "kyc_required_features")},
+        ),
+        ("Limits", {"fields": ("max_debt", "min_order_amount", "repayment_days")}),
+        (
+            "Interest",
+            {"fields": ("interest_type", "interest_amount", "fixed_recurrence", "grace_days")},
+        ),
+        ("Withdrawals", {"fields": ("block_withdrawal_while_in_debt",)}),
+    ]
+    filter_horizontal = ("eligible_roles",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        conf = bnpl_settings()
+        return HttpResponseRedirect(reverse("admin:wallet_bnplsettings_change", args=[conf.pk]))
+
+    @staticmethod
+    def _snapshot(conf: BnplSettings) -> dict:
+        values = {
+            f.name: getattr(conf, f.name)
+            for f in conf._meta.concrete_fields
+            if f.name not in {"id", "updated_at"}
+        }
+        values["eligible_roles"] = sorted(conf.eligible_roles.values_list("name", flat=True))
+        values["kyc_required_features"] = kyc_required_features()
+        return values
+
+    def save_model(self, request, obj, form, change) -> None:
+        request._bnpl_before = self._snapshot(BnplSettings.objects.get(pk=obj.pk))
+        obj.max_debt_per_user = to_minor(Decimal(form.cleaned_data["max_debt"]), obj.currency)
+        obj.min_order = to_minor(Decimal(form.cleaned_data["min_order_amount"]), obj.currency)
+        obj.updated_at = clock.now()
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        wanted = set(form.cleaned_data["kyc_required_features"])
+        for feature in Feature:
+            kyc_requirement_set(feature=feature, required=feature in wanted, actor=request.user)
+        services.bnpl_settings_changed(
+            before=request._bnpl_before, after=self._snapshot(form.instance), actor=request.user
+        )
+
+
+@admin.register(BnplWhitelistEntry)
+class BnplWhitelistAdmin(AuditedAdmin):
+    list_display = ("user", "added_by", "added_at")
+    search_fields = ("user__username", "user__email")
+    autocomplete_fields = ("user",)
+    fields = ("user",)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        obj.added_by, obj.added_at = request.user, clock.now()
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(BnplCustomerProfile)
+class BnplCustomerProfileAdmin(AuditedAdmin):
+    list_display = ("customer", "auto_deduct", "max_debt_override")
+    list_filter = ("auto_deduct",)
+    search_fields = ("customer__user__email",)
+    autocomplete_fields = ("customer",)
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    title = "overdue"
+    parameter_name = "overdue"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Overdue"), ("no", "Not overdue")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(status=DebtStatus.OVERDUE)
+        if self.value() == "no":
+            return queryset.exclude(status=DebtStatus.OVERDUE)
+        return queryset
+
+
+class ExplainForm(forms.Form):
+    customer = forms.ModelChoiceField(queryset=Customer.objects.select_related("user"))
+    amount = forms.DecimalField(
+        min_value=Decimal("0.01"), decimal_places=3, help_text="The cart total"
+    )
+
+
+@admin.register(WalletDebt)
+class WalletDebtAdmin(ReadOnlyAdmin):
+    change_list_template = "admin/wallet/walletdebt/change_list.html"
+    list_display = (
+        "id",
+        "customer",
+        "principal_display",
+        "due_today",
+        "status",
+        "resolution",
+        "created_at",
+        "due_date",
+        "overdue_since",
+    )
+    list_filter = ("status", OverdueFilter, "resolution", "due_date", "created_at")
+    search_fields = ("wallet__customer__user__email", "reference_id", "id")
+    date_hierarchy = "created_at"
+    list_select_related = ("wallet__customer__user",)
+    actions = ["write_off"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Needed for the write-off action; the debt's fields stay read-only.
+        return request.user.has_perm("wallet.change_walletdebt")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in WalletDebt._meta.fields]
+
+    @admin.display(description="Customer")
+    def customer(self, obj: WalletDebt):
+        return obj.wallet.customer
+
+    @admin.display(description="Principal", ordering="principal")
+    def principal_display(self, obj: WalletDebt) -> str:
+        return str(Money(obj.principal, obj.wallet.currency))
+
+    @admin.display(description="Owed today")
+    def due_today(self, obj: WalletDebt) -> str:
+        return str(selectors.debt_views([obj])[0].total_due)
+
+    @admin.action(description="Write off selected debts…", permissions=["change"])
+    def write_off(self, request: HttpRequest, queryset: QuerySet[WalletDebt]):
+        debts = list(
+            queryset.exclude(status=DebtStatus.REPAID).select_related("wallet__customer__user")
+        )
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/wallet/walletdebt/write_off_confirm.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Write off debts?",
+                    "debts": selectors.debt_views(debts),
+                    "queryset": debts,
+                    "opts": self.model._meta,
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        note = request.POST.get("note", "").strip() or "Written off in the admin"
+        for debt in debts:
+            try:
+                services.debt_write_off(debt_id=debt.pk, actor=request.user, note=note)
+            except ApplicationError as exc:
+                self.message_user(request, f"Debt #{debt.pk}: {exc.message}", messages.ERROR)
+        self.message_user(request, f"Wrote off {len(debts)} debt(s).", messages.SUCCESS)
+        return None
+
+    def get_urls(self):
+        return [
+            path(
+                "explain/",
+                self.admin_site.admin_view(self.explain_view),
+                name="wallet_walletdebt_explain",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        conf = bnpl_settings()
+        extra_context = extra_context or {}
+        if conf.enabled:
+            totals = selectors.debt_totals()
+            extra_context["dashboard"] = {
+                "outstanding": Money(totals["outstanding"], conf.currency),
+                "overdue": Money(totals["overdue"], conf.currency),
+                "customers": totals["customers"],
+                "average_days_to_repay": selectors.average_days_to_repay(),
+                "chart": _chart(selectors.debt_history(90), conf.currency),
+            }
+        return super().changelist_view(request, extra_context)
+
+    def explain_view(self, request: HttpRequest):
+        """Why was this customer not offered BNPL for this cart?"""
+        form = ExplainForm(request.GET or None)
+        verdict = None
+        if form.is_valid():
+            customer = form.cleaned_data["customer"]
+            conf = bnpl_settings()
+            amount = Money.parse(form.cleaned_data["amount"], conf.currency)
+            wallet = next(
+                (
+                    w
+                    for w in selectors.wallets_for_customer(customer=customer)
+                    if w.currency == conf.currency
+                ),
+                None,
+            )
+            balance = wallet.balance if wallet else Money.zero(conf.currency)
+            shortfall = amount - balance if amount > balance else Money.zero(conf.currency)
+            verdict = {
+                "result": bnpl_eligibility(
+                    customer=customer, cart_total=amount, shortfall=shortfall
+                ),
+                "balance": balance,
+                "shortfall": shortfall,
+                "amount": amount,
+            }
+        return TemplateResponse(
+            request,
+            "admin/wallet/walletdebt/explain.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Why was BNPL not offered?",
+                "form": form,
+                "verdict": verdict,
+                "opts": self.model._meta,
+            },
+        )
+
+
+def _chart(history, currency: str) -> dict | None:
+    """An inline SVG line chart of outstanding and overdue totals (no JavaScript)."""
+    if not history:
+        return None
+    width, height, pad = 720, 200, 30
+    peak = max(max(s.outstanding, s.overdue) for s in history) or 1
+    step = (width - 2 * pad) / max(len(history) - 1, 1)
+
+    def y(value: int) -> float:
+        return height - pad - value / peak * (height - 2 * pad)
+
+    def points(attr: str) -> str:
+        return " ".join(
+            f"{pad + i * step:.1f},{y(getattr(s, attr)):.1f}" for i, s in enumerate(history)
+        )
+
+    return {
+        "width": width,
+        "height": height,
+        "outstanding": points("outstanding"),
+        "overdue": points("overdue"),
+        "first": history[0].business_date,
+        "last": history[-1].business_date,
+        "peak": Money(peak, currency),
+        "pad": pad,
+        "baseline": height - pad,
+    }

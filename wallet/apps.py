@@ -4,3 +4,16 @@ from django.apps import AppConfig
 class WalletConfig(AppConfig):
     name = "wallet"
     verbose_name = "Wallet"
+
+    def ready(self) -> None:
+        from core.schedules import Schedule, register
+
+        register(
+            Schedule(
+                name="Wallet BNPL: overdue marking and reminders",
+                task="wallet.daily_debt_run",
+                crontab="15 0 * * *",
+                description="Marks debts past their due date overdue, records the day's totals "
+                "and queues at most one reminder per overdue debt per week.",
+            )
+        )

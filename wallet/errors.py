@@ -1,4 +1,4 @@
-from core.errors import BusinessRuleViolation, InvalidInput
+from core.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
 
 
 class InsufficientBalance(BusinessRuleViolation):
@@ -8,3 +8,23 @@ class InsufficientBalance(BusinessRuleViolation):
 
 class InvalidCreditReason(InvalidInput):
     code = "wallet.invalid_credit_reason"
+
+
+class DebtNotFound(NotFound):
+    code = "wallet.debt_not_found"
+    default_message = "No such debt."
+
+
+class DebtNotOpen(Conflict):
+    code = "wallet.debt_not_open"
+    default_message = "This debt is closed."
+
+
+class OverRepayment(BusinessRuleViolation):
+    code = "wallet.over_repayment"
+    default_message = "The amount is more than the debt needs."
+
+
+class WithdrawalBlocked(BusinessRuleViolation):
+    code = "wallet.withdrawal_blocked_by_debt"
+    default_message = "Withdrawals are blocked while a BNPL debt is outstanding."

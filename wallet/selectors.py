@@ -1,10 +1,129 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, QuerySet, Sum
+
+from core import clock
+from core.money import Money
 from customers.models import Customer
-from wallet.models import Wallet
+from wallet.bnpl import bnpl_settings, debt_amounts
+from wallet.errors import DebtNotFound
+from wallet.models import (
+    DebtDailySnapshot,
+    DebtResolution,
+    DebtStatus,
+    Wallet,
+    WalletDebt,
+    WalletTransaction,
+)
 
 
 def wallets_for_customer(*, customer: Customer) -> QuerySet[Wallet]:
     return Wallet.objects.filter(customer=customer).select_related("account").order_by("currency")
+
+
+def debts_for_customer(*, customer: Customer, open_only: bool = False) -> QuerySet[WalletDebt]:
+    debts = WalletDebt.objects.filter(wallet__customer=customer).select_related("wallet")
+    if open_only:
+        debts = debts.exclude(status=DebtStatus.REPAID)
+    return debts.order_by("created_at", "id")
+
+
+def debt_for_customer(*, customer: Customer, debt_id: int) -> WalletDebt:
+    debt = debts_for_customer(customer=customer).filter(pk=debt_id).first()
+    if debt is None:
+        raise DebtNotFound()
+    return debt
+
+
+def activity_for_customer(*, customer: Customer, limit: int = 20) -> QuerySet[WalletTransaction]:
+    return (
+        WalletTransaction.objects.filter(wallet__customer=customer)
+        .select_related("wallet")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def debt_totals() -> dict[str, int]:
+    """Outstanding and overdue principal and the customers in debt, computed by the database.
+
+    Minor units of the BNPL currency; crystallized unpaid interest counts as outstanding.
+    """
+    remaining = F("principal") - F("principal_repaid") + F("interest_charged") - F("interest_paid")
+    open_debts = WalletDebt.objects.exclude(status=DebtStatus.REPAID)
+    figures = open_debts.aggregate(
+        outstanding=Sum(remaining),
+        customers=Count("wallet__customer", distinct=True),
+    )
+    overdue = open_debts.filter(status=DebtStatus.OVERDUE).aggregate(total=Sum(remaining))
+    return {
+        "outstanding": figures["outstanding"] or 0,
+        "customers": figures["customers"] or 0,
+        "overdue": overdue["total"] or 0,
+    }
+
+
+def average_days_to_repay() -> float | None:
+    """Mean of repaid_at − created_at over repaid debts; written-off ones are left out."""
+    duration = ExpressionWrapper(F("repaid_at") - F("created_at"), output_field=DurationField())
+    mean = WalletDebt.objects.filter(
+        status=DebtStatus.REPAID, resolution=DebtResolution.REPAID
+    ).aggregate(mean=Avg(duration))["mean"]
+    return None if mean is None else round(mean / timedelta(days=1), 1)
+
+
+def debt_history(days: int = 90) -> list[DebtDailySnapshot]:
+    since = clock.business_date() - timedelta(days=days - 1)
+    return list(DebtDailySnapshot.objects.filter(business_date__gte=since))
+
+
+@dataclass(frozen=True)
+class DebtView:
+    """A debt as the customer sees it on ``on``: interest computed for that day."""
+
+    id: int
+    status: str
+    resolution: str
+    principal: Money
+    principal_outstanding: Money
+    interest_due: Money
+    total_due: Money
+    created_at: datetime
+    due_date: date
+    overdue_since: date | None
+    repaid_at: datetime | None
+    reference_type: str
+    reference_id: str
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != DebtStatus.REPAID
+
+
+def debt_views(debts: Iterable[WalletDebt], *, on: date | None = None) -> list[DebtView]:
+    conf, on = bnpl_settings(), on or clock.business_date()
+    views = []
+    for debt in debts:
+        currency = debt.wallet.currency
+        owed = debt_amounts(debt, conf, on)
+        views.append(
+            DebtView(
+                id=debt.pk,
+                status=debt.status,
+                resolution=debt.resolution,
+                principal=Money(debt.principal, currency),
+                principal_outstanding=Money(owed["principal"], currency),
+                interest_due=Money(owed["interest"], currency),
+                total_due=Money(owed["total"], currency),
+                created_at=debt.created_at,
+                due_date=debt.due_date,
+                overdue_since=debt.overdue_since,
+                repaid_at=debt.repaid_at,
+                reference_type=debt.reference_type,
+                reference_id=debt.reference_id,
+            )
+        )
+    return views

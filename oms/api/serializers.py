@@ -23,6 +23,11 @@ class CheckoutInputSerializer(serializers.Serializer):
     external_reference = serializers.CharField(
         max_length=100, required=False, allow_null=True, help_text="The channel's own order number"
     )
+    renewal_of = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="A subscription renewal: the id of the order it renews. Channel keys only.",
+    )
     channel = serializers.SlugField(
         required=False,
         help_text="Sales channel code when a customer token places the "
@@ -79,6 +84,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "customer",
             "total",
             "payment_method",
+            "renewal_of",
             "cancel_reason",
             "created_at",
             "confirmed_at",

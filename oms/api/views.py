@@ -59,6 +59,7 @@ class OrderListCreateApi(ListAPIView):
         values = data.validated_data
         channel = _caller_channel(request) or self._customer_channel(values.get("channel"))
         lines = [services.LineInput(**line) for line in values["lines"]]
+        renewal_of = self._renewed_order(request, values.get("renewal_of"))
         return idempotent(
             request,
             render=_render_created,
@@ -68,9 +69,24 @@ class OrderListCreateApi(ListAPIView):
                 lines=lines,
                 payment_method=values["payment_method"],
                 external_reference=values.get("external_reference"),
+                renewal_of=renewal_of,
                 actor=request.user,
                 idempotency=claim,
             ),
+        )
+
+    @staticmethod
+    def _renewed_order(request: Request, order_id: int | None) -> Order | None:
+        if order_id is None:
+            return None
+        channel = _caller_channel(request)
+        if channel is None:
+            raise InvalidInput(
+                code="oms.renewal_needs_channel",
+                fields={"renewal_of": ["Renewals are placed with the merchant channel's API key."]},
+            )
+        return selectors.order_for_caller(
+            customer=request.user.customer, channel=channel, order_id=order_id
         )
 
     @staticmethod

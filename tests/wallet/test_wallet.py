@@ -20,7 +20,7 @@ def test_get_wallet_shows_the_callers_balance(customer_api):
 def test_a_new_customer_has_no_wallets_yet(api):
     newcomer = make_customer()
     api.credentials(HTTP_AUTHORIZATION=f"Token {token_for(newcomer)}")
-    assert api.get("/api/v1/wallet").json() == {"wallets": []}
+    assert api.get("/api/v1/wallet").json() == {"wallets": [], "auto_deduct": True}
 
 
 def test_anonymous_wallet_is_401():

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from core.api.fields import MoneyField
-from wallet.models import Wallet
+from wallet.models import DebtStatus, Wallet, Withdrawal
 
 
 class WalletOutputSerializer(serializers.ModelSerializer):
@@ -15,3 +15,69 @@ class WalletOutputSerializer(serializers.ModelSerializer):
 
 class WalletListOutputSerializer(serializers.Serializer):
     wallets = WalletOutputSerializer(many=True)
+    auto_deduct = serializers.BooleanField(help_text="Credits repay outstanding BNPL debts first")
+
+
+class DebtOutputSerializer(serializers.Serializer):
+    """A debt as of today: interest is computed for the day it is read, not stored."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=DebtStatus.choices)
+    resolution = serializers.CharField(help_text="repaid or written_off once closed")
+    principal = MoneyField()
+    principal_outstanding = MoneyField(allow_zero=True)
+    interest_due = MoneyField(allow_zero=True)
+    total_due = MoneyField(allow_zero=True)
+    created_at = serializers.DateTimeField()
+    due_date = serializers.DateField()
+    overdue_since = serializers.DateField(allow_null=True)
+    repaid_at = serializers.DateTimeField(allow_null=True)
+    reference_type = serializers.CharField()
+    reference_id = serializers.CharField()
+
+
+class RepayInputSerializer(serializers.Serializer):
+    amount = MoneyField()
+
+
+class EligibilityQuerySerializer(serializers.Serializer):
+    amount = serializers.DecimalField(max_digits=18, decimal_places=3, min_value=0)
+    currency = serializers.CharField(required=False, max_length=3)
+
+
+class ReasonSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class EligibilityOutputSerializer(serializers.Serializer):
+    eligible = serializers.BooleanField(
+        help_text="Would a wallet checkout of this amount go through"
+    )
+    needs_bnpl = serializers.BooleanField(help_text="The balance alone does not cover it")
+    balance = MoneyField(allow_zero=True)
+    shortfall = MoneyField(allow_zero=True)
+    existing_debt = MoneyField(allow_zero=True)
+    max_debt = MoneyField(allow_zero=True)
+    reasons = ReasonSerializer(many=True)
+    options = serializers.ListField(child=serializers.CharField())
+
+
+class WithdrawalInputSerializer(serializers.Serializer):
+    amount = MoneyField()
+    iban = serializers.RegexField(
+        r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$", help_text="IBAN without spaces"
+    )
+
+
+class WithdrawalOutputSerializer(serializers.ModelSerializer):
+    amount = MoneyField(source="money")
+
+    class Meta:
+        model = Withdrawal
+        fields = ("id", "amount", "created_at")
+        read_only_fields = fields
+
+
+class AutoDeductInputSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()

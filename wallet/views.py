@@ -1,0 +1,62 @@
+"""The customer's My Wallet page: balance, outstanding debts with a Repay form, activity."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from core.errors import ApplicationError
+from core.money import Money
+from customers.models import Customer
+from wallet import selectors, services
+from wallet.errors import DebtNotFound
+
+
+def _customer(request: HttpRequest) -> Customer:
+    customer = getattr(request.user, "customer", None)
+    if customer is None:
+        raise Http404("This page is for customers.")
+    return customer
+
+
+@login_required
+def my_wallet(request: HttpRequest) -> HttpResponse:
+    customer = _customer(request)
+    wallets = list(selectors.wallets_for_customer(customer=customer))
+    main = next((w for w in wallets if w.currency == settings.DEFAULT_CURRENCY), None)
+    debts = selectors.debt_views(selectors.debts_for_customer(customer=customer, open_only=True))
+    return render(
+        request,
+        "wallet/my_wallet.html",
+        {
+            "customer": customer,
+            "balance": main.balance if main else Money.zero(settings.DEFAULT_CURRENCY),
+            "other_wallets": [w for w in wallets if w is not main],
+            "debts": debts,
+            "activity": selectors.activity_for_customer(customer=customer, limit=20),
+        },
+    )
+
+
+@login_required
+@require_POST
+def repay(request: HttpRequest, debt_id: int) -> HttpResponse:
+    customer = _customer(request)
+    try:
+        debt = selectors.debt_for_customer(customer=customer, debt_id=debt_id)
+    except DebtNotFound:
+        raise Http404("No such debt.") from None
+    try:
+        amount = Money.parse(request.POST.get("amount", "").strip(), debt.wallet.currency)
+        services.debt_repay(
+            customer_id=customer.pk, debt_id=debt.pk, amount=amount, actor=request.user
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Repaid {amount} of debt #{debt.pk}.")
+    return redirect("my-wallet")
