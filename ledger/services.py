@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import BigIntegerField, Case, F, Value, When
+from django.db.models import BigIntegerField, Case, F, Q, Value, When
 
 from core import clock
 from core.money import Money
@@ -22,17 +22,34 @@ from ledger.models import NORMAL_SIDE, Account, JournalEntry, Posting, Purpose
 
 @dataclass(frozen=True)
 class Leg:
-    account_id: int
+    # An account id, or the code of a system account (see ``system``).
+    account: int | str
     # Signed: positive = debit, negative = credit.
     amount: Money
 
 
-def debit(account: Account | int, amount: Money) -> Leg:
-    return Leg(account if isinstance(account, int) else account.pk, amount)
+AccountLike = Account | int | str
 
 
-def credit(account: Account | int, amount: Money) -> Leg:
-    return Leg(account if isinstance(account, int) else account.pk, -amount)
+def _ref(account: AccountLike) -> int | str:
+    return account.pk if isinstance(account, Account) else account
+
+
+def debit(account: AccountLike, amount: Money) -> Leg:
+    return Leg(_ref(account), amount)
+
+
+def credit(account: AccountLike, amount: Money) -> Leg:
+    return Leg(_ref(account), -amount)
+
+
+def system(purpose: Purpose, currency: str) -> str:
+    """The code of the product's own account for ``purpose`` in ``currency``.
+
+    Legs may name it by code: ``ledger_post`` finds (or, the first time, creates) it in
+    the same statement that locks the entry's other accounts.
+    """
+    return f"{purpose}:{currency}"
 
 
 def account_get_or_create(
@@ -54,7 +71,29 @@ def account_get_or_create(
 
 def system_account(purpose: Purpose, currency: str) -> Account:
     """The product's own account for ``purpose`` in ``currency`` (merchant, income, …)."""
-    return account_get_or_create(code=f"{purpose}:{currency}", purpose=purpose, currency=currency)
+    return account_get_or_create(code=system(purpose, currency), purpose=purpose, currency=currency)
+
+
+def _lock_accounts(legs: Sequence[Leg]) -> dict[int | str, Account]:
+    """Lock the legs' accounts in id order; key them by id and by code."""
+    ids = {leg.account for leg in legs if isinstance(leg.account, int)}
+    codes = {leg.account for leg in legs if isinstance(leg.account, str)}
+
+    def fetch() -> list[Account]:
+        return list(
+            Account.objects.select_for_update()
+            .filter(Q(pk__in=ids) | Q(code__in=codes))
+            .order_by("pk")
+        )
+
+    accounts = fetch()
+    missing = codes - {a.code for a in accounts}
+    if missing:  # a system account's first use
+        for code in missing:
+            purpose, currency = code.split(":")
+            system_account(Purpose(purpose), currency)
+        accounts = fetch()
+    return {**{a.pk: a for a in accounts}, **{a.code: a for a in accounts}}
 
 
 def ledger_post(
@@ -78,17 +117,14 @@ def ledger_post(
     if any(totals.values()):
         raise UnbalancedEntry(f"Postings do not sum to zero: {dict(totals)}")
 
-    accounts = {
-        a.pk: a
-        for a in Account.objects.select_for_update()
-        .filter(pk__in={leg.account_id for leg in legs})
-        .order_by("pk")
-    }
+    accounts = _lock_accounts(legs)
     deltas: dict[int, int] = defaultdict(int)
+    resolved: list[tuple[Account, Money]] = []
     for leg in legs:
-        account = accounts.get(leg.account_id)
+        account = accounts.get(leg.account)
         if account is None:
-            raise UnbalancedEntry(f"Unknown account {leg.account_id}.")
+            raise UnbalancedEntry(f"Unknown account {leg.account}.")
+        resolved.append((account, leg.amount))
         if account.currency != leg.amount.currency:
             raise UnbalancedEntry(f"{leg.amount.currency} posting to {account.code}.")
         deltas[account.pk] += account.sign * leg.amount.minor
@@ -108,13 +144,8 @@ def ledger_post(
         reverses=reverses,
     )
     Posting.objects.bulk_create(
-        Posting(
-            entry=entry,
-            account_id=leg.account_id,
-            amount=leg.amount.minor,
-            currency=leg.amount.currency,
-        )
-        for leg in legs
+        Posting(entry=entry, account=account, amount=amount.minor, currency=amount.currency)
+        for account, amount in resolved
     )
     Account.objects.filter(pk__in=deltas).update(
         balance=F("balance")

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 
 from core import clock
 from core.audit import audit_record
-from core.db import violated_constraint
+from core.db import prefetch_rows, violated_constraint
 from core.idempotency import IdempotencyClaim
 from core.money import MAX_MINOR, Money
 from customers.models import Customer, Feature
@@ -128,6 +128,8 @@ def _checkout(
         for index, line in enumerate(lines)
     )
     inventory.stock_reserve(order=order, lines=order_lines, allocations=allocations)
+    # Serializers read order.lines.all(); give them the rows just written.
+    prefetch_rows(order, "lines", order_lines)
     debt = wallet_fund_order(
         customer=customer,
         funding=funding,

@@ -23,7 +23,7 @@ from core.notifications import EmailDraft, email_queue
 from customers.models import Customer, Feature
 from customers.services import customer_require_kyc_for
 from ledger.models import Account, Purpose
-from ledger.services import account_get_or_create, credit, debit, ledger_post, system_account
+from ledger.services import AccountLike, account_get_or_create, credit, debit, ledger_post, system
 from wallet import signals
 from wallet.bnpl import (
     bnpl_eligibility,
@@ -116,7 +116,7 @@ def _move(
     kind: TransactionKind,
     direction: Direction,
     amount: Money,
-    counterpart: Account,
+    counterpart: AccountLike,
     reference_type: str,
     reference_id: str,
     actor: AbstractBaseUser | None = None,
@@ -162,7 +162,7 @@ def _credit_and_repay(
     wallet: Wallet,
     kind: TransactionKind,
     amount: Money,
-    counterpart: Account,
+    counterpart: AccountLike,
     reference_type: str,
     reference_id: str,
     actor: AbstractBaseUser | None,
@@ -255,7 +255,7 @@ def wallet_credit(
         wallet=wallet,
         kind=kind,
         amount=amount,
-        counterpart=system_account(CREDIT_SOURCES[kind], amount.currency),
+        counterpart=system(CREDIT_SOURCES[kind], amount.currency),
         reference_type="wallet.wallet",
         reference_id=str(wallet.pk),
         actor=actor,
@@ -289,7 +289,7 @@ def wallet_refund(
         wallet=wallet,
         kind=TransactionKind.REFUND,
         amount=amount,
-        counterpart=system_account(Purpose.MERCHANT, amount.currency),
+        counterpart=system(Purpose.MERCHANT, amount.currency),
         reference_type=reference_type,
         reference_id=reference_id,
         actor=actor,
@@ -374,7 +374,7 @@ def wallet_fund_order(
             kind=TransactionKind.PAYMENT,
             direction=Direction.DEBIT,
             amount=total,
-            counterpart=system_account(Purpose.MERCHANT, total.currency),
+            counterpart=system(Purpose.MERCHANT, total.currency),
             reference_type=reference_type,
             reference_id=reference_id,
             actor=actor,
@@ -384,7 +384,7 @@ def wallet_fund_order(
     conf = bnpl_settings()
     legs = [
         debit(_receivable(customer, total.currency), funding.borrowed),
-        credit(system_account(Purpose.MERCHANT, total.currency), total),
+        credit(system(Purpose.MERCHANT, total.currency), total),
     ]
     if funding.from_balance.is_positive():
         legs.append(debit(wallet.account_id, funding.from_balance))
@@ -445,7 +445,7 @@ def _crystallize_interest(*, debt: WalletDebt, conf, on: date) -> None:
         kind="wallet.debt_interest",
         legs=[
             debit(_receivable(debt.wallet.customer, currency), Money(delta, currency)),
-            credit(system_account(Purpose.INTEREST_INCOME, currency), Money(delta, currency)),
+            credit(system(Purpose.INTEREST_INCOME, currency), Money(delta, currency)),
         ],
         reference_type="wallet.debt",
         reference_id=str(debt.pk),
@@ -573,7 +573,7 @@ def debt_write_off(*, debt_id: int, actor: AbstractBaseUser, note: str = "") -> 
     ledger_post(
         kind="wallet.debt_write_off",
         legs=[
-            debit(system_account(Purpose.WRITE_OFF_EXPENSE, wallet.currency), amount),
+            debit(system(Purpose.WRITE_OFF_EXPENSE, wallet.currency), amount),
             credit(_receivable(wallet.customer, wallet.currency), amount),
         ],
         reference_type="wallet.debt",
@@ -718,7 +718,7 @@ def wallet_withdraw(
         kind=TransactionKind.WITHDRAWAL,
         direction=Direction.DEBIT,
         amount=amount,
-        counterpart=system_account(Purpose.CASH_CLEARING, amount.currency),
+        counterpart=system(Purpose.CASH_CLEARING, amount.currency),
         reference_type="wallet.withdrawal",
         reference_id="",
         actor=actor,

@@ -24,7 +24,7 @@ def _caller_channel(request: Request) -> Channel | None:
 
 
 def _render_created(order: Order) -> tuple[int, dict]:
-    order = selectors.order_for_caller(customer=order.customer, channel=None, order_id=order.pk)
+    # The service hands back the order with its lines and channel in memory: no re-read.
     return status.HTTP_201_CREATED, OrderOutputSerializer(order).data
 
 

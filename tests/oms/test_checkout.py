@@ -225,11 +225,11 @@ def test_checkout_query_count_does_not_grow_with_lines(
 def test_checkout_query_count_is_pinned(customer_api, stock, django_assert_num_queries):
     stock("A", 10)
     checkout(customer_api, line("A", 1))  # warm up
-    # token, customer, channel, KYC gate, [savepoint: the test's stand-in for BEGIN]
-    # wallet lock, stock lock, order, lines, stock update, reservations, merchant account,
-    # account lock, entry, postings, balances, wallet transaction, audit, [release]
-    # and the response's order + lines.
-    with django_assert_num_queries(21):
+    # token + user + customer, channel, KYC gate, [savepoint: the test's stand-in for
+    # BEGIN] wallet + account lock, stock lock, order, lines, stock update, reservations,
+    # ledger account lock (the merchant found by code), entry, postings, balances, wallet
+    # transaction, audit, [release]. The response is rendered from the rows in memory.
+    with django_assert_num_queries(17):
         checkout(customer_api, line("A", 1))
 
 
