@@ -91,3 +91,22 @@ def test_concurrent_top_ups_and_manual_repayments_never_repay_twice_or_lose_mone
     # No credit lost: 100.00 + 10 × 5.00 in, 50.00 repaid, the rest in the balance.
     assert Wallet.objects.get(customer=customer).balance.minor == 10000 + 10 * 500 - 5000
     receivable_matches_debts(customer)
+
+
+def test_two_concurrent_daily_runs_queue_each_reminder_once(concurrently):
+    from datetime import timedelta
+
+    from core import clock
+    from core.models import OutboundEmail
+    from wallet.tasks import daily_debt_run
+
+    ChannelFactory(code="web")
+    enable_wallet_bnpl()
+    customers = [approve_kyc(make_customer()) for _ in range(5)]
+    debts = [borrow(customer, "10.00") for customer in customers]
+    day = (clock.business_date() + timedelta(days=31)).isoformat()
+
+    results = concurrently(4, lambda i: daily_debt_run(business_date=day))
+    assert sum(r["marked_overdue"] for r in results) == 5
+    keys = sorted(OutboundEmail.objects.values_list("dedupe_key", flat=True))
+    assert keys == sorted(f"wallet.debt_overdue:{pk}:week-0" for pk in debts)
