@@ -39,12 +39,43 @@ def debt_for_customer(*, customer: Customer, debt_id: int) -> WalletDebt:
     return debt
 
 
-def activity_for_customer(*, customer: Customer, limit: int = 20) -> QuerySet[WalletTransaction]:
-    return (
+@dataclass(frozen=True)
+class ActivityRow:
+    created_at: datetime
+    label: str
+    # "credit", "debit", or "" for what does not move the balance (a BNPL purchase).
+    direction: str
+    amount: Money
+    balance_after: Money | None
+
+
+def activity_for_customer(*, customer: Customer, limit: int = 20) -> list[ActivityRow]:
+    """The latest wallet movements and BNPL purchases, newest first. Two queries."""
+    movements = (
         WalletTransaction.objects.filter(wallet__customer=customer)
         .select_related("wallet")
         .order_by("-created_at", "-id")[:limit]
     )
+    rows = [
+        ActivityRow(t.created_at, t.get_kind_display(), t.direction, t.money, t.balance_after_money)
+        for t in movements
+    ]
+    purchases = (
+        WalletDebt.objects.filter(wallet__customer=customer)
+        .select_related("wallet")
+        .order_by("-created_at", "-id")[:limit]
+    )
+    rows += [
+        ActivityRow(
+            d.created_at,
+            f"Bought on BNPL (debt #{d.pk}, due {d.due_date:%-d %b %Y})",
+            "",
+            Money(d.principal, d.wallet.currency),
+            None,
+        )
+        for d in purchases
+    ]
+    return sorted(rows, key=lambda row: row.created_at, reverse=True)[:limit]
 
 
 def debt_totals() -> dict[str, int]:

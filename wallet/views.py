@@ -9,7 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from core.errors import ApplicationError
+from core.errors import ApplicationError, InvalidInput
 from core.money import Money
 from customers.models import Customer
 from wallet import selectors, services
@@ -38,6 +38,8 @@ def my_wallet(request: HttpRequest) -> HttpResponse:
             "other_wallets": [w for w in wallets if w is not main],
             "debts": debts,
             "activity": selectors.activity_for_customer(customer=customer, limit=20),
+            # What the customer typed before an error, so it is not lost.
+            "attempt": request.session.pop("repay_attempt", None),
         },
     )
 
@@ -50,13 +52,20 @@ def repay(request: HttpRequest, debt_id: int) -> HttpResponse:
         debt = selectors.debt_for_customer(customer=customer, debt_id=debt_id)
     except DebtNotFound:
         raise Http404("No such debt.") from None
+    raw = request.POST.get("amount", "").strip()
     try:
-        amount = Money.parse(request.POST.get("amount", "").strip(), debt.wallet.currency)
+        if not raw:
+            raise InvalidInput("Enter the amount to repay.", fields={"amount": ["Required."]})
+        amount = Money.parse(raw, debt.wallet.currency)
         services.debt_repay(
             customer_id=customer.pk, debt_id=debt.pk, amount=amount, actor=request.user
         )
     except ApplicationError as exc:
-        messages.error(request, exc.message)
+        detail = exc.fields.get("amount", [])
+        generic = exc.message == exc.default_message
+        messages.error(request, detail[0] if detail and generic else exc.message)
+        # Keep what the customer typed, to correct it.
+        request.session["repay_attempt"] = {"debt": debt.pk, "amount": raw[:32]}
     else:
         messages.success(request, f"Repaid {amount} of debt #{debt.pk}.")
     return redirect("my-wallet")
