@@ -596,31 +596,60 @@ def debt_write_off(*, debt_id: int, actor: AbstractBaseUser, note: str = "") -> 
 # --- daily jobs -----------------------------------------------------------------------
 
 
-def debts_mark_overdue(*, business_date: date) -> int:
-    """Mark every outstanding debt due before ``business_date`` overdue: one statement.
+OVERDUE_CHUNK = 50_000
 
-    Returns how many were marked. Running it again the same day marks nothing more.
+
+def _mark_overdue_chunk(*, business_date: date, limit: int, returning: bool) -> list[int] | int:
+    """One set-based UPDATE of up to ``limit`` due debts, in its own short transaction.
+
+    On PostgreSQL the rows are taken with ``FOR UPDATE SKIP LOCKED``: the job never waits
+    for a debt a repayment holds, so it can never be part of a deadlock; that debt is
+    looked at again by the next chunk or the next run.
     """
-    with transaction.atomic(durable=True):
-        if not signals.debt_overdue.has_listeners():
-            return WalletDebt.objects.filter(
-                status=DebtStatus.OUTSTANDING, due_date__lt=business_date
-            ).update(status=DebtStatus.OVERDUE, overdue_since=business_date)
-        table = WalletDebt._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET status = %s, overdue_since = %s "
-                f"WHERE status = %s AND due_date < %s RETURNING id",
-                [DebtStatus.OVERDUE, business_date, DebtStatus.OUTSTANDING, business_date],
-            )
-            ids = [row[0] for row in cursor.fetchall()]
+    table = WalletDebt._meta.db_table
+    if connection.vendor == "postgresql":
+        where = (
+            f"id IN (SELECT id FROM {table} WHERE status = %s AND due_date < %s "
+            f"LIMIT %s FOR UPDATE SKIP LOCKED)"
+        )
+        params = [DebtStatus.OUTSTANDING, business_date, limit]
+    else:  # SQLite (make run) serializes writers anyway
+        where = "status = %s AND due_date < %s"
+        params = [DebtStatus.OUTSTANDING, business_date]
+    sql = f"UPDATE {table} SET status = %s, overdue_since = %s WHERE {where}"
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(
+            sql + (" RETURNING id" if returning else ""),
+            [DebtStatus.OVERDUE, business_date, *params],
+        )
+        if not returning:
+            return cursor.rowcount
+        ids = [row[0] for row in cursor.fetchall()]
         if ids:
             transaction.on_commit(
                 lambda: signals.debt_overdue.send(
                     sender=WalletDebt, debt_ids=ids, business_date=business_date
                 )
             )
-        return len(ids)
+        return ids
+
+
+def debts_mark_overdue(*, business_date: date, chunk: int = OVERDUE_CHUNK) -> int:
+    """Mark every outstanding debt due before ``business_date`` overdue.
+
+    Set-based: one UPDATE per ``chunk`` debts, each committed on its own, so locks are
+    held briefly and a failure loses at most one chunk. Listeners of ``debt_overdue``
+    get each chunk's ids after it commits. Returns how many were marked; running it
+    again the same day marks nothing more.
+    """
+    returning = signals.debt_overdue.has_listeners(WalletDebt)
+    marked = 0
+    while True:
+        result = _mark_overdue_chunk(business_date=business_date, limit=chunk, returning=returning)
+        count = len(result) if returning else result
+        marked += count
+        if count < chunk or connection.vendor != "postgresql":
+            return marked
 
 
 def debt_reminders_queue(*, business_date: date, chunk: int = 2000) -> int:

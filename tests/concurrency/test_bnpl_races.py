@@ -110,3 +110,44 @@ def test_two_concurrent_daily_runs_queue_each_reminder_once(concurrently):
     assert sum(r["marked_overdue"] for r in results) == 5
     keys = sorted(OutboundEmail.objects.values_list("dedupe_key", flat=True))
     assert keys == sorted(f"wallet.debt_overdue:{pk}:week-0" for pk in debts)
+
+
+def test_overdue_marking_skips_a_debt_being_repaid_instead_of_waiting_for_it():
+    import threading
+    from datetime import timedelta
+
+    from django.db import connections, transaction
+
+    from core import clock
+    from wallet.services import debts_mark_overdue
+
+    ChannelFactory(code="web")
+    enable_wallet_bnpl()
+    customer = approve_kyc(make_customer())
+    held, *others = [borrow(customer, "10.00") for _ in range(4)]
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_like_a_repayment() -> None:
+        try:
+            with transaction.atomic():
+                WalletDebt.objects.select_for_update().get(pk=held)
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_like_a_repayment)
+    holder.start()
+    try:
+        assert locked.wait(timeout=10)
+        day = clock.business_date() + timedelta(days=31)
+        assert debts_mark_overdue(business_date=day) == 3  # did not wait for the held one
+        assert WalletDebt.objects.get(pk=held).status == DebtStatus.OUTSTANDING
+    finally:
+        release.set()
+        holder.join()
+    assert debts_mark_overdue(business_date=day) == 1  # the next run takes it
+    assert set(WalletDebt.objects.values_list("status", flat=True)) == {DebtStatus.OVERDUE}
+    assert sorted(others) == sorted(
+        WalletDebt.objects.exclude(pk=held).values_list("pk", flat=True)
+    )

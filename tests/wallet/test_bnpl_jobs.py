@@ -51,15 +51,27 @@ def test_overdue_marking_is_one_statement_whatever_the_number_of_debts(
     for _ in range(30):
         borrow(approved, "1.00")
     day = clock.business_date() + timedelta(days=31)
-    with django_assert_num_queries(3):  # savepoint, UPDATE, release
+    with django_assert_num_queries(3):  # savepoint, UPDATE, release: one chunk
         assert debts_mark_overdue(business_date=day) == 30
+
+
+def test_overdue_marking_works_through_chunks(bnpl, approved):
+    from wallet.services import debts_mark_overdue
+
+    for _ in range(7):
+        borrow(approved, "1.00")
+    day = clock.business_date() + timedelta(days=31)
+    assert debts_mark_overdue(business_date=day, chunk=3) == 7
+    assert set(WalletDebt.objects.values_list("status", flat=True)) == {DebtStatus.OVERDUE}
 
 
 def test_debt_overdue_signal_names_the_debts(bnpl, approved, django_capture_on_commit_callbacks):
     first, second = borrow(approved, "1.00"), borrow(approved, "2.00")
     seen = []
+    # Connected for this sender only, as an integrator would.
     signals.debt_overdue.connect(
         lambda sender, debt_ids, business_date, **kw: seen.extend(debt_ids),
+        sender=WalletDebt,
         weak=False,
         dispatch_uid="t-overdue",
     )
@@ -67,7 +79,7 @@ def test_debt_overdue_signal_names_the_debts(bnpl, approved, django_capture_on_c
         with django_capture_on_commit_callbacks(execute=True):
             run_daily(31)
     finally:
-        signals.debt_overdue.disconnect(dispatch_uid="t-overdue")
+        signals.debt_overdue.disconnect(sender=WalletDebt, dispatch_uid="t-overdue")
     assert sorted(seen) == [first, second]
 
 
