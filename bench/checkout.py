@@ -60,10 +60,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from benchdb import DEFAULT_DATABASE_URL, bench_urls, drop_database, recreate_database
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/oms"
 CURRENCY = "EUR"
 UNIT_PRICE_MINOR = 100  # 1.00 EUR, quantity 1, no tax: 3.00 EUR an order
 LINES_PER_ORDER = 3
@@ -71,46 +71,6 @@ OPENING_BALANCE = "1000000.00"  # per customer; far more than any run spends
 ON_HAND = 2_000_000_000  # fits the integer column; far more than any run reserves
 WARMUP_ORDERS = 40  # per variant, before round 1, not timed
 MAX_ERRORS_SHOWN = 10
-
-
-# --- database URLs ---------------------------------------------------------------------
-
-
-def bench_urls(database_url: str) -> tuple[str, str, str]:
-    """(bench database URL, maintenance database URL, bench database name)."""
-    parts = urlsplit(database_url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise SystemExit(f"DATABASE_URL must be PostgreSQL, not {parts.scheme!r}")
-    name = parts.path.lstrip("/") or "oms"
-    bench_name = f"{name}_bench"
-    bench = urlunsplit(parts._replace(path=f"/{bench_name}"))
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    return bench, admin, bench_name
-
-
-def recreate_database(admin_url: str, name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
 
 
 # --- child mode: --setup (Django) ------------------------------------------------------
@@ -626,7 +586,7 @@ def main(args: argparse.Namespace) -> None:
     if args.quick:
         args.orders, args.rounds = 200, 1
     database_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    bench_url, admin_url, bench_name = bench_urls(database_url)
+    bench_url, admin_url, bench_name = bench_urls(database_url, "bench")
     workdir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
     env = child_env(bench_url, str(workdir / "var"))
     log_path = workdir / "gunicorn.log"

@@ -61,10 +61,10 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from benchdb import DEFAULT_DATABASE_URL, bench_urls, drop_database, recreate_database
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/oms"
 BUSINESS_DATE = date(2025, 7, 1)
 DEBTS_PER_WALLET = 100  # due debts per wallet: 1,000,000 due debts → 10,000 wallets
 TARGET = 0.8
@@ -79,46 +79,6 @@ SQL_MARK = (
     "UPDATE wallet_walletdebt SET status = 'overdue', overdue_since = %s "
     "WHERE status = 'outstanding' AND due_date < %s"
 )
-
-
-# --- database URLs ---------------------------------------------------------------------
-
-
-def bench_urls(database_url: str) -> tuple[str, str, str]:
-    """(bench database URL, maintenance database URL, bench database name)."""
-    parts = urlsplit(database_url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise SystemExit(f"DATABASE_URL must be PostgreSQL, not {parts.scheme!r}")
-    name = parts.path.lstrip("/") or "oms"
-    bench_name = f"{name}_bench_overdue"
-    bench = urlunsplit(parts._replace(path=f"/{bench_name}"))
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    return bench, admin, bench_name
-
-
-def recreate_database(admin_url: str, name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
 
 
 def bench_env(database_url: str, var_dir: str) -> dict[str, str]:
@@ -399,7 +359,7 @@ def main(args: argparse.Namespace) -> None:
     counts = counts_for(args.debts)
     total = counts["due"] + counts["not_due"] + counts["repaid"] + counts["overdue_before"]
     database_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    bench_url, admin_url, bench_name = bench_urls(database_url)
+    bench_url, admin_url, bench_name = bench_urls(database_url, "bench_overdue")
     workdir = Path(tempfile.mkdtemp(prefix="oms-bench-overdue-"))
     env = bench_env(bench_url, str(workdir / "var"))
     print(

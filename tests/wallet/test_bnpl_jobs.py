@@ -181,6 +181,13 @@ def test_settings_changes_and_whitelist_are_audited(bnpl, admin_client, admin_us
         ).count()
         == 1
     )
+    entry = BnplWhitelistEntry.objects.get()
+    admin_client.post(
+        reverse("admin:wallet_bnplwhitelistentry_delete", args=[entry.pk]), {"post": "yes"}
+    )
+    assert not BnplWhitelistEntry.objects.exists()
+    removal = AuditEntry.objects.get(action="admin.delete", target_type="wallet.bnplwhitelistentry")
+    assert removal.actor == admin_user
 
 
 def _count(client, url) -> int:

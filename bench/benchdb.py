@@ -1,0 +1,40 @@
+"""The throwaway PostgreSQL database every benchmark runs in."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/oms"
+
+
+def bench_urls(database_url: str, suffix: str) -> tuple[str, str, str]:
+    """(bench database URL, maintenance database URL, bench database name)."""
+    parts = urlsplit(database_url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise SystemExit(f"DATABASE_URL must be PostgreSQL, not {parts.scheme!r}")
+    name = parts.path.lstrip("/") or "oms"
+    bench_name = f"{name}_{suffix}"
+    bench = urlunsplit(parts._replace(path=f"/{bench_name}"))
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    return bench, admin, bench_name
+
+
+def _admin(admin_url: str, *statements: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def recreate_database(admin_url: str, name: str) -> None:
+    _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
