@@ -75,7 +75,8 @@ def main() -> int:
   Admin back-office    {base}/admin/        admin / admin      (finance staff: finance / finance)
   Health               {base}/healthz   {base}/readyz
 
-  Demo customers       alice@example.com / alice-demo-pass  (KYC approved, 500.00 EUR)
+  My Wallet            {base}/wallet/
+  Demo customers       alice@example.com / alice-demo-pass  (KYC approved, 500.00 EUR, BNPL pilot)
                        bob@example.com   / bob-demo-pass    (KYC pending,   40.00 EUR)
   Channel API key      web: ch_demoweb_demo-key-web   (send with X-Customer-Id)
 

@@ -91,10 +91,10 @@ def wallet_lock(*, customer_id: int, currency: str) -> Wallet | None:
 
     The wallet's ledger account row is locked in the same statement: PostgreSQL re-reads
     only locked rows after waiting for a lock, so locking the wallet alone would leave a
-    stale balance on the joined account.
+    stale balance on the joined account. The customer and user rows are read, not locked.
     """
     return (
-        Wallet.objects.select_for_update()
+        Wallet.objects.select_for_update(of=("self", "account"))
         .select_related("account", "customer__user")
         .filter(customer_id=customer_id, currency=currency)
         .first()

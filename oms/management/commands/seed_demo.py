@@ -12,7 +12,8 @@ from customers.models import Customer, KycStatus
 from customers.services import customer_create, customer_kyc_approve
 from oms.models import Channel, ChannelKind, Location, LocationKind, StockItem
 from oms.services import hash_api_key
-from wallet.models import TransactionKind
+from wallet.bnpl import bnpl_settings
+from wallet.models import BnplWhitelistEntry, TransactionKind
 from wallet.services import wallet_credit
 
 ADMIN = ("admin", "admin")
@@ -104,4 +105,15 @@ class Command(BaseCommand):
                 note="Demo opening balance",
             )
             Token.objects.get_or_create(user=customer.user)
+
+        # Wallet BNPL on, for a whitelisted pilot of one: alice. Settings an admin has
+        # since changed are left alone.
+        conf = bnpl_settings()
+        if conf.updated_at is None:
+            conf.enabled, conf.updated_at = True, now
+            conf.save(update_fields=["enabled", "updated_at"])
+        alice = Customer.objects.get(user__username=CUSTOMERS[0][0])
+        BnplWhitelistEntry.objects.get_or_create(
+            user=alice.user, defaults={"added_by": admin_user, "added_at": now}
+        )
         self.stdout.write(self.style.SUCCESS("Demo data is in place."))
