@@ -128,6 +128,10 @@ class Money:
     def __str__(self) -> str:
         return f"{self.amount_str()} {self.currency}"
 
+    def as_dict(self) -> dict[str, str]:
+        """The API's shape: ``{"amount": "123.45", "currency": "EUR"}``."""
+        return {"amount": self.amount_str(), "currency": self.currency}
+
     # --- arithmetic -----------------------------------------------------------------
     def _same(self, other: Money) -> None:
         if not isinstance(other, Money):

@@ -313,13 +313,12 @@ def _refusal(
     *, balance: Money, amount: Money, reasons: list[dict[str, str]]
 ) -> InsufficientBalance:
     short = amount - balance
-    money = lambda m: {"amount": m.amount_str(), "currency": m.currency}  # noqa: E731
     return InsufficientBalance(
         f"The wallet holds {balance}; this order needs {amount} ({short} short).",
         extra={
-            "balance": money(balance),
-            "required": money(amount),
-            "shortfall": money(short),
+            "balance": balance.as_dict(),
+            "required": amount.as_dict(),
+            "shortfall": short.as_dict(),
             "bnpl_reasons": reasons,
             "options": ["top_up"],
         },
@@ -542,7 +541,7 @@ def debt_repay(
         raise OverRepayment(
             f"Debt #{debt.pk} needs {owed}; {amount} is more than that.",
             fields={"amount": [f"At most {owed.amount_str()}."]},
-            extra={"owed": {"amount": owed.amount_str(), "currency": owed.currency}},
+            extra={"owed": owed.as_dict()},
         )
     wallet_ensure_covers(wallet=wallet, amount=amount)
     _repay(debt=debt, wallet=wallet, amount=amount, conf=conf, on=today, actor=actor)

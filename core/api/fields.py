@@ -37,7 +37,7 @@ class MoneyField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_representation(self, value: Money) -> dict[str, str]:
-        return {"amount": value.amount_str(), "currency": value.currency}
+        return value.as_dict()
 
     def to_internal_value(self, data: Any) -> Money:
         if not isinstance(data, dict) or set(data) - {"amount", "currency"}:
