@@ -185,6 +185,11 @@ IDEMPOTENCY_LOCK_SECONDS = 60
 MAX_LINE_QUANTITY = 10_000
 MAX_ORDER_LINES = 200
 
+# Where providers reach this deployment (shown as the webhook URL to register).
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+# Fernet key for payment secrets at rest (payments/crypto.py); required with DEBUG off.
+PAYMENTS_ENCRYPTION_KEY = os.environ.get("PAYMENTS_ENCRYPTION_KEY", "")
+
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "no-reply@oms.example")
 

@@ -29,6 +29,10 @@ OUR_APPS = (
 def pytest_configure(config: pytest.Config) -> None:
     # Passwords are hashed for real in production; tests only need them to match.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Tests run with DEBUG off, where payment secrets need a key, as in production.
+    from cryptography.fernet import Fernet
+
+    settings.PAYMENTS_ENCRYPTION_KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture(autouse=True)

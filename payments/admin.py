@@ -1,0 +1,190 @@
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.urls import reverse
+from django.utils.html import format_html
+
+from core import clock
+from core.admin import AuditedAdmin, ReadOnlyAdmin
+from payments import crypto, services
+from payments.models import PaymentEvent, PaymentTransaction, ProviderAccount, WebhookEvent
+from payments.selectors import payment_amounts
+
+
+class ProviderAccountForm(forms.ModelForm):
+    """Credentials are write-only: blank keeps what is stored; nothing is ever shown."""
+
+    credential_id = forms.CharField(
+        required=False,
+        label="API username / merchant id",
+        help_text="Leave blank to keep the stored one.",
+    )
+    credential_secret = forms.CharField(
+        required=False,
+        label="API password / secret key",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave blank to keep the stored one. Stored encrypted.",
+    )
+
+    base_url = forms.URLField(
+        assume_scheme="https", help_text="The provider's API root (or the payment sandbox)"
+    )
+
+    class Meta:
+        model = ProviderAccount
+        fields = (
+            "provider",
+            "enabled",
+            "mode",
+            "region",
+            "base_url",
+            "currency",
+            "min_order",
+            "max_order",
+            "merchant_categories",
+            "rotation_overlap_hours",
+        )
+
+    def save(self, commit: bool = True):
+        account = super().save(commit=False)
+        stored = crypto.decrypt(account.credentials_encrypted) or {}
+        for field, key in (("credential_id", "id"), ("credential_secret", "secret")):
+            if self.cleaned_data.get(field):
+                stored[key] = self.cleaned_data[field]
+        account.credentials_encrypted = crypto.encrypt(stored)
+        now = clock.now()
+        account.created_at = account.created_at or now
+        account.updated_at = now
+        if commit:
+            account.save()
+        return account
+
+
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(AuditedAdmin):
+    form = ProviderAccountForm
+    list_display = ("provider", "enabled", "mode", "region", "base_url", "webhook_url")
+    readonly_fields = (
+        "stored_credentials",
+        "webhook_secret",
+        "webhook_url",
+        "previous_secret_valid_until",
+    )
+    fieldsets = [
+        (None, {"fields": ("provider", "enabled", "mode", "region", "base_url")}),
+        ("Credentials", {"fields": ("stored_credentials", "credential_id", "credential_secret")}),
+        (
+            "Webhooks",
+            {
+                "fields": (
+                    "webhook_url",
+                    "webhook_secret",
+                    "rotation_overlap_hours",
+                    "previous_secret_valid_until",
+                )
+            },
+        ),
+        ("Limits", {"fields": ("currency", "min_order", "max_order", "merchant_categories")}),
+    ]
+    actions = ["rotate_webhook_secret"]
+
+    @admin.display(description="Stored credentials")
+    def stored_credentials(self, obj: ProviderAccount) -> str:
+        stored = crypto.decrypt(obj.credentials_encrypted) or {}
+        return f"id {crypto.mask(stored.get('id'))}, secret {crypto.mask(stored.get('secret'))}"
+
+    @admin.display(description="Webhook signing secret")
+    def webhook_secret(self, obj: ProviderAccount) -> str:
+        return crypto.mask(crypto.decrypt(obj.webhook_secret_encrypted))
+
+    @admin.display(description="Webhook URL to register with the provider")
+    def webhook_url(self, obj: ProviderAccount) -> str:
+        url = settings.PUBLIC_BASE_URL.rstrip("/") + reverse(
+            "payments-webhook", args=[obj.provider]
+        )
+        return format_html("<code>{}</code>", url)
+
+    @admin.action(description="Rotate the webhook secret (shown once)", permissions=["change"])
+    def rotate_webhook_secret(self, request, queryset: QuerySet[ProviderAccount]) -> None:
+        for account in queryset:
+            secret = services.provider_webhook_secret_rotate(
+                account_id=account.pk, actor=request.user
+            )
+            self.message_user(
+                request,
+                f"{account}: new webhook secret {secret} — register it with the "
+                f"provider now; the previous one stays valid for "
+                f"{account.rotation_overlap_hours} h.",
+                messages.WARNING,
+            )
+
+
+class PaymentEventInline(admin.TabularInline):
+    model = PaymentEvent
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "kind", "outcome", "amount", "currency", "source", "idempotency_key")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PaymentTransaction)
+class PaymentTransactionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "account",
+        "reference_type",
+        "reference_id",
+        "provider_reference",
+        "amount",
+        "currency",
+        "status",
+        "flagged",
+        "created_at",
+    )
+    list_filter = ("account", "flagged", "currency")
+    search_fields = ("reference_id", "provider_reference")
+    readonly_fields = ("amounts",)
+    inlines = [PaymentEventInline]
+
+    @admin.display(description="Status")
+    def status(self, obj: PaymentTransaction) -> str:
+        return payment_amounts(obj).status
+
+    @admin.display(description="Authorized / captured / refunded / cancelled")
+    def amounts(self, obj: PaymentTransaction) -> str:
+        a = payment_amounts(obj)
+        return f"{a.authorized} / {a.captured} / {a.refunded} / {a.cancelled}"
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "received_at",
+        "provider",
+        "event_type",
+        "event_id",
+        "status",
+        "attempts",
+        "last_error",
+    )
+    list_filter = ("provider", "status", "event_type")
+    search_fields = ("event_id",)
+    actions = ["process_again"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("payments.change_webhookevent")  # for the action only
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in WebhookEvent._meta.fields]
+
+    @admin.action(description="Process selected events again", permissions=["change"])
+    def process_again(self, request, queryset: QuerySet[WebhookEvent]) -> None:
+        results = [
+            services.webhook_event_process(event_id=pk).status
+            for pk in queryset.values_list("pk", flat=True)
+        ]
+        self.message_user(request, f"Processed {results.count('processed')} of {len(results)}.")

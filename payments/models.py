@@ -1,0 +1,181 @@
+"""Provider accounts, payment transactions and their append-only event log, webhooks.
+
+Amounts are minor units. A transaction's authorized, captured and refunded amounts are
+never stored: they are derived from its succeeded events (``payments.selectors``).
+"""
+
+from django.db import models
+
+
+class Provider(models.TextChoices):
+    KLARNA = "klarna", "Klarna"
+    AFTERPAY = "afterpay", "Afterpay / Clearpay"
+    CARD = "card", "Card processor"
+
+
+class Mode(models.TextChoices):
+    SANDBOX = "sandbox", "Sandbox (test)"
+    LIVE = "live", "Live"
+
+
+class ProviderAccount(models.Model):
+    """One provider's settings. Secrets are encrypted at rest and never shown again."""
+
+    provider = models.CharField(max_length=20, choices=Provider.choices, unique=True)
+    enabled = models.BooleanField(default=False)
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.SANDBOX)
+    region = models.CharField(
+        max_length=10, default="eu", help_text="Klarna: eu, na, oc. Afterpay: eu, us, au."
+    )
+    base_url = models.URLField(help_text="The provider's API root (or the payment sandbox)")
+    # Fernet tokens (payments.crypto), never plain text.
+    credentials_encrypted = models.TextField(blank=True)
+    webhook_secret_encrypted = models.TextField(blank=True)
+    previous_webhook_secret_encrypted = models.TextField(blank=True)
+    # Until then the previous secret still verifies webhooks (rotation overlap).
+    previous_secret_valid_until = models.DateTimeField(null=True, blank=True)
+    rotation_overlap_hours = models.PositiveIntegerField(default=24)
+    currency = models.CharField(max_length=3, default="EUR")
+    # Minor units; orders outside the limits are not offered this provider.
+    min_order = models.BigIntegerField(null=True, blank=True)
+    max_order = models.BigIntegerField(null=True, blank=True)
+    merchant_categories = models.JSONField(
+        default=list, blank=True, help_text="Categories it may serve; empty: all"
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["provider"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(min_order__isnull=True)
+                | models.Q(max_order__isnull=True)
+                | models.Q(min_order__lte=models.F("max_order")),
+                name="provider_account_limits_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_provider_display()} ({self.mode})"
+
+
+class PaymentTransaction(models.Model):
+    """One order's payment at one provider."""
+
+    account = models.ForeignKey(
+        ProviderAccount, on_delete=models.PROTECT, related_name="transactions"
+    )
+    # What it pays for, e.g. ("oms.order", "42").
+    reference_type = models.CharField(max_length=100)
+    reference_id = models.CharField(max_length=64)
+    # The provider's id for it (Klarna order id, Afterpay payment id, card charge id).
+    provider_reference = models.CharField(max_length=128, null=True, blank=True)
+    currency = models.CharField(max_length=3)
+    # What we asked for, minor units.
+    amount = models.BigIntegerField()
+    # Set when a provider reports something that does not match ours.
+    flagged = models.BooleanField(default=False, db_index=True)
+    flag_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "provider_reference"],
+                condition=models.Q(provider_reference__isnull=False),
+                name="payment_provider_reference_unique",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0), name="payment_amount_positive"
+            ),
+        ]
+        indexes = [models.Index(fields=["reference_type", "reference_id"])]
+
+    def __str__(self) -> str:
+        paid_for = f"{self.reference_type}:{self.reference_id}"
+        return f"{self.account.provider} payment #{self.pk} for {paid_for}"
+
+
+class EventKind(models.TextChoices):
+    AUTHORIZATION = "authorization", "Authorization"
+    CAPTURE = "capture", "Capture"
+    REFUND = "refund", "Refund"
+    CANCEL = "cancel", "Cancel / void of what is not captured"
+
+
+class Outcome(models.TextChoices):
+    REQUESTED = "requested", "Asked of the provider"
+    SUCCEEDED = "succeeded", "Confirmed by the provider"
+    FAILED = "failed", "Refused or failed at the provider"
+
+
+class Source(models.TextChoices):
+    API = "api", "Our call to the provider"
+    WEBHOOK = "webhook", "The provider's notification"
+    RECONCILE = "reconcile", "Read back from the provider"
+
+
+class PaymentEvent(models.Model):
+    """One fact about a transaction. Append-only (enforced by the database)."""
+
+    transaction = models.ForeignKey(
+        PaymentTransaction, on_delete=models.PROTECT, related_name="events"
+    )
+    kind = models.CharField(max_length=20, choices=EventKind.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    # Minor units of ``currency``.
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    # The key sent to the provider with the request, or "webhook:<event id>".
+    idempotency_key = models.CharField(max_length=255)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["transaction", "idempotency_key"], name="payment_event_unique_key"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount__gte=0), name="payment_event_amount_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.outcome} {self.amount} {self.currency}"
+
+
+class WebhookEvent(models.Model):
+    """A provider notification as received: stored once, processed after commit."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Stored, waiting to be processed"
+        PROCESSED = "processed", "Applied to its transaction"
+        FAILED = "failed", "Could not be applied (see last_error)"
+
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    event_id = models.CharField(max_length=128)
+    event_type = models.CharField(max_length=60)
+    payload = models.JSONField()
+    received_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "event_id"], name="webhook_event_unique_per_provider"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_type} {self.event_id} ({self.status})"

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Q, Sum
+
+from core.money import Money
+from payments.models import EventKind, Outcome, PaymentEvent, PaymentTransaction
+
+
+@dataclass(frozen=True)
+class PaymentAmounts:
+    """What a transaction's succeeded events add up to. Never stored, always derived."""
+
+    authorized: Money
+    captured: Money
+    refunded: Money
+    cancelled: Money
+
+    @property
+    def capturable(self) -> Money:
+        return self.authorized - self.captured - self.cancelled
+
+    @property
+    def refundable(self) -> Money:
+        return self.captured - self.refunded
+
+    @property
+    def status(self) -> str:
+        if self.refunded.is_positive() and self.refunded >= self.captured:
+            return "refunded"
+        if self.refunded.is_positive():
+            return "partially_refunded"
+        if self.captured.is_positive() and not self.capturable.is_positive():
+            return "captured"
+        if self.captured.is_positive():
+            return "partially_captured"
+        if self.cancelled.is_positive() and not self.capturable.is_positive():
+            return "cancelled"
+        if self.authorized.is_positive():
+            return "authorized"
+        return "pending"
+
+
+def payment_amounts(transaction: PaymentTransaction) -> PaymentAmounts:
+    """One aggregate query over the transaction's succeeded events."""
+    succeeded = Q(outcome=Outcome.SUCCEEDED)
+    sums = PaymentEvent.objects.filter(transaction=transaction).aggregate(
+        **{
+            kind: Sum("amount", filter=succeeded & Q(kind=kind), default=0)
+            for kind in EventKind.values
+        }
+    )
+    currency = transaction.currency
+    return PaymentAmounts(
+        authorized=Money(sums[EventKind.AUTHORIZATION], currency),
+        captured=Money(sums[EventKind.CAPTURE], currency),
+        refunded=Money(sums[EventKind.REFUND], currency),
+        cancelled=Money(sums[EventKind.CANCEL], currency),
+    )

@@ -1,0 +1,199 @@
+"""Every write to payment records: events, webhooks, provider secrets.
+
+Lock order (ARCHITECTURE.md): … → payment transaction → ledger accounts.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from core import clock
+from core.audit import audit_record
+from core.money import Money
+from payments import crypto
+from payments.errors import CaptureExceedsAuthorized, RefundExceedsCaptured
+from payments.models import (
+    EventKind,
+    Outcome,
+    PaymentEvent,
+    PaymentTransaction,
+    ProviderAccount,
+    Source,
+    WebhookEvent,
+)
+from payments.selectors import payment_amounts
+
+# Notification types of the signed webhook format and the fact each one reports.
+WEBHOOK_FACTS: dict[str, tuple[EventKind, Outcome]] = {
+    "payment.authorized": (EventKind.AUTHORIZATION, Outcome.SUCCEEDED),
+    "payment.authorization_failed": (EventKind.AUTHORIZATION, Outcome.FAILED),
+    "payment.captured": (EventKind.CAPTURE, Outcome.SUCCEEDED),
+    "payment.capture_failed": (EventKind.CAPTURE, Outcome.FAILED),
+    "payment.refunded": (EventKind.REFUND, Outcome.SUCCEEDED),
+    "payment.refund_failed": (EventKind.REFUND, Outcome.FAILED),
+    "payment.cancelled": (EventKind.CANCEL, Outcome.SUCCEEDED),
+}
+
+
+def _flag(txn: PaymentTransaction, reason: str) -> None:
+    txn.flagged = True
+    txn.flag_reason = f"{txn.flag_reason}\n{reason}".strip()
+    txn.save(update_fields=["flagged", "flag_reason"])
+
+
+def payment_event_record(
+    *,
+    transaction_id: int,
+    kind: EventKind,
+    outcome: Outcome,
+    amount: Money,
+    idempotency_key: str,
+    source: Source,
+    detail: dict[str, Any] | None = None,
+) -> PaymentEvent:
+    """Append a fact to a transaction, in the caller's transaction; idempotent per key.
+
+    What we ask of a provider (``source=api``, ``requested``) is held to the derived
+    amounts: no capture beyond what is authorized and not cancelled, no refund beyond
+    what was captured. What a provider reports is recorded as it comes, in any order
+    (a capture may arrive before its authorization); an amount or currency that does
+    not match ours flags the transaction for a person to look at.
+    """
+    txn = PaymentTransaction.objects.select_for_update().get(pk=transaction_id)
+    existing = PaymentEvent.objects.filter(transaction=txn, idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    if amount.currency != txn.currency:
+        _flag(
+            txn,
+            f"{kind} {outcome} reported in {amount.currency}, transaction is in "
+            f"{txn.currency} ({idempotency_key})",
+        )
+    elif source == Source.API and outcome == Outcome.REQUESTED:
+        amounts = payment_amounts(txn)
+        if kind == EventKind.CAPTURE and amount > amounts.capturable:
+            raise CaptureExceedsAuthorized(
+                f"{amounts.capturable} can still be captured; {amount} was asked."
+            )
+        if kind == EventKind.REFUND and amount > amounts.refundable:
+            raise RefundExceedsCaptured(
+                f"{amounts.refundable} can still be refunded; {amount} was asked."
+            )
+    request_key = (detail or {}).get("request_id")
+    if source != Source.API and request_key:
+        asked = PaymentEvent.objects.filter(
+            transaction=txn, idempotency_key=request_key, outcome=Outcome.REQUESTED
+        ).first()
+        if asked is not None and (asked.amount, asked.currency) != (amount.minor, amount.currency):
+            _flag(
+                txn,
+                f"{kind} reported as {amount} but {Money(asked.amount, asked.currency)}"
+                f" was asked ({request_key})",
+            )
+    return PaymentEvent.objects.create(
+        transaction=txn,
+        kind=kind,
+        outcome=outcome,
+        amount=amount.minor,
+        currency=amount.currency,
+        idempotency_key=idempotency_key,
+        source=source,
+        detail=detail or {},
+        created_at=clock.now(),
+    )
+
+
+# --- webhooks -------------------------------------------------------------------------
+
+
+def webhook_event_store(*, provider: str, payload: dict[str, Any]) -> tuple[WebhookEvent, bool]:
+    """Store a verified notification once per (provider, event id); True if it is new.
+
+    Processing is enqueued after commit; a duplicate delivery changes nothing.
+    """
+    from payments.tasks import process_webhook_event
+
+    with transaction.atomic(durable=True):
+        try:
+            with transaction.atomic():
+                event = WebhookEvent.objects.create(
+                    provider=provider,
+                    event_id=str(payload["id"]),
+                    event_type=str(payload["type"]),
+                    payload=payload,
+                    received_at=clock.now(),
+                )
+        except IntegrityError:
+            return WebhookEvent.objects.get(provider=provider, event_id=str(payload["id"])), False
+        transaction.on_commit(lambda: process_webhook_event.delay(event.pk))
+    return event, True
+
+
+@transaction.atomic(durable=True)
+def webhook_event_process(*, event_id: int) -> WebhookEvent:
+    """Apply a stored notification to its transaction. Running it again changes nothing."""
+    event = WebhookEvent.objects.select_for_update().get(pk=event_id)
+    if event.status == WebhookEvent.Status.PROCESSED:
+        return event
+    event.attempts += 1
+    fact = WEBHOOK_FACTS.get(event.event_type)
+    data = event.payload.get("data", {})
+    txn = PaymentTransaction.objects.filter(
+        account__provider=event.provider, provider_reference=data.get("payment_id")
+    ).first()
+    if fact is None or txn is None:
+        event.status = WebhookEvent.Status.FAILED
+        event.last_error = (
+            "unknown event type" if fact is None else f"no transaction {data.get('payment_id')!r}"
+        )
+        event.save(update_fields=["status", "attempts", "last_error"])
+        return event
+    kind, outcome = fact
+    payment_event_record(
+        transaction_id=txn.pk,
+        kind=kind,
+        outcome=outcome,
+        amount=Money(int(data["amount"]), str(data["currency"])),
+        idempotency_key=f"webhook:{event.event_id}",
+        source=Source.WEBHOOK,
+        detail={"webhook_event": event.pk, "request_id": data.get("request_id", "")},
+    )
+    event.status = WebhookEvent.Status.PROCESSED
+    event.processed_at = clock.now()
+    event.last_error = ""
+    event.save(update_fields=["status", "attempts", "processed_at", "last_error"])
+    return event
+
+
+# --- provider secrets -----------------------------------------------------------------
+
+
+@transaction.atomic
+def provider_webhook_secret_rotate(
+    *, account_id: int, actor: AbstractBaseUser | None = None
+) -> str:
+    """Issue a new webhook signing secret; the old one stays valid for the overlap.
+
+    Returns the new secret, to register with the provider; it is stored encrypted.
+    """
+    account = ProviderAccount.objects.select_for_update().get(pk=account_id)
+    new_secret = f"whsec_{secrets.token_urlsafe(32)}"
+    now = clock.now()
+    if account.webhook_secret_encrypted:
+        account.previous_webhook_secret_encrypted = account.webhook_secret_encrypted
+        account.previous_secret_valid_until = now + timedelta(hours=account.rotation_overlap_hours)
+    account.webhook_secret_encrypted = crypto.encrypt(new_secret)
+    account.updated_at = now
+    account.save()
+    audit_record(
+        actor=actor,
+        action="payments.webhook_secret_rotated",
+        target=account,
+        changes={"previous_valid_until": str(account.previous_secret_valid_until)},
+    )
+    return new_secret

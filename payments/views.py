@@ -1,0 +1,61 @@
+"""``/webhooks/<provider>/``: verify, store once, answer at once; process after commit."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from core import clock
+from core.api.errors import error_body
+from payments import crypto, webhooks
+from payments.errors import WebhookRejected
+from payments.models import ProviderAccount
+from payments.services import webhook_event_store
+
+
+def _secrets(account: ProviderAccount) -> list[str]:
+    current = [crypto.decrypt(account.webhook_secret_encrypted)]
+    until = account.previous_secret_valid_until
+    if account.previous_webhook_secret_encrypted and until and until > clock.now():
+        current.append(crypto.decrypt(account.previous_webhook_secret_encrypted))
+    return [s for s in current if s]
+
+
+@csrf_exempt
+@require_POST
+def webhook(request: HttpRequest, provider: str) -> JsonResponse:
+    account = ProviderAccount.objects.filter(provider=provider, enabled=True).first()
+    if account is None:
+        return JsonResponse(
+            error_body("webhooks.unknown_provider", f"No enabled provider account {provider!r}."),
+            status=404,
+        )
+    body = request.body
+    try:
+        webhooks.verify(
+            header=request.headers.get(webhooks.HEADER),
+            body=body,
+            secrets=_secrets(account),
+            now=time.time(),
+        )
+        payload = json.loads(body)
+        if not (
+            isinstance(payload, dict)
+            and isinstance(payload.get("id"), str)
+            and isinstance(payload.get("type"), str)
+        ):
+            raise WebhookRejected(
+                "The event needs a string id and type.",
+                code="webhooks.malformed_event",
+                fields={"id": ["Required."], "type": ["Required."]},
+            )
+    except WebhookRejected as exc:
+        return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=400)
+    except ValueError:
+        return JsonResponse(error_body("request.malformed", "The body is not JSON."), status=400)
+    event, created = webhook_event_store(provider=provider, payload=payload)
+    return JsonResponse({"received": True, "duplicate": not created, "event": event.pk})

@@ -1,0 +1,55 @@
+"""Signed webhooks: ``Webhook-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>…]``.
+
+``v1`` is HMAC-SHA256, keyed with the account's webhook secret, over
+``"<t>." + raw body``. Compared in constant time; ``t`` must be within ±5 minutes of
+now; during a secret rotation both the new and the previous secret are accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Sequence
+
+from payments.errors import WebhookRejected
+
+HEADER = "Webhook-Signature"
+TOLERANCE_SECONDS = 300
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """The header a sender (the payment sandbox, a test) puts on ``body``."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    return f"t={timestamp},v1={signature(secret, timestamp, body)}"
+
+
+def _reject(code: str, message: str) -> WebhookRejected:
+    return WebhookRejected(message, code=code, fields={HEADER: [message]})
+
+
+def verify(*, header: str | None, body: bytes, secrets: Sequence[str], now: float) -> None:
+    """Raise ``WebhookRejected`` unless ``header`` signs ``body`` with one of ``secrets``."""
+    if not header:
+        raise _reject("webhooks.signature_missing", f"The {HEADER} header is missing.")
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        parts.setdefault(key, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+        candidates = parts["v1"]
+    except (KeyError, ValueError):
+        raise _reject("webhooks.signature_malformed", f"{HEADER} must be t=…,v1=….") from None
+    if abs(now - timestamp) > TOLERANCE_SECONDS:
+        raise _reject(
+            "webhooks.timestamp_out_of_tolerance",
+            f"The signature's timestamp is more than {TOLERANCE_SECONDS} s away.",
+        )
+    expected = [signature(secret, timestamp, body) for secret in secrets if secret]
+    if not any(hmac.compare_digest(e, c) for e in expected for c in candidates):
+        raise _reject("webhooks.signature_invalid", "The signature does not match.")
