@@ -35,6 +35,10 @@ class Channel(models.Model):
     def idempotency_scope(self) -> str:
         return f"channel:{self.pk}"
 
+    # Its key acts for a named customer: it may place orders, never move wallet money
+    # (core.api.permissions.IsCustomerInPerson).
+    acts_for_customer = True
+
 
 class LocationKind(models.TextChoices):
     WAREHOUSE = "warehouse", "Warehouse"

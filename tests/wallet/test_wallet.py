@@ -67,3 +67,32 @@ def test_admin_credit_refuses_bad_amounts_and_writes_nothing(admin_client, custo
             },
         )
     check()
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", "/api/v1/wallet"),
+        ("put", "/api/v1/wallet/auto-deduct"),
+        ("get", "/api/v1/wallet/debts"),
+        ("post", "/api/v1/wallet/debts/1/repay"),
+        ("get", "/api/v1/wallet/bnpl-eligibility?amount=1.00"),
+        ("post", "/api/v1/wallet/withdrawals"),
+    ],
+)
+def test_a_channel_key_cannot_touch_a_customers_wallet(customer, method, url, unchanged_db):
+    from oms.models import ChannelKind
+    from tests.factories import channel_with_key
+
+    _, key = channel_with_key("market", ChannelKind.MARKETPLACE)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}", HTTP_X_CUSTOMER_ID=str(customer.pk))
+    check = unchanged_db()
+    response = getattr(client, method)(
+        url,
+        {"amount": money("10.00"), "iban": "NL91ABNA0417164300", "enabled": False},
+        format="json",
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "auth.permission_denied"
+    check()

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api.idempotency import idempotent
-from core.api.permissions import IsCustomer
+from core.api.permissions import IsCustomerInPerson
 from core.api.schema import IDEMPOTENCY_KEY_HEADER, error_responses
 from core.errors import InvalidInput
 from core.money import Money
@@ -25,7 +25,7 @@ from wallet.bnpl import bnpl_eligibility, customer_profile
 
 
 class WalletApi(APIView):
-    permission_classes = [IsCustomer]
+    permission_classes = [IsCustomerInPerson]
 
     @extend_schema(
         operation_id="wallet_retrieve",
@@ -44,7 +44,7 @@ class WalletApi(APIView):
 
 
 class AutoDeductApi(APIView):
-    permission_classes = [IsCustomer]
+    permission_classes = [IsCustomerInPerson]
 
     @extend_schema(
         operation_id="wallet_auto_deduct_set",
@@ -65,7 +65,7 @@ class AutoDeductApi(APIView):
 
 
 class DebtListApi(APIView):
-    permission_classes = [IsCustomer]
+    permission_classes = [IsCustomerInPerson]
 
     @extend_schema(
         operation_id="wallet_debts_list",
@@ -83,7 +83,7 @@ class DebtListApi(APIView):
 
 
 class DebtRepayApi(APIView):
-    permission_classes = [IsCustomer]
+    permission_classes = [IsCustomerInPerson]
 
     @extend_schema(
         operation_id="wallet_debt_repay",
@@ -119,7 +119,7 @@ class DebtRepayApi(APIView):
 
 
 class EligibilityApi(APIView):
-    permission_classes = [IsCustomer]
+    permission_classes = [IsCustomerInPerson]
 
     @extend_schema(
         operation_id="wallet_bnpl_eligibility",
@@ -169,7 +169,7 @@ class EligibilityApi(APIView):
 
 
 class WithdrawalApi(APIView):
-    permission_classes = [IsCustomer]
+    permission_classes = [IsCustomerInPerson]
 
     @extend_schema(
         operation_id="wallet_withdraw",
