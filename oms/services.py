@@ -29,7 +29,7 @@ from wallet.services import (
     wallet_get_or_create,
     wallet_lock,
     wallet_plan_funding,
-    wallet_refund,
+    wallet_refund_order,
 )
 
 
@@ -201,7 +201,7 @@ def _locked_order(order_id: int) -> tuple[Order, object]:
     """Lock wallet then order (the documented order) for a change that may refund."""
     snapshot = Order.objects.only("customer_id", "currency").get(pk=order_id)
     wallet = wallet_lock(customer_id=snapshot.customer_id, currency=snapshot.currency)
-    order = Order.objects.select_for_update().get(pk=order_id)
+    order = Order.objects.select_for_update(no_key=True).get(pk=order_id)
     return order, wallet
 
 
@@ -218,7 +218,7 @@ def order_cancel(
     order.cancel(at=clock.now(), reason=reason)
     order.save(update_fields=["status", "cancelled_at", "cancel_reason"])
     if was_paid and order.payment_method == PaymentMethod.WALLET:
-        wallet_refund(
+        wallet_refund_order(
             wallet=wallet,
             amount=order.total_money,
             reference_type="oms.order",
@@ -246,7 +246,7 @@ def order_cancel(
 @transaction.atomic(durable=True)
 def order_fulfil(*, order_id: int, actor: AbstractBaseUser | None = None) -> Order:
     """Mark a confirmed order shipped; its reserved units leave stock."""
-    order = Order.objects.select_for_update().get(pk=order_id)
+    order = Order.objects.select_for_update(no_key=True).get(pk=order_id)
     if order.status != OrderStatus.CONFIRMED:
         raise InvalidTransition(f"A {order.status} order cannot be fulfilled.")
     inventory.stock_consume(order=order)
@@ -271,7 +271,7 @@ def hash_api_key(raw_key: str) -> str:
 @transaction.atomic
 def channel_rotate_key(*, channel_id: int, actor: AbstractBaseUser | None = None) -> str:
     """Give a channel a new API key and return it; it is shown once and never stored."""
-    channel = Channel.objects.select_for_update().get(pk=channel_id)
+    channel = Channel.objects.select_for_update(no_key=True).get(pk=channel_id)
     prefix = secrets.token_hex(4)
     raw_key = f"ch_{prefix}_{secrets.token_urlsafe(32)}"
     channel.api_key_prefix = prefix

@@ -233,6 +233,7 @@ class DebtStatus(models.TextChoices):
 class DebtResolution(models.TextChoices):
     REPAID = "repaid", "Repaid"
     WRITTEN_OFF = "written_off", "Written off"
+    CANCELLED = "cancelled", "Settled by the refund of a cancelled purchase"
 
 
 class WalletDebt(models.Model):

@@ -94,7 +94,7 @@ def wallet_lock(*, customer_id: int, currency: str) -> Wallet | None:
     stale balance on the joined account. The customer and user rows are read, not locked.
     """
     return (
-        Wallet.objects.select_for_update(of=("self", "account"))
+        Wallet.objects.select_for_update(no_key=True, of=("self", "account"))
         .select_related("account", "customer__user")
         .filter(customer_id=customer_id, currency=currency)
         .first()
@@ -193,7 +193,7 @@ def _credit_and_repay(
 
 def _repay_oldest_first(*, wallet: Wallet, actor: AbstractBaseUser | None) -> None:
     debts = list(
-        WalletDebt.objects.select_for_update()
+        WalletDebt.objects.select_for_update(no_key=True)
         .filter(wallet=wallet)
         .exclude(status=DebtStatus.REPAID)
         .order_by("created_at", "id")
@@ -243,7 +243,7 @@ def wallet_credit(
             code="wallet.invalid_amount",
             fields={"amount": ["Must be greater than zero."]},
         )
-    customer = Customer.objects.select_for_update().get(pk=customer_id)
+    customer = Customer.objects.select_for_update(no_key=True).get(pk=customer_id)
     wallet_get_or_create(customer=customer, currency=amount.currency)
     wallet = wallet_lock(customer_id=customer_id, currency=amount.currency)
     existing = WalletTransaction.objects.filter(
@@ -295,6 +295,82 @@ def wallet_refund(
         actor=actor,
         note=note,
     )
+
+
+def wallet_refund_order(
+    *,
+    wallet: Wallet,
+    amount: Money,
+    reference_type: str,
+    reference_id: str,
+    actor: AbstractBaseUser | None = None,
+    note: str = "",
+) -> None:
+    """Refund a cancelled purchase to a locked wallet; the purchase's own debt comes first.
+
+    What the customer still owes on the purchase (principal, and interest already
+    charged) is settled from the refund, and the debt closes as ``cancelled``; interest
+    never charged is waived. If the debt was written off, its unpaid part recovers the
+    write-off expense instead. Only what the customer actually paid reaches the wallet,
+    where, like every credit, it repays other debts first.
+    """
+    currency = amount.currency
+    merchant = system(Purpose.MERCHANT, currency)
+    debt = (
+        WalletDebt.objects.select_for_update(no_key=True)
+        .filter(wallet=wallet, reference_type=reference_type, reference_id=str(reference_id))
+        .first()
+    )
+    left = amount
+    if debt is not None and debt.is_open:
+        owed = min(left, Money(debt.principal_outstanding + debt.interest_unpaid_charged, currency))
+        if owed.is_positive():
+            ledger_post(
+                kind="wallet.debt_cancel",
+                legs=[debit(merchant, owed), credit(_receivable(wallet.customer, currency), owed)],
+                reference_type="wallet.debt",
+                reference_id=str(debt.pk),
+                memo=note,
+            )
+            to_interest = min(owed.minor, debt.interest_unpaid_charged)
+            debt.interest_paid += to_interest
+            debt.principal_repaid += owed.minor - to_interest
+            left = left - owed
+        if debt.principal_outstanding == 0 and debt.interest_unpaid_charged == 0:
+            _close(debt, DebtResolution.CANCELLED, actor)
+        debt.save(
+            update_fields=[
+                "interest_paid",
+                "principal_repaid",
+                "status",
+                "resolution",
+                "repaid_at",
+                "resolved_by",
+            ]
+        )
+    elif debt is not None and debt.resolution == DebtResolution.WRITTEN_OFF:
+        recovered = min(left, Money(debt.written_off, currency))
+        if recovered.is_positive():
+            ledger_post(
+                kind="wallet.debt_write_off_recovery",
+                legs=[
+                    debit(merchant, recovered),
+                    credit(system(Purpose.WRITE_OFF_EXPENSE, currency), recovered),
+                ],
+                reference_type="wallet.debt",
+                reference_id=str(debt.pk),
+                memo=note,
+            )
+            left = left - recovered
+    if left.is_positive():
+        wallet_refund(
+            wallet=wallet,
+            amount=left,
+            reference_type=reference_type,
+            reference_id=reference_id,
+            actor=actor,
+            note=note,
+        )
 
 
 # --- paying an order, with wallet BNPL for the shortfall ------------------------------
@@ -510,9 +586,9 @@ def _locked_debt(*, customer_id: int, debt_id: int) -> tuple[Wallet, WalletDebt]
     )
     if debt is None:
         raise DebtNotFound()
-    Customer.objects.select_for_update().get(pk=customer_id)
+    Customer.objects.select_for_update(no_key=True).get(pk=customer_id)
     wallet = wallet_lock(customer_id=customer_id, currency=debt.wallet.currency)
-    debt = WalletDebt.objects.select_for_update().get(pk=debt_id)
+    debt = WalletDebt.objects.select_for_update(no_key=True).get(pk=debt_id)
     debt.wallet = wallet
     return wallet, debt
 
@@ -749,7 +825,7 @@ def wallet_withdraw(
     when the BNPL setting says so.
     """
     customer_require_kyc_for(customer=customer, feature=Feature.WITHDRAWAL)
-    Customer.objects.select_for_update().get(pk=customer.pk)
+    Customer.objects.select_for_update(no_key=True).get(pk=customer.pk)
     wallet = wallet_lock(customer_id=customer.pk, currency=amount.currency)
     conf = bnpl_settings()
     if (
@@ -789,7 +865,9 @@ def wallet_withdraw(
 def customer_auto_deduct_set(
     *, customer: Customer, enabled: bool, actor: AbstractBaseUser | None = None
 ) -> BnplCustomerProfile:
-    profile, _ = BnplCustomerProfile.objects.select_for_update().get_or_create(customer=customer)
+    profile, _ = BnplCustomerProfile.objects.select_for_update(no_key=True).get_or_create(
+        customer=customer
+    )
     if profile.auto_deduct != enabled:
         audit_record(
             actor=actor,

@@ -373,3 +373,50 @@ def test_withdrawal_allowed_in_debt_when_the_setting_is_off(bnpl, approved):
         format="json",
     )
     assert response.status_code == 201
+
+
+def _buy(customer, price):
+    response = api(customer).post(
+        "/api/v1/orders",
+        {
+            "payment_method": "wallet",
+            "lines": [{"sku": "ITEM", "name": "x", "quantity": 1, "unit_price": money(price)}],
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    return response.json()["id"]
+
+
+def _cancel(customer, order_id):
+    response = api(customer).post(f"/api/v1/orders/{order_id}/cancel", {}, format="json")
+    assert response.status_code == 200, response.json()
+
+
+def test_cancelling_a_bnpl_purchase_settles_its_debt_instead_of_paying_out_cash(bnpl, approved):
+    fund(approved, "30.00")
+    order_id = _buy(approved, "100.00")  # 30.00 from the balance, 70.00 borrowed
+    customer_auto_deduct_set(customer=approved, enabled=False)  # would keep a cash refund
+    _cancel(approved, order_id)
+    [row] = WalletDebt.objects.filter(reference_id=str(order_id))
+    assert (row.status, row.resolution, row.principal_repaid) == (
+        DebtStatus.REPAID,
+        DebtResolution.CANCELLED,
+        7000,
+    )
+    assert balance(approved) == 3000  # what the customer paid, not the borrowed part
+    receivable_matches_debts(approved)
+
+
+def test_cancelling_after_a_write_off_recovers_the_write_off_not_the_wallet(
+    bnpl, approved, admin_user
+):
+    from wallet.services import debt_write_off
+
+    order_id = _buy(approved, "100.00")
+    [row] = WalletDebt.objects.filter(reference_id=str(order_id))
+    debt_write_off(debt_id=row.pk, actor=admin_user, note="goodwill")
+    _cancel(approved, order_id)
+    assert balance(approved) == 0
+    assert Account.objects.get(code="write_off_expense:EUR").balance == 0
+    assert JournalEntry.objects.filter(kind="wallet.debt_write_off_recovery").count() == 1
