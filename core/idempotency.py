@@ -110,7 +110,7 @@ def idempotency_begin(
         )
         if created:
             return IdempotencyClaim(record.pk, record.claim_token, render)
-        record = IdempotencyRecord.objects.select_for_update().get(pk=record.pk)
+        record = IdempotencyRecord.objects.select_for_update(no_key=True).get(pk=record.pk)
         if record.fingerprint != digest:
             raise IdempotencyKeyReused(
                 fields={"Idempotency-Key": [IdempotencyKeyReused.default_message]}

@@ -49,7 +49,7 @@ def customer_create(
 
 
 def _kyc_decide(*, customer_id: int, status: str, actor: AbstractUser, note: str) -> Customer:
-    customer = Customer.objects.select_for_update().get(pk=customer_id)
+    customer = Customer.objects.select_for_update(no_key=True).get(pk=customer_id)
     previous = customer.kyc_status
     now = clock.now()
     customer.kyc_status = status

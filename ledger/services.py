@@ -81,7 +81,7 @@ def _lock_accounts(legs: Sequence[Leg]) -> dict[int | str, Account]:
 
     def fetch() -> list[Account]:
         return list(
-            Account.objects.select_for_update()
+            Account.objects.select_for_update(no_key=True)
             .filter(Q(pk__in=ids) | Q(code__in=codes))
             .order_by("pk")
         )

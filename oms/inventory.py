@@ -31,7 +31,7 @@ def stock_allocate(*, demands: Sequence[tuple[str, int]]) -> list[Allocation]:
     may take units from several. Raises ``oms.out_of_stock`` naming every short line.
     """
     items = list(
-        StockItem.objects.select_for_update(of=("self",))
+        StockItem.objects.select_for_update(no_key=True, of=("self",))
         .select_related("location")
         .filter(sku__in={sku for sku, _ in demands}, location__active=True)
         .order_by("pk")
@@ -97,7 +97,9 @@ def _settle(*, order: Order, to: ReservationStatus, consume: bool) -> None:
     per_item: dict[int, int] = defaultdict(int)
     for item_id, quantity in reservations:
         per_item[item_id] += quantity
-    items = list(StockItem.objects.select_for_update().filter(pk__in=per_item).order_by("pk"))
+    items = list(
+        StockItem.objects.select_for_update(no_key=True).filter(pk__in=per_item).order_by("pk")
+    )
     for item in items:
         item.reserved -= per_item[item.pk]
         if consume:
@@ -118,7 +120,7 @@ def stock_consume(*, order: Order) -> None:
 
 def stock_adjust(*, stock_item_id: int, on_hand: int) -> StockItem:
     """Set the counted units on hand; never below what is reserved."""
-    item = StockItem.objects.select_for_update().get(pk=stock_item_id)
+    item = StockItem.objects.select_for_update(no_key=True).get(pk=stock_item_id)
     if on_hand < item.reserved:
         raise OutOfStock(
             f"{item.reserved} units are reserved; on hand cannot be {on_hand}.",

@@ -64,7 +64,7 @@ def payment_event_record(
     (a capture may arrive before its authorization); an amount or currency that does
     not match ours flags the transaction for a person to look at.
     """
-    txn = PaymentTransaction.objects.select_for_update().get(pk=transaction_id)
+    txn = PaymentTransaction.objects.select_for_update(no_key=True).get(pk=transaction_id)
     existing = PaymentEvent.objects.filter(transaction=txn, idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
@@ -137,7 +137,7 @@ def webhook_event_store(*, provider: str, payload: dict[str, Any]) -> tuple[Webh
 @transaction.atomic(durable=True)
 def webhook_event_process(*, event_id: int) -> WebhookEvent:
     """Apply a stored notification to its transaction. Running it again changes nothing."""
-    event = WebhookEvent.objects.select_for_update().get(pk=event_id)
+    event = WebhookEvent.objects.select_for_update(no_key=True).get(pk=event_id)
     if event.status == WebhookEvent.Status.PROCESSED:
         return event
     event.attempts += 1
@@ -181,7 +181,7 @@ def provider_webhook_secret_rotate(
 
     Returns the new secret, to register with the provider; it is stored encrypted.
     """
-    account = ProviderAccount.objects.select_for_update().get(pk=account_id)
+    account = ProviderAccount.objects.select_for_update(no_key=True).get(pk=account_id)
     new_secret = f"whsec_{secrets.token_urlsafe(32)}"
     now = clock.now()
     if account.webhook_secret_encrypted:

@@ -143,3 +143,31 @@ def test_one_hundred_concurrent_requests_with_one_key_make_one_order(
         "/api/v1/orders", body, format="json", HTTP_IDEMPOTENCY_KEY="one-key"
     )
     assert (retry.status_code, retry.json()["id"]) == (201, order_id)
+
+
+def test_checkouts_and_top_ups_of_one_customer_do_not_deadlock(web_channel, stock, concurrently):
+    """A top-up locks customer → wallet; a checkout locks the wallet and, at commit, checks
+    its order's foreign key to the customer. Locks that change no key (FOR NO KEY UPDATE)
+    keep those from waiting on each other."""
+    stock("A", 1000)
+    customer = make_customer()
+    fund(customer, "100.00")
+    token = token_for(customer)
+
+    def act(i: int):
+        if i % 2:
+            fund(customer, "10.00")
+            return 201
+        return (
+            client_for(token)
+            .post(
+                "/api/v1/orders",
+                {"payment_method": "wallet", "lines": [line("A", 1, "10.00")]},
+                format="json",
+            )
+            .status_code
+        )
+
+    assert concurrently(20, act) == [201] * 20
+    wallet = Account.objects.get(customer=customer, purpose=Purpose.CUSTOMER_WALLET)
+    assert wallet.balance == 10000  # 100.00 + 10 × 10.00 − 10 × 10.00
