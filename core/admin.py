@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import transaction
 
 from core.audit import audit_record
 from core.models import AuditEntry, IdempotencyRecord
@@ -26,10 +27,18 @@ class AuditedAdmin(admin.ModelAdmin):
         self._audit(request, obj, "change", message)
         return super().log_change(request, obj, message)
 
-    def log_deletions(self, request, queryset):
-        for obj in queryset:
+    # Deletions are audited where they happen, in one transaction with them: the delete
+    # view already runs in one, the bulk "delete selected" action does not.
+    def delete_model(self, request, obj) -> None:
+        with transaction.atomic():
             self._audit(request, obj, "delete", str(obj))
-        return super().log_deletions(request, queryset)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        with transaction.atomic():
+            for obj in queryset:
+                self._audit(request, obj, "delete", str(obj))
+            super().delete_queryset(request, queryset)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -43,6 +52,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ActionsOnlyAdmin(ReadOnlyAdmin):
+    """Read-only screens whose list actions (which call services) staff may run.
+
+    Change permission is granted for the list only (``obj is None``), so the change form
+    never offers a Save that would write back a stale copy of the row.
+    """
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return obj is None and admin.ModelAdmin.has_change_permission(self, request)
 
 
 @admin.register(AuditEntry)

@@ -102,6 +102,8 @@ class Money:
             raise MoneyError(f"{amount!r} is not a decimal amount.") from None
         if not value.is_finite():
             raise MoneyError(f"{amount!r} is not a decimal amount.")
+        if value and value.adjusted() > 18:  # beyond any amount, before scaling overflows
+            raise MoneyError("Amount is too large.", code="money.too_large")
         scaled = value.scaleb(exp)
         if scaled != scaled.to_integral_value():
             raise MoneyError(

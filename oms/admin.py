@@ -1,9 +1,10 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core import clock
-from core.admin import AuditedAdmin, ReadOnlyAdmin
+from core.admin import ActionsOnlyAdmin, AuditedAdmin, ReadOnlyAdmin
 from core.errors import ApplicationError
 from oms import services
 from oms.models import Channel, Location, Order, OrderLine, StockItem, StockReservation
@@ -41,7 +42,7 @@ class ReservationInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyAdmin):
+class OrderAdmin(ActionsOnlyAdmin):
     list_display = (
         "id",
         "created_at",
@@ -62,13 +63,6 @@ class OrderAdmin(ReadOnlyAdmin):
     @admin.display(description="Total", ordering="total")
     def total_display(self, obj: Order) -> str:
         return str(obj.total_money)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        # Needed to run the actions; every field stays read-only.
-        return request.user.has_perm("oms.change_order")
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Order._meta.fields]
 
     def _run(self, request, queryset, verb: str, call) -> None:
         done = 0
@@ -135,8 +129,25 @@ class LocationAdmin(AuditedAdmin):
     list_filter = ("kind", "active")
 
 
+class StockItemForm(forms.ModelForm):
+    class Meta:
+        model = StockItem
+        fields = ("sku", "location", "on_hand")
+
+    def clean_on_hand(self) -> int:
+        on_hand = self.cleaned_data["on_hand"]
+        if self.instance.pk:
+            reserved = StockItem.objects.values_list("reserved", flat=True).get(pk=self.instance.pk)
+            if on_hand < reserved:
+                raise forms.ValidationError(
+                    f"{reserved} units are reserved for open orders; on hand cannot be less."
+                )
+        return on_hand
+
+
 @admin.register(StockItem)
 class StockItemAdmin(AuditedAdmin):
+    form = StockItemForm
     list_display = ("sku", "location", "on_hand", "reserved", "available")
     list_filter = ("location",)
     search_fields = ("sku",)
@@ -148,12 +159,15 @@ class StockItemAdmin(AuditedAdmin):
         return ("sku", "location", "reserved") if obj else ("reserved",)
 
     def save_model(self, request, obj, form, change) -> None:
-        if change:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        try:
             services.stock_set_on_hand(
                 stock_item_id=obj.pk, on_hand=obj.on_hand, actor=request.user
             )
-        else:
-            super().save_model(request, obj, form, change)
+        except ApplicationError as exc:  # an order reserved units since the form was checked
+            self.message_user(request, exc.message, messages.ERROR)
 
 
 @admin.register(StockReservation)

@@ -118,9 +118,13 @@ def stock_consume(*, order: Order) -> None:
     _settle(order=order, to=ReservationStatus.CONSUMED, consume=True)
 
 
-def stock_adjust(*, stock_item_id: int, on_hand: int) -> StockItem:
-    """Set the counted units on hand; never below what is reserved."""
+def stock_adjust(*, stock_item_id: int, on_hand: int) -> tuple[StockItem, int]:
+    """Set the counted units on hand; never below what is reserved.
+
+    Returns the row and the units on hand before, both read under the row lock.
+    """
     item = StockItem.objects.select_for_update(no_key=True).get(pk=stock_item_id)
+    before = item.on_hand
     if on_hand < item.reserved:
         raise OutOfStock(
             f"{item.reserved} units are reserved; on hand cannot be {on_hand}.",
@@ -129,4 +133,4 @@ def stock_adjust(*, stock_item_id: int, on_hand: int) -> StockItem:
         )
     StockItem.objects.filter(pk=item.pk).update(on_hand=on_hand)
     item.on_hand = on_hand
-    return item
+    return item, before

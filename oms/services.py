@@ -291,8 +291,7 @@ def stock_set_on_hand(
     *, stock_item_id: int, on_hand: int, actor: AbstractBaseUser | None = None
 ) -> StockItem:
     """Record a stock count. Audited."""
-    before = StockItem.objects.values_list("on_hand", flat=True).get(pk=stock_item_id)
-    item = inventory.stock_adjust(stock_item_id=stock_item_id, on_hand=on_hand)
+    item, before = inventory.stock_adjust(stock_item_id=stock_item_id, on_hand=on_hand)
     audit_record(
         actor=actor, action="oms.stock_count", target=item, changes={"on_hand": [before, on_hand]}
     )

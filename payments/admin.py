@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core import clock
-from core.admin import AuditedAdmin, ReadOnlyAdmin
+from core.admin import ActionsOnlyAdmin, AuditedAdmin, ReadOnlyAdmin
 from payments import crypto, services
 from payments.models import PaymentEvent, PaymentTransaction, ProviderAccount, WebhookEvent
 from payments.selectors import payment_amounts
@@ -161,7 +161,7 @@ class PaymentTransactionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdmin):
+class WebhookEventAdmin(ActionsOnlyAdmin):
     list_display = (
         "received_at",
         "provider",
@@ -174,12 +174,6 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     list_filter = ("provider", "status", "event_type")
     search_fields = ("event_id",)
     actions = ["process_again"]
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("payments.change_webhookevent")  # for the action only
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in WebhookEvent._meta.fields]
 
     @admin.action(description="Process selected events again", permissions=["change"])
     def process_again(self, request, queryset: QuerySet[WebhookEvent]) -> None:

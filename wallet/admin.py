@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from core import clock
-from core.admin import AuditedAdmin, ReadOnlyAdmin
+from core.admin import ActionsOnlyAdmin, AuditedAdmin, ReadOnlyAdmin
 from core.errors import ApplicationError
 from core.money import Money, to_minor
 from customers.models import Customer, Feature
@@ -310,7 +310,7 @@ class ExplainForm(forms.Form):
 
 
 @admin.register(WalletDebt)
-class WalletDebtAdmin(ReadOnlyAdmin):
+class WalletDebtAdmin(ActionsOnlyAdmin):
     change_list_template = "admin/wallet/walletdebt/change_list.html"
     list_display = (
         "id",
@@ -328,13 +328,6 @@ class WalletDebtAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("wallet__customer__user",)
     actions = ["write_off"]
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        # Needed for the write-off action; the debt's fields stay read-only.
-        return request.user.has_perm("wallet.change_walletdebt")
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in WalletDebt._meta.fields]
 
     @admin.display(description="Customer")
     def customer(self, obj: WalletDebt):
@@ -367,12 +360,16 @@ class WalletDebtAdmin(ReadOnlyAdmin):
                 },
             )
         note = request.POST.get("note", "").strip() or "Written off in the admin"
+        done = 0
         for debt in debts:
             try:
                 services.debt_write_off(debt_id=debt.pk, actor=request.user, note=note)
             except ApplicationError as exc:
                 self.message_user(request, f"Debt #{debt.pk}: {exc.message}", messages.ERROR)
-        self.message_user(request, f"Wrote off {len(debts)} debt(s).", messages.SUCCESS)
+            else:
+                done += 1
+        if done:
+            self.message_user(request, f"Wrote off {done} debt(s).", messages.SUCCESS)
         return None
 
     def get_urls(self):

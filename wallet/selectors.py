@@ -81,10 +81,13 @@ def activity_for_customer(*, customer: Customer, limit: int = 20) -> list[Activi
 def debt_totals() -> dict[str, int]:
     """Outstanding and overdue principal and the customers in debt, computed by the database.
 
-    Minor units of the BNPL currency; crystallized unpaid interest counts as outstanding.
+    Minor units of the BNPL currency (debts in others are not added in); crystallized
+    unpaid interest counts as outstanding.
     """
     remaining = F("principal") - F("principal_repaid") + F("interest_charged") - F("interest_paid")
-    open_debts = WalletDebt.objects.exclude(status=DebtStatus.REPAID)
+    open_debts = WalletDebt.objects.exclude(status=DebtStatus.REPAID).filter(
+        wallet__currency=bnpl_settings().currency
+    )
     figures = open_debts.aggregate(
         outstanding=Sum(remaining),
         customers=Count("wallet__customer", distinct=True),

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 
 from core import clock
 from core.audit import audit_record
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 from core.idempotency import IdempotencyClaim
 from core.money import Money
 from core.notifications import EmailDraft, email_queue
@@ -250,6 +250,11 @@ def wallet_credit(
         wallet=wallet, idempotency_key=idempotency_key
     ).first()
     if existing is not None:
+        if (existing.amount, existing.kind) != (amount.minor, kind):
+            raise Conflict(
+                f"This key already credited {existing.money} ({existing.kind}).",
+                code="wallet.idempotency_key_reused",
+            )
         return existing
     txn = _credit_and_repay(
         wallet=wallet,

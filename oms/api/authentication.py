@@ -34,7 +34,7 @@ class ChannelKeyAuthentication(authentication.BaseAuthentication):
         if channel is None or not hmac.compare_digest(channel.api_key_hash, hash_api_key(raw_key)):
             raise exceptions.AuthenticationFailed("Unknown or inactive channel API key.")
         customer_id = request.headers.get("X-Customer-Id", "")
-        if not customer_id.isdigit():
+        if not (customer_id.isascii() and customer_id.isdigit() and len(customer_id) <= 18):
             raise exceptions.AuthenticationFailed(
                 "A channel acts on a customer's behalf: send X-Customer-Id."
             )

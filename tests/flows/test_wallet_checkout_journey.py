@@ -155,3 +155,69 @@ def test_plain_admin_edits_are_audited(admin_client, admin_user, customer):
         ("admin.add", "oms.location", admin_user.pk),
         ("admin.change", "customers.customer", admin_user.pk),
     ]
+
+
+def test_bulk_delete_on_an_audited_screen_audits_each_row(admin_client, admin_user):
+    from oms.models import Location
+
+    locations = [
+        Location.objects.create(code=f"loc-{i}", name=f"L{i}", kind="store") for i in range(2)
+    ]
+    response = admin_client.post(
+        reverse("admin:oms_location_changelist"),
+        {
+            "action": "delete_selected",
+            "_selected_action": [loc.pk for loc in locations],
+            "post": "yes",
+        },
+    )
+    assert response.status_code == 302
+    assert not Location.objects.exists()
+    assert (
+        AuditEntry.objects.filter(
+            action="admin.delete", target_type="oms.location", actor=admin_user
+        ).count()
+        == 2
+    )
+
+
+def test_order_change_form_offers_no_save(admin_client, customer, stock):
+    from tests.factories import token_for
+
+    stock("TEE", 5)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
+    order_id = api.post(
+        "/api/v1/orders",
+        {"payment_method": "wallet", "lines": [line("TEE", 1, "5.00")]},
+        format="json",
+    ).json()["id"]
+    url = reverse("admin:oms_order_change", args=[order_id])
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    assert b'name="_save"' not in page.content
+    assert admin_client.post(url, {"status": "new"}).status_code == 403
+    assert Order.objects.get(pk=order_id).status == OrderStatus.CONFIRMED
+
+
+def test_stock_count_below_reserved_is_a_form_error(admin_client, customer, stock):
+    from oms.models import StockItem
+    from tests.factories import token_for
+
+    item = stock("TEE", 5)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
+    api.post(
+        "/api/v1/orders",
+        {"payment_method": "wallet", "lines": [line("TEE", 3, "1.00")]},
+        format="json",
+    )
+    response = admin_client.post(
+        reverse("admin:oms_stockitem_change", args=[item.pk]), {"on_hand": "2"}
+    )
+    assert response.status_code == 200
+    assert b"3 units are reserved" in response.content
+    assert StockItem.objects.get(pk=item.pk).on_hand == 5
+    admin_client.post(reverse("admin:oms_stockitem_change", args=[item.pk]), {"on_hand": "7"})
+    assert StockItem.objects.get(pk=item.pk).on_hand == 7
+    assert AuditEntry.objects.get(action="oms.stock_count").changes == {"on_hand": [5, 7]}

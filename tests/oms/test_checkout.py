@@ -163,6 +163,10 @@ BAD_BODIES = [
     ),
     ({"payment_method": "wallet", "lines": [line("A", 1)], "channel": "nope"}, "channel"),
     ({"payment_method": "wallet", "lines": "A"}, "lines"),
+    (
+        {"payment_method": "wallet", "lines": [line("A", 1, price="1e999999")]},
+        "lines.0.unit_price.amount",
+    ),
     ({"payment_method": "wallet", "lines": ["A"]}, "lines.0"),
 ]
 

@@ -72,6 +72,7 @@ def test_channel_key_authentication_failures(customer, stock):
             {"HTTP_AUTHORIZATION": f"Api-Key {key}", "HTTP_X_CUSTOMER_ID": "999999"},
             "Unknown customer",
         ),
+        ({"HTTP_AUTHORIZATION": f"Api-Key {key}", "HTTP_X_CUSTOMER_ID": "²"}, "X-Customer-Id"),
     ]:
         client = APIClient()
         client.credentials(**credentials)

@@ -96,3 +96,33 @@ def test_a_channel_key_cannot_touch_a_customers_wallet(customer, method, url, un
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "auth.permission_denied"
     check()
+
+
+def test_a_credit_key_reused_with_another_amount_is_a_conflict(customer, unchanged_db):
+    from core.errors import Conflict
+    from core.money import Money
+    from wallet.models import TransactionKind
+    from wallet.services import wallet_credit
+
+    wallet_credit(
+        customer_id=customer.pk,
+        amount=Money(5000, "EUR"),
+        kind=TransactionKind.TOP_UP,
+        idempotency_key="k",
+    )
+    check = unchanged_db()
+    again = wallet_credit(
+        customer_id=customer.pk,
+        amount=Money(5000, "EUR"),
+        kind=TransactionKind.TOP_UP,
+        idempotency_key="k",
+    )
+    assert again.amount == 5000
+    with pytest.raises(Conflict, match=r"already credited 50\.00 EUR"):
+        wallet_credit(
+            customer_id=customer.pk,
+            amount=Money(50000, "EUR"),
+            kind=TransactionKind.TOP_UP,
+            idempotency_key="k",
+        )
+    check()
