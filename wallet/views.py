@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -10,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from core.errors import ApplicationError, InvalidInput
+from core.idempotency import StoredResponse, idempotency_begin, idempotency_release
 from core.money import Money
 from customers.models import Customer
 from wallet import selectors, services
@@ -38,6 +41,7 @@ def my_wallet(request: HttpRequest) -> HttpResponse:
             "other_wallets": [w for w in wallets if w is not main],
             "debts": debts,
             "activity": selectors.activity_for_customer(customer=customer, limit=20),
+            "form_key": uuid.uuid4().hex,
             # What the customer typed before an error, so it is not lost.
             "attempt": request.session.pop("repay_attempt", None),
         },
@@ -53,13 +57,34 @@ def repay(request: HttpRequest, debt_id: int) -> HttpResponse:
     except DebtNotFound:
         raise Http404("No such debt.") from None
     raw = request.POST.get("amount", "").strip()
+    key = request.POST.get("idempotency_key") or uuid.uuid4().hex
     try:
         if not raw:
             raise InvalidInput("Enter the amount to repay.", fields={"amount": ["Required."]})
         amount = Money.parse(raw, debt.wallet.currency)
-        services.debt_repay(
-            customer_id=customer.pk, debt_id=debt.pk, amount=amount, actor=request.user
+        # A double-click or a resubmitted page carries the same key: it repays once.
+        outcome = idempotency_begin(
+            scope=f"user:{request.user.pk}:page",
+            key=key[:255],
+            method="POST",
+            path=request.path,
+            body={"amount": raw},
+            render=lambda repaid: (200, {"debt": repaid.pk, "amount": raw}),
         )
+        if isinstance(outcome, StoredResponse):
+            messages.info(request, f"That repayment of {amount} was already made.")
+            return redirect("my-wallet")
+        try:
+            services.debt_repay(
+                customer_id=customer.pk,
+                debt_id=debt.pk,
+                amount=amount,
+                actor=request.user,
+                idempotency=outcome,
+            )
+        except BaseException:
+            idempotency_release(outcome)
+            raise
     except ApplicationError as exc:
         detail = exc.fields.get("amount", [])
         generic = exc.message == exc.default_message

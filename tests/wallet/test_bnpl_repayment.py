@@ -420,3 +420,17 @@ def test_cancelling_after_a_write_off_recovers_the_write_off_not_the_wallet(
     assert balance(approved) == 0
     assert Account.objects.get(code="write_off_expense:EUR").balance == 0
     assert JournalEntry.objects.filter(kind="wallet.debt_write_off_recovery").count() == 1
+
+
+def test_the_my_wallet_repay_form_repays_once_when_submitted_twice(bnpl, approved, client):
+    debt_id = borrow(approved, "60.00")
+    customer_auto_deduct_set(customer=approved, enabled=False)
+    fund(approved, "100.00")
+    client.force_login(approved.user)
+    form = {"amount": "25.00", "idempotency_key": "page-key-1"}
+    client.post(f"/wallet/debts/{debt_id}/repay", form)
+    client.post(f"/wallet/debts/{debt_id}/repay", form)  # a double-click
+    assert debt(debt_id).principal_repaid == 2500
+    assert balance(approved) == 7500
+    page = client.get("/wallet/")
+    assert b"already made" in page.content
