@@ -1,0 +1,179 @@
+"""The card processor adapter: real HTTP against the API shape documented in
+``payments/sandbox/server.py`` (minor-unit amounts, Bearer auth, ``Idempotency-Key`` on
+every write). Card numbers pass through ``save_payment_method`` to the processor and are
+never stored or logged here: only the returned token is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from core.money import Money
+from payments.gateway import Decision, GatewayResult, GatewayTechnicalError
+
+TIMEOUT = (2.0, 2.5)  # connect, read seconds
+
+_DECISIONS = {
+    "authorized": Decision.APPROVED,
+    "captured": Decision.APPROVED,
+    "partially_captured": Decision.APPROVED,
+    "voided": Decision.APPROVED,
+    "declined": Decision.DECLINED,
+    "pending_review": Decision.PENDING,
+}
+
+
+class CardGateway:
+    provider = "card"
+
+    def __init__(self, *, base_url: str, secret: str, session: requests.Session | None = None):
+        self.base = base_url.rstrip("/")
+        self.secret = secret
+        self.http = session or requests.Session()
+
+    # --- plumbing -------------------------------------------------------------------
+    def _request(
+        self, method: str, path: str, *, key: str | None = None, json: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        headers = {"Authorization": f"Bearer {self.secret}"}
+        if key:
+            headers["Idempotency-Key"] = key
+        try:
+            response = self.http.request(
+                method, f"{self.base}{path}", json=json, headers=headers, timeout=TIMEOUT
+            )
+        except requests.Timeout:
+            return None  # unknown outcome
+        except requests.ConnectionError as exc:
+            raise GatewayTechnicalError(f"card processor unreachable: {exc}") from exc
+        if response.status_code >= 500:
+            raise GatewayTechnicalError(f"card processor answered {response.status_code}")
+        if response.status_code == 404:
+            return {}
+        return response.json()
+
+    @staticmethod
+    def _result(body: dict[str, Any] | None) -> GatewayResult:
+        if body is None:
+            return GatewayResult(Decision.UNKNOWN)
+        if "error" in body:
+            return GatewayResult(Decision.DECLINED, decline_code=str(body["error"]), raw=body)
+        currency = body["currency"]
+        return GatewayResult(
+            decision=_DECISIONS.get(body["status"], Decision.DECLINED),
+            provider_reference=body["id"],
+            authorized=Money(int(body["amount"]), currency)
+            if body["status"] not in ("declined", "pending_review")
+            else Money.zero(currency),
+            captured=Money(int(body["amount_captured"]), currency),
+            refunded=Money(int(body["amount_refunded"]), currency),
+            status=body["status"],
+            decline_code=body.get("decline_code") or "",
+            raw=body,
+        )
+
+    def _charge(
+        self,
+        amount: Money,
+        reference: str,
+        payment_method: str,
+        key: str,
+        *,
+        capture: bool,
+        off_session: bool,
+    ) -> GatewayResult:
+        return self._result(
+            self._request(
+                "POST",
+                "/v1/charges",
+                key=key,
+                json={
+                    "amount": amount.minor,
+                    "currency": amount.currency,
+                    "reference": reference,
+                    "payment_method": payment_method,
+                    "capture": capture,
+                    "off_session": off_session,
+                },
+            )
+        )
+
+    # --- the protocol ---------------------------------------------------------------
+    def authorize(
+        self, *, amount: Money, reference: str, payment_method: str, idempotency_key: str
+    ) -> GatewayResult:
+        return self._charge(
+            amount, reference, payment_method, idempotency_key, capture=False, off_session=False
+        )
+
+    def charge_off_session(
+        self, *, amount: Money, reference: str, payment_method: str, idempotency_key: str
+    ) -> GatewayResult:
+        return self._charge(
+            amount, reference, payment_method, idempotency_key, capture=True, off_session=True
+        )
+
+    def capture(
+        self, *, provider_reference: str, amount: Money, idempotency_key: str
+    ) -> GatewayResult:
+        return self._result(
+            self._request(
+                "POST",
+                f"/v1/charges/{provider_reference}/capture",
+                key=idempotency_key,
+                json={"amount": amount.minor},
+            )
+        )
+
+    def refund(
+        self, *, provider_reference: str, amount: Money, idempotency_key: str
+    ) -> GatewayResult:
+        return self._result(
+            self._request(
+                "POST",
+                f"/v1/charges/{provider_reference}/refunds",
+                key=idempotency_key,
+                json={"amount": amount.minor},
+            )
+        )
+
+    def void(self, *, provider_reference: str, idempotency_key: str) -> GatewayResult:
+        return self._result(
+            self._request(
+                "POST", f"/v1/charges/{provider_reference}/void", key=idempotency_key, json={}
+            )
+        )
+
+    def save_payment_method(
+        self, *, card_number: str, exp_month: int, exp_year: int, idempotency_key: str
+    ) -> str:
+        body = self._request(
+            "POST",
+            "/v1/payment_methods",
+            key=idempotency_key,
+            json={"card_number": card_number, "exp_month": exp_month, "exp_year": exp_year},
+        )
+        if not body or "id" not in body:
+            raise GatewayTechnicalError("the card processor did not return a token")
+        return str(body["id"])
+
+    def sync(
+        self, *, provider_reference: str | None = None, idempotency_key: str | None = None
+    ) -> GatewayResult | None:
+        """Read a charge back, by its id or by the key of the request that made it."""
+        if provider_reference:
+            body = self._request("GET", f"/v1/charges/{provider_reference}")
+        else:
+            found = self._request("GET", f"/v1/charges?idempotency_key={idempotency_key}")
+            body = (found or {}).get("data", [None])[0] if found else None
+        if not body:
+            return None
+        return self._result(body)
+
+    def health(self) -> bool:
+        try:
+            return (self._request("GET", "/v1/health") or {}).get("status") == "ok"
+        except GatewayTechnicalError:
+            return False

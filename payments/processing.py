@@ -1,0 +1,246 @@
+"""Calling providers: never inside a transaction that holds row locks.
+
+1. A short transaction records the ``requested`` event (held to the derived amounts) and
+   commits: the idempotency key sent to the provider is on record before the call.
+2. The adapter is called outside any transaction, through the provider's circuit breaker,
+   retrying technical failures with the same key.
+3. A second short transaction records what the provider decided. ``PENDING`` waits for
+   the provider's notification; ``UNKNOWN`` (a timeout) is resolved by
+   ``payment_reconcile``, which asks the provider before anything is tried again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.db import transaction
+
+from core import clock
+from core.errors import ApplicationError
+from core.money import Money
+from payments import crypto
+from payments.adapters.card import CardGateway
+from payments.gateway import Decision, Gateway, GatewayResult
+from payments.models import (
+    EventKind,
+    Outcome,
+    PaymentEvent,
+    PaymentTransaction,
+    Provider,
+    ProviderAccount,
+    Source,
+)
+from payments.reliability import breaker_for, with_retries
+from payments.selectors import payment_amounts
+from payments.services import payment_event_record
+
+
+class ProviderNotSupported(ApplicationError):
+    code = "payments.provider_not_supported"
+    default_message = "No adapter exists for this provider yet."
+
+
+def gateway_for(account: ProviderAccount) -> Gateway:
+    credentials = crypto.decrypt(account.credentials_encrypted) or {}
+    if account.provider == Provider.CARD:
+        return CardGateway(base_url=account.base_url, secret=credentials.get("secret", ""))
+    raise ProviderNotSupported(f"No adapter for {account.get_provider_display()} yet.")
+
+
+def _call(account: ProviderAccount, fn: Callable[[], GatewayResult]) -> GatewayResult:
+    return breaker_for(account.provider).call(lambda: with_retries(fn))
+
+
+def _record_result(
+    *, txn_id: int, kind: EventKind, key: str, amount: Money, result: GatewayResult
+) -> None:
+    """Second short transaction: what the provider decided, if it decided."""
+    if result.decision in (Decision.PENDING, Decision.UNKNOWN):
+        return
+    with transaction.atomic(durable=True):
+        if result.provider_reference:
+            PaymentTransaction.objects.filter(pk=txn_id, provider_reference__isnull=True).update(
+                provider_reference=result.provider_reference
+            )
+        outcome = Outcome.SUCCEEDED if result.decision == Decision.APPROVED else Outcome.FAILED
+        payment_event_record(
+            transaction_id=txn_id,
+            kind=kind,
+            outcome=outcome,
+            amount=amount,
+            idempotency_key=f"{key}:result",
+            source=Source.API,
+            detail={
+                "request_id": key,
+                "status": result.status,
+                "decline_code": result.decline_code,
+            },
+        )
+
+
+def _request(txn: PaymentTransaction, kind: EventKind, amount: Money, key: str) -> None:
+    with transaction.atomic(durable=True):
+        payment_event_record(
+            transaction_id=txn.pk,
+            kind=kind,
+            outcome=Outcome.REQUESTED,
+            amount=amount,
+            idempotency_key=key,
+            source=Source.API,
+        )
+
+
+def payment_authorize(
+    *,
+    account: ProviderAccount,
+    reference_type: str,
+    reference_id: str,
+    amount: Money,
+    payment_method: str,
+    idempotency_key: str,
+    capture: bool = False,
+) -> tuple[PaymentTransaction, GatewayResult]:
+    """Open a transaction and authorize (or, ``capture=True``, charge off-session) it."""
+    with transaction.atomic(durable=True):
+        txn = PaymentTransaction.objects.create(
+            account=account,
+            reference_type=reference_type,
+            reference_id=reference_id,
+            currency=amount.currency,
+            amount=amount.minor,
+            created_at=clock.now(),
+        )
+    _request(txn, EventKind.AUTHORIZATION, amount, idempotency_key)
+    gateway = gateway_for(account)
+    if capture:
+        result = _call(
+            account,
+            lambda: gateway.charge_off_session(
+                amount=amount,
+                reference=f"{reference_type}:{reference_id}",
+                payment_method=payment_method,
+                idempotency_key=idempotency_key,
+            ),
+        )
+    else:
+        result = _call(
+            account,
+            lambda: gateway.authorize(
+                amount=amount,
+                reference=f"{reference_type}:{reference_id}",
+                payment_method=payment_method,
+                idempotency_key=idempotency_key,
+            ),
+        )
+    _record_result(
+        txn_id=txn.pk,
+        kind=EventKind.AUTHORIZATION,
+        key=idempotency_key,
+        amount=amount,
+        result=result,
+    )
+    if capture and result.decision == Decision.APPROVED:
+        with transaction.atomic(durable=True):
+            payment_event_record(
+                transaction_id=txn.pk,
+                kind=EventKind.CAPTURE,
+                outcome=Outcome.SUCCEEDED,
+                amount=amount,
+                idempotency_key=f"{idempotency_key}:capture",
+                source=Source.API,
+            )
+    txn.refresh_from_db()
+    return txn, result
+
+
+def _follow_up(
+    txn: PaymentTransaction,
+    kind: EventKind,
+    amount: Money,
+    key: str,
+    call: Callable[[Gateway, str], GatewayResult],
+) -> GatewayResult:
+    _request(txn, kind, amount, key)
+    gateway = gateway_for(txn.account)
+    result = _call(txn.account, lambda: call(gateway, txn.provider_reference))
+    _record_result(txn_id=txn.pk, kind=kind, key=key, amount=amount, result=result)
+    return result
+
+
+def payment_capture(*, transaction_id: int, amount: Money, idempotency_key: str) -> GatewayResult:
+    txn = PaymentTransaction.objects.select_related("account").get(pk=transaction_id)
+    return _follow_up(
+        txn,
+        EventKind.CAPTURE,
+        amount,
+        idempotency_key,
+        lambda gw, ref: gw.capture(
+            provider_reference=ref, amount=amount, idempotency_key=idempotency_key
+        ),
+    )
+
+
+def payment_refund(*, transaction_id: int, amount: Money, idempotency_key: str) -> GatewayResult:
+    txn = PaymentTransaction.objects.select_related("account").get(pk=transaction_id)
+    return _follow_up(
+        txn,
+        EventKind.REFUND,
+        amount,
+        idempotency_key,
+        lambda gw, ref: gw.refund(
+            provider_reference=ref, amount=amount, idempotency_key=idempotency_key
+        ),
+    )
+
+
+def payment_void(*, transaction_id: int, idempotency_key: str) -> GatewayResult:
+    """Cancel what is authorized and not captured."""
+    txn = PaymentTransaction.objects.select_related("account").get(pk=transaction_id)
+    remaining = payment_amounts(txn).capturable
+    return _follow_up(
+        txn,
+        EventKind.CANCEL,
+        remaining,
+        idempotency_key,
+        lambda gw, ref: gw.void(provider_reference=ref, idempotency_key=idempotency_key),
+    )
+
+
+def payment_reconcile(*, transaction_id: int) -> int:
+    """Resolve authorization requests that never got an answer by asking the provider.
+
+    A charge the provider has is recorded as it is; one it never saw is recorded as
+    failed, after which a new attempt (with a new key) is safe. Returns how many requests
+    were resolved.
+    """
+    txn = PaymentTransaction.objects.select_related("account").get(pk=transaction_id)
+    answered = set(
+        PaymentEvent.objects.filter(
+            transaction=txn, idempotency_key__endswith=":result"
+        ).values_list("idempotency_key", flat=True)
+    )
+    open_requests = [
+        e
+        for e in PaymentEvent.objects.filter(
+            transaction=txn, outcome=Outcome.REQUESTED, kind=EventKind.AUTHORIZATION
+        )
+        if f"{e.idempotency_key}:result" not in answered
+    ]
+    gateway = gateway_for(txn.account)
+    for event in open_requests:
+        found = _call(
+            txn.account,
+            lambda key=event.idempotency_key: (
+                gateway.sync(idempotency_key=key)
+                or GatewayResult(Decision.DECLINED, decline_code="not_found")
+            ),
+        )
+        amount = Money(event.amount, event.currency)
+        _record_result(
+            txn_id=txn.pk,
+            kind=EventKind.AUTHORIZATION,
+            key=event.idempotency_key,
+            amount=amount,
+            result=found,
+        )
+    return len(open_requests)

@@ -1,0 +1,214 @@
+"""The payment sandbox: a local HTTP server that answers like a card processor.
+
+It keeps its own state (charges, captures, refunds), honours ``Idempotency-Key`` and is
+scripted by documented magic values, so the real adapter is exercised over real HTTP:
+
+Card processor API (what ``payments.adapters.card`` speaks), JSON, amounts in minor units:
+
+- ``POST /card/v1/charges`` ``{amount, currency, reference, payment_method, capture,
+  off_session}`` → 201 ``{id, status, amount, currency, amount_captured,
+  amount_refunded, decline_code}``; ``status`` is ``authorized``, ``captured``,
+  ``declined`` or ``pending_review``.
+- ``POST /card/v1/charges/{id}/capture`` ``{amount}``, ``POST …/refunds`` ``{amount}``,
+  ``POST …/void`` → 200 with the charge.
+- ``GET /card/v1/charges/{id}`` → the charge; ``GET /card/v1/charges?idempotency_key=K``
+  → ``{"data": [charge]}`` (how a caller whose request timed out finds out what happened).
+- ``POST /card/v1/payment_methods`` ``{card_number, exp_month, exp_year}`` → 201
+  ``{id: "pm_…", last4}``: the card number stays here; callers keep the token.
+- ``GET /card/v1/health`` → ``{"status": "ok"}``.
+- Writes need ``Authorization: Bearer <secret>`` and ``Idempotency-Key``; a repeated key
+  returns the first answer.
+
+Magic payment methods: ``pm_decline`` (declined, ``insufficient_funds``), ``pm_lost``
+(declined, ``card_lost``), ``pm_review`` (pending_review), ``pm_timeout`` (the charge is
+made, the answer comes after the client's timeout), ``pm_error_once`` (500 the first time
+a key is seen, then normal). ``POST /sandbox/config`` ``{"latency_ms": 50}`` sets a
+delay before every answer; ``GET /sandbox/charges`` lists every charge (the witness).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TIMEOUT_SECONDS = 3.0  # how long pm_timeout keeps the caller waiting
+
+
+class SandboxState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.seen_keys: set[str] = set()
+        self.latency = 0.0
+        self.ids = itertools.count(1)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.charges.clear()
+            self.by_key.clear()
+            self.seen_keys.clear()
+            self.latency = 0.0
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: SandboxServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    # --- plumbing -------------------------------------------------------------------
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}") if length else {}
+
+    def _authorized(self) -> bool:
+        return self.headers.get("Authorization", "").startswith("Bearer ")
+
+    # --- routes ---------------------------------------------------------------------
+    def do_GET(self) -> None:
+        state = self.server.state
+        time.sleep(state.latency)
+        path, _, query = self.path.partition("?")
+        if path == "/card/v1/health":
+            return self._send(200, {"status": "ok"})
+        if path == "/sandbox/charges":
+            with state.lock:
+                return self._send(200, {"data": list(state.charges.values())})
+        if path == "/card/v1/charges" and query.startswith("idempotency_key="):
+            key = query.split("=", 1)[1]
+            with state.lock:
+                hit = state.by_key.get(key)
+            return self._send(200, {"data": [hit[1]] if hit and "id" in hit[1] else []})
+        match = re.fullmatch(r"/card/v1/charges/(ch_\d+)", path)
+        if match:
+            with state.lock:
+                charge = state.charges.get(match.group(1))
+            return self._send(200, charge) if charge else self._send(404, {"error": "not_found"})
+        return self._send(404, {"error": "not_found"})
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        body = self._body()
+        if self.path == "/sandbox/config":
+            state.latency = float(body.get("latency_ms", 0)) / 1000
+            return self._send(200, {"latency_ms": state.latency * 1000})
+        if self.path == "/sandbox/reset":
+            state.reset()
+            return self._send(200, {"reset": True})
+        time.sleep(state.latency)
+        if not self._authorized():
+            return self._send(401, {"error": "unauthorized"})
+        key = self.headers.get("Idempotency-Key")
+        if not key:
+            return self._send(400, {"error": "idempotency_key_required"})
+        with state.lock:
+            if key in state.by_key:
+                status, answer = state.by_key[key]
+                return self._send(status, answer)
+            first_time = key not in state.seen_keys
+            state.seen_keys.add(key)
+        if body.get("payment_method") == "pm_error_once" and first_time:
+            return self._send(500, {"error": "internal"})
+        status, answer = self._write(body, key)
+        with state.lock:
+            state.by_key[key] = (status, answer)
+        if body.get("payment_method") == "pm_timeout":
+            time.sleep(TIMEOUT_SECONDS)
+        return self._send(status, answer)
+
+    def _write(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
+        state = self.server.state
+        if self.path == "/card/v1/payment_methods":
+            number = str(body.get("card_number", ""))
+            return 201, {"id": f"pm_{next(state.ids)}", "last4": number[-4:]}
+        if self.path == "/card/v1/charges":
+            return self._create_charge(body, key)
+        match = re.fullmatch(r"/card/v1/charges/(ch_\d+)/(capture|refunds|void)", self.path)
+        if not match:
+            return 404, {"error": "not_found"}
+        with state.lock:
+            charge = state.charges.get(match.group(1))
+            if charge is None:
+                return 404, {"error": "not_found"}
+            return self._change(charge, match.group(2), int(body.get("amount", 0)))
+
+    def _create_charge(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
+        state = self.server.state
+        amount, method = int(body["amount"]), str(body.get("payment_method", ""))
+        status, decline = "authorized", None
+        if method == "pm_decline":
+            status, decline = "declined", "insufficient_funds"
+        elif method == "pm_lost":
+            status, decline = "declined", "card_lost"
+        elif method == "pm_review":
+            status = "pending_review"
+        elif body.get("capture"):
+            status = "captured"
+        charge = {
+            "id": f"ch_{next(state.ids)}",
+            "status": status,
+            "amount": amount,
+            "currency": body["currency"],
+            "reference": body.get("reference"),
+            "amount_captured": amount if status == "captured" else 0,
+            "amount_refunded": 0,
+            "decline_code": decline,
+            "idempotency_key": key,
+            "off_session": bool(body.get("off_session")),
+        }
+        with state.lock:
+            state.charges[charge["id"]] = charge
+        return 201, dict(charge)
+
+    @staticmethod
+    def _change(charge: dict[str, Any], action: str, amount: int) -> tuple[int, dict[str, Any]]:
+        if action == "capture":
+            if charge["status"] not in ("authorized", "partially_captured"):
+                return 409, {"error": "not_capturable", "status": charge["status"]}
+            if amount <= 0 or charge["amount_captured"] + amount > charge["amount"]:
+                return 400, {"error": "amount_exceeds_authorized"}
+            charge["amount_captured"] += amount
+            charge["status"] = (
+                "captured"
+                if charge["amount_captured"] == charge["amount"]
+                else "partially_captured"
+            )
+        elif action == "refunds":
+            if amount <= 0 or charge["amount_refunded"] + amount > charge["amount_captured"]:
+                return 400, {"error": "amount_exceeds_captured"}
+            charge["amount_refunded"] += amount
+        elif action == "void":
+            if charge["status"] not in ("authorized", "partially_captured"):
+                return 409, {"error": "not_voidable", "status": charge["status"]}
+            charge["status"] = "voided" if not charge["amount_captured"] else "captured"
+        return 200, dict(charge)
+
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, Handler)
+        self.state = SandboxState()
+
+
+def start_in_thread(host: str = "127.0.0.1", port: int = 0) -> SandboxServer:
+    """Start a sandbox on a free port in a background thread (tests, benchmarks)."""
+    server = SandboxServer((host, port))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

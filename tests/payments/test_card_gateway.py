@@ -1,0 +1,212 @@
+"""The real card adapter against the payment sandbox, over HTTP."""
+
+import pytest
+import requests
+
+from core import clock
+from core.money import Money
+from payments import crypto, reliability
+from payments.errors import CaptureExceedsAuthorized
+from payments.gateway import Decision, GatewayTechnicalError
+from payments.models import Provider, ProviderAccount
+from payments.processing import (
+    payment_authorize,
+    payment_capture,
+    payment_reconcile,
+    payment_refund,
+    payment_void,
+)
+from payments.sandbox import server as sandbox_server
+from payments.selectors import payment_amounts
+
+pytestmark = pytest.mark.django_db
+
+EUR = "EUR"
+
+
+@pytest.fixture
+def sandbox():
+    server = sandbox_server.start_in_thread()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_breakers():
+    reliability._breakers.clear()
+    yield
+    reliability._breakers.clear()
+
+
+@pytest.fixture
+def account(sandbox):
+    now = clock.now()
+    return ProviderAccount.objects.create(
+        provider=Provider.CARD,
+        enabled=True,
+        base_url=f"{sandbox}/card",
+        credentials_encrypted=crypto.encrypt({"secret": "sk_test_sandbox"}),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def charges(sandbox) -> list[dict]:
+    return requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]
+
+
+def eur(amount: str) -> Money:
+    return Money.parse(amount, EUR)
+
+
+def test_authorize_partial_capture_partial_refund_cancel_the_rest(account, sandbox):
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="1",
+        amount=eur("100.00"),
+        payment_method="pm_card",
+        idempotency_key="auth-1",
+    )
+    assert result.decision == Decision.APPROVED
+    assert txn.provider_reference == result.provider_reference
+    assert (
+        payment_capture(
+            transaction_id=txn.pk, amount=eur("60.00"), idempotency_key="cap-1"
+        ).decision
+        == Decision.APPROVED
+    )
+    assert (
+        payment_refund(transaction_id=txn.pk, amount=eur("15.00"), idempotency_key="ref-1").decision
+        == Decision.APPROVED
+    )
+    assert payment_void(transaction_id=txn.pk, idempotency_key="void-1").decision == (
+        Decision.APPROVED
+    )
+    amounts = payment_amounts(txn)
+    assert (amounts.authorized, amounts.captured, amounts.refunded, amounts.cancelled) == (
+        eur("100.00"),
+        eur("60.00"),
+        eur("15.00"),
+        eur("40.00"),
+    )
+    [charge] = charges(sandbox)  # the provider's own record agrees
+    assert (charge["amount_captured"], charge["amount_refunded"]) == (6000, 1500)
+    with pytest.raises(CaptureExceedsAuthorized):  # refused before any call
+        payment_capture(transaction_id=txn.pk, amount=eur("0.01"), idempotency_key="cap-2")
+    assert len(charges(sandbox)) == 1
+
+
+def test_a_decline_is_recorded_and_never_retried(account, sandbox):
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="2",
+        amount=eur("10.00"),
+        payment_method="pm_decline",
+        idempotency_key="auth-2",
+    )
+    assert (result.decision, result.decline_code) == (Decision.DECLINED, "insufficient_funds")
+    assert txn.events.filter(outcome="failed").count() == 1
+    assert payment_amounts(txn).status == "pending"
+    assert len(charges(sandbox)) == 1
+
+
+def test_pending_review_waits_for_the_providers_notification(account):
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="3",
+        amount=eur("10.00"),
+        payment_method="pm_review",
+        idempotency_key="auth-3",
+    )
+    assert result.decision == Decision.PENDING
+    assert list(txn.events.values_list("outcome", flat=True)) == ["requested"]
+
+
+def test_a_timeout_is_unknown_until_reconciled_with_the_provider(account, sandbox):
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="4",
+        amount=eur("10.00"),
+        payment_method="pm_timeout",
+        idempotency_key="auth-4",
+    )
+    assert result.decision == Decision.UNKNOWN
+    assert payment_amounts(txn).authorized.minor == 0
+    assert payment_reconcile(transaction_id=txn.pk) == 1  # asks; the charge was made
+    assert payment_amounts(txn).authorized == eur("10.00")
+    assert payment_reconcile(transaction_id=txn.pk) == 0
+    assert len(charges(sandbox)) == 1  # reconciling never charged again
+
+
+def test_a_500_is_retried_with_the_same_key_and_charges_once(account, sandbox):
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="5",
+        amount=eur("10.00"),
+        payment_method="pm_error_once",
+        idempotency_key="auth-5",
+    )
+    assert result.decision == Decision.APPROVED
+    assert payment_amounts(txn).authorized == eur("10.00")
+    assert len(charges(sandbox)) == 1
+
+
+def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_good_trial(account):
+    now = [0.0]
+    breaker = reliability.CircuitBreaker(
+        failure_threshold=2, reset_seconds=30, clock=lambda: now[0]
+    )
+    reliability._breakers["card"] = breaker
+    good_url = account.base_url
+    account.base_url = "http://127.0.0.1:9/card"  # nothing listens: connection refused
+    account.save()
+    for i in range(2):
+        with pytest.raises(GatewayTechnicalError):
+            payment_authorize(
+                account=account,
+                reference_type="oms.order",
+                reference_id="6",
+                amount=eur("1.00"),
+                payment_method="pm_card",
+                idempotency_key=f"c-{i}",
+            )
+    assert breaker.state == "open"
+    with pytest.raises(reliability.CircuitOpen):  # refused at once, no call made
+        payment_authorize(
+            account=account,
+            reference_type="oms.order",
+            reference_id="6",
+            amount=eur("1.00"),
+            payment_method="pm_card",
+            idempotency_key="c-x",
+        )
+    now[0] = 31.0
+    assert breaker.state == "half_open"
+    account.base_url = good_url
+    account.save()
+    _, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="6",
+        amount=eur("1.00"),
+        payment_method="pm_card",
+        idempotency_key="c-trial",
+    )
+    assert result.decision == Decision.APPROVED
+    assert breaker.state == "closed"
+
+
+def test_saving_a_card_keeps_only_the_token(account):
+    from payments.processing import gateway_for
+
+    token = gateway_for(account).save_payment_method(
+        card_number="4242424242424242", exp_month=12, exp_year=2030, idempotency_key="pm-1"
+    )
+    assert token.startswith("pm_")
+    assert gateway_for(account).health() is True
