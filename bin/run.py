@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = os.environ.get("PORT", "8000")
+SANDBOX_PORT = os.environ.get("SANDBOX_PORT", "8100")
 
 
 def manage(*args: str) -> None:
@@ -29,6 +30,7 @@ def main() -> int:
     for folder in (var, var / "broker" / "queue", var / "broker" / "processed"):
         folder.mkdir(parents=True, exist_ok=True)
     manage("migrate", "--noinput", "-v", "0")
+    os.environ.setdefault("PAYMENT_SANDBOX_URL", f"http://127.0.0.1:{SANDBOX_PORT}")
     manage("seed_demo")
     manage("setup_periodic_tasks")
 
@@ -61,6 +63,7 @@ def main() -> int:
             "--schedule",
             str(var / "celerybeat-schedule"),
         ],
+        "sandbox": [PY, "manage.py", "run_payment_sandbox", "--port", SANDBOX_PORT],
     }
     processes = {
         name: subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
@@ -74,6 +77,7 @@ def main() -> int:
   OpenAPI schema       {base}/api/schema/
   Admin back-office    {base}/admin/        admin / admin      (finance staff: finance / finance)
   Health               {base}/healthz   {base}/readyz
+  Payment sandbox      http://127.0.0.1:{SANDBOX_PORT}/card/v1/health
 
   My Wallet            {base}/wallet/
   Demo customers       alice@example.com / alice-demo-pass  (KYC approved, 500.00 EUR, BNPL pilot)

@@ -6,6 +6,8 @@ from celery import current_app
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from core import readiness
+
 
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is up and answering."""
@@ -33,9 +35,21 @@ def _check_broker() -> dict[str, str]:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: the database and the Celery broker are reachable."""
+    """Ready to serve: the database and the Celery broker are reachable.
+
+    Checks registered by other apps (``core.readiness``) are added; only gating ones
+    can make the answer 503.
+    """
     checks = {"database": _check_database(), "broker": _check_broker()}
-    ready = all(check["status"] == "ok" for check in checks.values())
+    gating = set(checks)
+    for check in readiness.registered():
+        try:
+            checks[check.name] = check.run()
+        except Exception as exc:  # a broken check reports itself, it does not crash /readyz
+            checks[check.name] = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"}
+        if check.gating:
+            gating.add(check.name)
+    ready = all(checks[name]["status"] == "ok" for name in gating)
     return JsonResponse(
         {"status": "ok" if ready else "error", "checks": checks}, status=200 if ready else 503
     )

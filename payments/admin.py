@@ -64,15 +64,28 @@ class ProviderAccountForm(forms.ModelForm):
 @admin.register(ProviderAccount)
 class ProviderAccountAdmin(AuditedAdmin):
     form = ProviderAccountForm
-    list_display = ("provider", "enabled", "mode", "region", "base_url", "webhook_url")
+    list_display = (
+        "provider",
+        "enabled",
+        "mode",
+        "region",
+        "base_url",
+        "health_ok",
+        "health_checked_at",
+        "webhook_url",
+    )
     readonly_fields = (
         "stored_credentials",
         "webhook_secret",
         "webhook_url",
         "previous_secret_valid_until",
+        "health_ok",
+        "health_checked_at",
+        "health_detail",
     )
     fieldsets = [
         (None, {"fields": ("provider", "enabled", "mode", "region", "base_url")}),
+        ("Health", {"fields": ("health_ok", "health_checked_at", "health_detail")}),
         ("Credentials", {"fields": ("stored_credentials", "credential_id", "credential_secret")}),
         (
             "Webhooks",

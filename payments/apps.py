@@ -4,3 +4,33 @@ from django.apps import AppConfig
 class PaymentsConfig(AppConfig):
     name = "payments"
     verbose_name = "Payments"
+
+    def ready(self) -> None:
+        from core import readiness
+        from core.schedules import Schedule, register
+
+        register(
+            Schedule(
+                name="Payments: provider health checks",
+                task="payments.check_provider_health",
+                crontab="*/5 * * * *",
+                description="Reads each enabled provider's health endpoint; shown in /readyz "
+                "and on the provider accounts screen.",
+            )
+        )
+        readiness.register("payment_providers", _providers_health, gating=False)
+
+
+def _providers_health() -> dict:
+    from payments.models import ProviderAccount
+
+    providers = {
+        a.provider: {
+            "healthy": a.health_ok,
+            "checked_at": a.health_checked_at and a.health_checked_at.isoformat(),
+            "detail": a.health_detail,
+        }
+        for a in ProviderAccount.objects.filter(enabled=True)
+    }
+    healthy = all(p["healthy"] for p in providers.values())
+    return {"status": "ok" if healthy else "degraded", "providers": providers}

@@ -42,6 +42,10 @@ class ProviderAccount(models.Model):
     merchant_categories = models.JSONField(
         default=list, blank=True, help_text="Categories it may serve; empty: all"
     )
+    # The last periodic health check (reading the provider's configuration endpoint).
+    health_ok = models.BooleanField(null=True, blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_detail = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 

@@ -197,3 +197,9 @@ def provider_webhook_secret_rotate(
         changes={"previous_valid_until": str(account.previous_secret_valid_until)},
     )
     return new_secret
+
+
+def provider_health_record(*, account_id: int, ok: bool, detail: str = "") -> None:
+    ProviderAccount.objects.filter(pk=account_id).update(
+        health_ok=ok, health_checked_at=clock.now(), health_detail=detail[:255]
+    )

@@ -7,3 +7,22 @@ from payments import services
 def process_webhook_event(event_id: int) -> str:
     """Apply one stored notification; idempotent (a processed event is left alone)."""
     return services.webhook_event_process(event_id=event_id).status
+
+
+@shared_task(name="payments.check_provider_health", acks_late=True)
+def check_provider_health() -> dict[str, bool]:
+    """Read each enabled provider's health endpoint and record the answer."""
+    from payments.models import ProviderAccount
+    from payments.processing import ProviderNotSupported, gateway_for
+
+    results = {}
+    for account in ProviderAccount.objects.filter(enabled=True):
+        try:
+            ok, detail = gateway_for(account).health(), ""
+        except ProviderNotSupported as exc:
+            ok, detail = False, exc.message
+        services.provider_health_record(
+            account_id=account.pk, ok=ok, detail=detail or ("ok" if ok else "no healthy answer")
+        )
+        results[account.provider] = ok
+    return results

@@ -6,8 +6,9 @@ from celery import current_app
 from django.test import Client
 
 from core import clock
-from payments import webhooks
+from payments import crypto, reliability, webhooks
 from payments.models import PaymentTransaction, Provider, ProviderAccount
+from payments.sandbox import server as sandbox_server
 from payments.services import provider_webhook_secret_rotate
 
 
@@ -76,3 +77,31 @@ def deliver(
     if header:
         headers["HTTP_WEBHOOK_SIGNATURE"] = header
     return client.post(f"/webhooks/{provider}/", body, content_type="application/json", **headers)
+
+
+@pytest.fixture
+def sandbox():
+    server = sandbox_server.start_in_thread()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_breakers():
+    reliability._breakers.clear()
+    yield
+    reliability._breakers.clear()
+
+
+@pytest.fixture
+def account(sandbox):
+    now = clock.now()
+    return ProviderAccount.objects.create(
+        provider=Provider.CARD,
+        enabled=True,
+        base_url=f"{sandbox}/card",
+        credentials_encrypted=crypto.encrypt({"secret": "sk_test_sandbox"}),
+        created_at=now,
+        updated_at=now,
+    )

@@ -3,12 +3,10 @@
 import pytest
 import requests
 
-from core import clock
 from core.money import Money
-from payments import crypto, reliability
+from payments import reliability
 from payments.errors import CaptureExceedsAuthorized
 from payments.gateway import Decision, GatewayTechnicalError
-from payments.models import Provider, ProviderAccount
 from payments.processing import (
     payment_authorize,
     payment_capture,
@@ -16,40 +14,11 @@ from payments.processing import (
     payment_refund,
     payment_void,
 )
-from payments.sandbox import server as sandbox_server
 from payments.selectors import payment_amounts
 
 pytestmark = pytest.mark.django_db
 
 EUR = "EUR"
-
-
-@pytest.fixture
-def sandbox():
-    server = sandbox_server.start_in_thread()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_breakers():
-    reliability._breakers.clear()
-    yield
-    reliability._breakers.clear()
-
-
-@pytest.fixture
-def account(sandbox):
-    now = clock.now()
-    return ProviderAccount.objects.create(
-        provider=Provider.CARD,
-        enabled=True,
-        base_url=f"{sandbox}/card",
-        credentials_encrypted=crypto.encrypt({"secret": "sk_test_sandbox"}),
-        created_at=now,
-        updated_at=now,
-    )
 
 
 def charges(sandbox) -> list[dict]:
@@ -210,3 +179,22 @@ def test_saving_a_card_keeps_only_the_token(account):
     )
     assert token.startswith("pm_")
     assert gateway_for(account).health() is True
+
+
+def test_health_checks_show_in_readyz_and_the_admin(account, client, admin_client):
+    from django.urls import reverse
+
+    from payments.tasks import check_provider_health
+
+    assert check_provider_health() == {"card": True}
+    body = client.get("/readyz").json()
+    assert body["checks"]["payment_providers"]["status"] == "ok"
+    assert body["checks"]["payment_providers"]["providers"]["card"]["healthy"] is True
+    account.base_url = "http://127.0.0.1:9/card"
+    account.save()
+    assert check_provider_health() == {"card": False}
+    response = client.get("/readyz")
+    assert response.json()["checks"]["payment_providers"]["status"] == "degraded"
+    assert response.status_code == 200  # a provider down degrades, it does not gate
+    page = admin_client.get(reverse("admin:payments_provideraccount_changelist"))
+    assert b"icon-no" in page.content

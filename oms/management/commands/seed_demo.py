@@ -1,5 +1,7 @@
 """Demo data for ``make run``. Idempotent: running it again changes nothing."""
 
+import os
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
@@ -12,6 +14,8 @@ from customers.models import Customer, KycStatus
 from customers.services import customer_create, customer_kyc_approve
 from oms.models import Channel, ChannelKind, Location, LocationKind, StockItem
 from oms.services import hash_api_key
+from payments.crypto import encrypt
+from payments.models import Provider, ProviderAccount
 from wallet.bnpl import bnpl_settings
 from wallet.models import BnplWhitelistEntry, TransactionKind
 from wallet.services import wallet_credit
@@ -116,4 +120,15 @@ class Command(BaseCommand):
         BnplWhitelistEntry.objects.get_or_create(
             user=alice.user, defaults={"added_by": admin_user, "added_at": now}
         )
+        # The card processor, pointed at the local payment sandbox that make run starts.
+        if not ProviderAccount.objects.filter(provider=Provider.CARD).exists():
+            sandbox = os.environ.get("PAYMENT_SANDBOX_URL", "http://127.0.0.1:8100")
+            ProviderAccount.objects.create(
+                provider=Provider.CARD,
+                enabled=True,
+                base_url=f"{sandbox}/card",
+                credentials_encrypted=encrypt({"id": "demo", "secret": "sk_demo_sandbox"}),
+                created_at=now,
+                updated_at=now,
+            )
         self.stdout.write(self.style.SUCCESS("Demo data is in place."))
