@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
+import requests
 from django.db import transaction
 
 from core import clock
@@ -40,10 +42,25 @@ class ProviderNotSupported(ApplicationError):
     default_message = "No adapter exists for this provider yet."
 
 
+_local = threading.local()
+
+
+def _session(base_url: str) -> requests.Session:
+    """One HTTP session per provider URL and thread: connections are reused (keep-alive)."""
+    sessions = _local.__dict__.setdefault("sessions", {})
+    if base_url not in sessions:
+        sessions[base_url] = requests.Session()
+    return sessions[base_url]
+
+
 def gateway_for(account: ProviderAccount) -> Gateway:
     credentials = crypto.decrypt(account.credentials_encrypted) or {}
     if account.provider == Provider.CARD:
-        return CardGateway(base_url=account.base_url, secret=credentials.get("secret", ""))
+        return CardGateway(
+            base_url=account.base_url,
+            secret=credentials.get("secret", ""),
+            session=_session(account.base_url),
+        )
     raise ProviderNotSupported(f"No adapter for {account.get_provider_display()} yet.")
 
 

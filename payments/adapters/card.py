@@ -44,8 +44,10 @@ class CardGateway:
             response = self.http.request(
                 method, f"{self.base}{path}", json=json, headers=headers, timeout=TIMEOUT
             )
+        except requests.ConnectTimeout as exc:  # never sent: safe to retry
+            raise GatewayTechnicalError(f"card processor took no connection: {exc}") from exc
         except requests.Timeout:
-            return None  # unknown outcome
+            return None  # sent, but no answer in time: the outcome is unknown
         except requests.ConnectionError as exc:
             raise GatewayTechnicalError(f"card processor unreachable: {exc}") from exc
         if response.status_code >= 500:
