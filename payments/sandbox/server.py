@@ -28,6 +28,7 @@ delay before every answer; ``GET /sandbox/charges`` lists every charge (the witn
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import re
@@ -39,8 +40,19 @@ from typing import Any
 TIMEOUT_SECONDS = 3.0  # how long pm_timeout keeps the caller waiting
 
 
+# Other providers plug in here: a module with
+# ``route(state, method, path, body, headers) -> (status, json body) | None`` handling the
+# paths under ``/<name>/`` (``state.extra[name]`` is its own storage, ``state.lock`` guards
+# it, ``state.latency`` is already applied). ``None`` means "no such route" (404).
+PROVIDER_ROUTES: dict[str, str] = {
+    "klarna": "payments.sandbox.klarna",
+    "afterpay": "payments.sandbox.afterpay",
+}
+
+
 class SandboxState:
     def __init__(self) -> None:
+        self.extra: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.charges: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -83,9 +95,28 @@ class Handler(BaseHTTPRequestHandler):
         return self.headers.get("Authorization", "").startswith("Bearer ")
 
     # --- routes ---------------------------------------------------------------------
+    def _provider_route(self, method: str, body: dict[str, Any]) -> bool:
+        """Hand ``/<provider>/…`` to that provider's module; True if it answered."""
+        name = self.path.split("/")[1] if self.path.count("/") > 1 else ""
+        module_path = PROVIDER_ROUTES.get(name)
+        if module_path is None:
+            return False
+        try:
+            module = importlib.import_module(module_path)
+        except ModuleNotFoundError:
+            return False
+        answer = module.route(
+            self.server.state, method, self.path[len(name) + 1 :], body, dict(self.headers)
+        )
+        status, payload = answer if answer is not None else (404, {"error": "not_found"})
+        self._send(status, payload)
+        return True
+
     def do_GET(self) -> None:
         state = self.server.state
         time.sleep(state.latency)
+        if self._provider_route("GET", {}):
+            return
         path, _, query = self.path.partition("?")
         if path == "/card/v1/health":
             return self._send(200, {"status": "ok"})
@@ -114,6 +145,8 @@ class Handler(BaseHTTPRequestHandler):
             state.reset()
             return self._send(200, {"reset": True})
         time.sleep(state.latency)
+        if self._provider_route(self.command, body):
+            return
         if not self._authorized():
             return self._send(401, {"error": "unauthorized"})
         key = self.headers.get("Idempotency-Key")
@@ -200,6 +233,16 @@ class Handler(BaseHTTPRequestHandler):
                 return 409, {"error": "not_voidable", "status": charge["status"]}
             charge["status"] = "voided" if not charge["amount_captured"] else "captured"
         return 200, dict(charge)
+
+    def do_DELETE(self) -> None:
+        time.sleep(self.server.state.latency)
+        if not self._provider_route("DELETE", {}):
+            self._send(404, {"error": "not_found"})
+
+    def do_PATCH(self) -> None:
+        time.sleep(self.server.state.latency)
+        if not self._provider_route("PATCH", self._body()):
+            self._send(404, {"error": "not_found"})
 
 
 class SandboxServer(ThreadingHTTPServer):
