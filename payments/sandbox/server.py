@@ -80,9 +80,11 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -------------------------------------------------------------------
     def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        """Answer with JSON; ``None`` sends no body (204 No Content)."""
+        data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
