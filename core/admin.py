@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.db import transaction
 
 from core.audit import audit_record
-from core.models import AuditEntry, IdempotencyRecord
+from core.models import AuditEntry, DeadLetter, IdempotencyRecord, OutboundEmail
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -79,3 +79,27 @@ class IdempotencyRecordAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "scope", "key", "method", "path", "state", "response_status")
     list_filter = ("state",)
     search_fields = ("key", "scope")
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ActionsOnlyAdmin):
+    list_display = ("failed_at", "task_name", "exception", "replayed_at", "replay_task_id")
+    list_filter = ("task_name",)
+    search_fields = ("task_name", "exception", "task_id")
+    actions = ["replay"]
+
+    @admin.action(description="Replay selected tasks", permissions=["change"])
+    def replay(self, request, queryset) -> None:
+        from core.deadletters import dead_letter_replay
+
+        sent = [
+            dead_letter_replay(dead_letter_id=pk) for pk in queryset.values_list("pk", flat=True)
+        ]
+        self.message_user(request, f"Sent {len(sent)} task(s) again.")
+
+
+@admin.register(OutboundEmail)
+class OutboundEmailAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "template", "to", "subject", "status", "sent_at", "attempts")
+    list_filter = ("status", "template")
+    search_fields = ("to", "dedupe_key", "subject")

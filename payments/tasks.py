@@ -1,9 +1,17 @@
 from celery import shared_task
+from django.db import OperationalError
 
 from payments import services
 
 
-@shared_task(name="payments.process_webhook_event", acks_late=True)
+@shared_task(
+    name="payments.process_webhook_event",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=5,
+)
 def process_webhook_event(event_id: int) -> str:
     """Apply one stored notification; idempotent (a processed event is left alone)."""
     return services.webhook_event_process(event_id=event_id).status
