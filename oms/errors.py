@@ -1,4 +1,4 @@
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
 
 
 class OutOfStock(Conflict):
@@ -23,3 +23,13 @@ class OrderNotFound(NotFound):
 class InvalidTransition(Conflict):
     code = "oms.invalid_transition"
     default_message = "The order cannot do this in its current status."
+
+
+class CardDeclined(BusinessRuleViolation):
+    code = "payments.card_declined"
+    default_message = "The card was declined; the order is cancelled and nothing was charged."
+
+
+class CardUnavailable(BusinessRuleViolation):
+    code = "payments.provider_unavailable"
+    default_message = "Card payments are not available right now."

@@ -89,7 +89,8 @@ class StockItem(models.Model):
 
 
 class PaymentMethod(models.TextChoices):
-    WALLET = "wallet", "Store wallet"
+    WALLET = "wallet", "Store wallet (a short balance may use wallet BNPL)"
+    WALLET_CARD = "wallet_card", "Wallet balance first, the rest authorized on a card"
 
 
 class OrderStatus(models.TextChoices):

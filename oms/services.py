@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 
 from core import clock
 from core.audit import audit_record
@@ -22,14 +23,27 @@ from core.money import MAX_MINOR, Money
 from customers.models import Customer, Feature
 from customers.services import customer_require_kyc_for
 from oms import inventory
-from oms.errors import DuplicateExternalReference, InvalidOrder, InvalidTransition
+from oms.errors import (
+    CardDeclined,
+    CardUnavailable,
+    DuplicateExternalReference,
+    InvalidOrder,
+    InvalidTransition,
+)
 from oms.models import Channel, Order, OrderLine, OrderStatus, PaymentMethod, StockItem
+from payments.gateway import Decision, GatewayResult
+from payments.models import Provider
+from payments.processing import payment_authorize, payment_capture, payment_reconcile
+from payments.selectors import enabled_account, payment_amounts, transaction_for
+from wallet.models import TransactionKind, WalletTransaction
 from wallet.services import (
+    Funding,
     wallet_fund_order,
     wallet_get_or_create,
     wallet_lock,
     wallet_plan_funding,
     wallet_refund_order,
+    wallet_release,
 )
 
 
@@ -85,7 +99,6 @@ def _checkout(
     actor: AbstractBaseUser | None,
     idempotency: IdempotencyClaim | None,
 ) -> Order:
-    now = clock.now()
     wallet = wallet_lock(customer_id=customer.pk, currency=total.currency)
     if wallet is None:
         # A first purchase may be all BNPL: lock a wallet so the debt cap check serializes.
@@ -93,43 +106,17 @@ def _checkout(
         wallet = wallet_lock(customer_id=customer.pk, currency=total.currency)
     # Refuse before touching stock: a short balance is borrowed only if BNPL allows it.
     funding = wallet_plan_funding(customer=customer, wallet=wallet, amount=total)
-    allocations = inventory.stock_allocate(demands=[(line.sku, line.quantity) for line in lines])
-    if (
-        external_reference
-        and Order.objects.filter(channel=channel, external_reference=external_reference).exists()
-    ):
-        raise DuplicateExternalReference(fields={"external_reference": ["Already used."]})
-
-    order = Order(
+    order = _place_order(
         customer=customer,
         channel=channel,
-        external_reference=external_reference or None,
-        currency=total.currency,
-        total=total.minor,
+        lines=lines,
+        total=total,
         payment_method=payment_method,
+        external_reference=external_reference,
         renewal_of=renewal_of,
-        placed_by=actor if getattr(actor, "is_authenticated", False) else None,
-        created_at=now,
+        actor=actor,
+        confirm=True,
     )
-    order.confirm(at=now)
-    order.save()
-    order_lines = OrderLine.objects.bulk_create(
-        OrderLine(
-            order=order,
-            line_no=index + 1,
-            sku=line.sku,
-            name=line.name,
-            quantity=line.quantity,
-            unit_price=line.unit_price.minor,
-            tax=line.tax.minor,
-            total=line.total.minor,
-            merchant_category=line.merchant_category,
-        )
-        for index, line in enumerate(lines)
-    )
-    inventory.stock_reserve(order=order, lines=order_lines, allocations=allocations)
-    # Serializers read order.lines.all(); give them the rows just written.
-    prefetch_rows(order, "lines", order_lines)
     debt = wallet_fund_order(
         customer=customer,
         funding=funding,
@@ -151,6 +138,61 @@ def _checkout(
     )
     if idempotency is not None:
         idempotency.complete(order)
+    return order
+
+
+def _place_order(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    total: Money,
+    payment_method: str,
+    external_reference: str | None,
+    renewal_of: Order | None,
+    actor: AbstractBaseUser | None,
+    confirm: bool,
+) -> Order:
+    """Reserve the stock and write the order and its lines, in the caller's transaction."""
+    now = clock.now()
+    allocations = inventory.stock_allocate(demands=[(line.sku, line.quantity) for line in lines])
+    if (
+        external_reference
+        and Order.objects.filter(channel=channel, external_reference=external_reference).exists()
+    ):
+        raise DuplicateExternalReference(fields={"external_reference": ["Already used."]})
+
+    order = Order(
+        customer=customer,
+        channel=channel,
+        external_reference=external_reference or None,
+        currency=total.currency,
+        total=total.minor,
+        payment_method=payment_method,
+        renewal_of=renewal_of,
+        placed_by=actor if getattr(actor, "is_authenticated", False) else None,
+        created_at=now,
+    )
+    if confirm:
+        order.confirm(at=now)
+    order.save()
+    order_lines = OrderLine.objects.bulk_create(
+        OrderLine(
+            order=order,
+            line_no=index + 1,
+            sku=line.sku,
+            name=line.name,
+            quantity=line.quantity,
+            unit_price=line.unit_price.minor,
+            tax=line.tax.minor,
+            total=line.total.minor,
+            merchant_category=line.merchant_category,
+        )
+        for index, line in enumerate(lines)
+    )
+    inventory.stock_reserve(order=order, lines=order_lines, allocations=allocations)
+    # Serializers read order.lines.all(); give them the rows just written.
+    prefetch_rows(order, "lines", order_lines)
     return order
 
 
@@ -243,9 +285,17 @@ def order_cancel(
     return order
 
 
-@transaction.atomic(durable=True)
 def order_fulfil(*, order_id: int, actor: AbstractBaseUser | None = None) -> Order:
-    """Mark a confirmed order shipped; its reserved units leave stock."""
+    """Mark a confirmed order shipped: a card part is captured first, then stock leaves."""
+    if Order.objects.filter(
+        pk=order_id, status=OrderStatus.CONFIRMED, payment_method=PaymentMethod.WALLET_CARD
+    ).exists():
+        _capture_card_part(order_id)
+    return _fulfil(order_id=order_id, actor=actor)
+
+
+@transaction.atomic(durable=True)
+def _fulfil(*, order_id: int, actor: AbstractBaseUser | None) -> Order:
     order = Order.objects.select_for_update(no_key=True).get(pk=order_id)
     if order.status != OrderStatus.CONFIRMED:
         raise InvalidTransition(f"A {order.status} order cannot be fulfilled.")
@@ -296,3 +346,192 @@ def stock_set_on_hand(
         actor=actor, action="oms.stock_count", target=item, changes={"on_hand": [before, on_hand]}
     )
     return item
+
+
+# --- split payment: wallet balance first, the rest on a card --------------------------
+
+
+@transaction.atomic(durable=True)
+def _split_begin(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    total: Money,
+    external_reference: str | None,
+    renewal_of: Order | None,
+    actor: AbstractBaseUser | None,
+) -> tuple[Order, Money]:
+    """Place the order unconfirmed and take the wallet part; returns (order, card part)."""
+    wallet = wallet_lock(customer_id=customer.pk, currency=total.currency)
+    balance = wallet.balance if wallet is not None else Money.zero(total.currency)
+    from_wallet = min(balance, total)
+    order = _place_order(
+        customer=customer,
+        channel=channel,
+        lines=lines,
+        total=total,
+        payment_method=PaymentMethod.WALLET_CARD,
+        external_reference=external_reference,
+        renewal_of=renewal_of,
+        actor=actor,
+        confirm=False,
+    )
+    if from_wallet.is_positive():
+        wallet_fund_order(
+            customer=customer,
+            funding=Funding(wallet, from_wallet, Money.zero(total.currency)),
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            actor=actor,
+        )
+    audit_record(
+        actor=actor,
+        actor_label=f"channel:{channel.code}",
+        action="oms.checkout",
+        target=order,
+        changes={
+            "total": str(total),
+            "from_wallet": str(from_wallet),
+            "on_card": str(total - from_wallet),
+        },
+    )
+    return order, total - from_wallet
+
+
+@transaction.atomic(durable=True)
+def _split_finish(
+    *,
+    order_id: int,
+    approved: bool,
+    reason: str,
+    actor: AbstractBaseUser | None,
+    idempotency: IdempotencyClaim | None,
+) -> Order:
+    """Confirm the order, or cancel it and give the wallet part back: never half-paid."""
+    order, wallet = _locked_order(order_id)
+    now = clock.now()
+    if approved:
+        order.confirm(at=now)
+        order.save(update_fields=["status", "confirmed_at"])
+        if idempotency is not None:
+            idempotency.complete(order)
+        return order
+    inventory.stock_release(order=order)
+    order.cancel(at=now, reason=reason)
+    order.save(update_fields=["status", "cancelled_at", "cancel_reason"])
+    paid_from_wallet = (
+        WalletTransaction.objects.filter(
+            reference_type="oms.order", reference_id=str(order.pk), kind=TransactionKind.PAYMENT
+        ).aggregate(total=Sum("amount"))["total"]
+        or 0
+    )
+    if paid_from_wallet:
+        wallet_release(
+            wallet=wallet,
+            amount=Money(paid_from_wallet, order.currency),
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            actor=actor,
+            note=reason,
+        )
+    audit_record(
+        actor=actor,
+        action="oms.cancel",
+        target=order,
+        changes={
+            "status": [OrderStatus.NEW, OrderStatus.CANCELLED],
+            "wallet_released": str(Money(paid_from_wallet, order.currency)),
+        },
+        note=reason,
+    )
+    return order
+
+
+def order_checkout_split(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    card_payment_method: str,
+    external_reference: str | None = None,
+    renewal_of: Order | None = None,
+    actor: AbstractBaseUser | None = None,
+    idempotency: IdempotencyClaim | None = None,
+) -> Order:
+    """Pay with the wallet balance first and authorize the rest on a card.
+
+    The card call happens between two short transactions, outside any lock. A declined
+    card cancels the order, releases its stock and gives the wallet part back, then
+    raises ``payments.card_declined``; an unanswered call is reconciled with the
+    processor at once, and one it cannot settle leaves the order ``new`` for the
+    reconciler.
+    """
+    total = _order_total(lines)
+    customer_require_kyc_for(customer=customer, feature=Feature.WALLET_USAGE)
+    account = enabled_account(Provider.CARD)
+    if account is None:
+        raise CardUnavailable()
+    order, on_card = _split_begin(
+        customer=customer,
+        channel=channel,
+        lines=lines,
+        total=total,
+        external_reference=external_reference,
+        renewal_of=renewal_of,
+        actor=actor,
+    )
+    if not on_card.is_positive():
+        return _split_finish(
+            order_id=order.pk, approved=True, reason="", actor=actor, idempotency=idempotency
+        )
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id=str(order.pk),
+        amount=on_card,
+        payment_method=card_payment_method,
+        idempotency_key=f"order:{order.pk}:card",
+    )
+    if result.decision == Decision.UNKNOWN:
+        payment_reconcile(transaction_id=txn.pk)
+        result = (
+            GatewayResult(Decision.APPROVED)
+            if payment_amounts(txn).authorized == on_card
+            else result
+        )
+    if result.decision == Decision.APPROVED:
+        return _split_finish(
+            order_id=order.pk, approved=True, reason="", actor=actor, idempotency=idempotency
+        )
+    if result.decision == Decision.DECLINED:
+        reason = f"Card declined ({result.decline_code or 'no reason given'})"
+        _split_finish(
+            order_id=order.pk, approved=False, reason=reason, actor=actor, idempotency=None
+        )
+        raise CardDeclined(extra={"order_id": order.pk, "decline_code": result.decline_code})
+    # Pending review or still unknown: the order stays new until the processor decides.
+    order = Order.objects.get(pk=order.pk)
+    if idempotency is not None:
+        with transaction.atomic(durable=True):
+            idempotency.complete(order)
+    return order
+
+
+def _capture_card_part(order_id: int) -> None:
+    """Before shipping, capture what a split payment authorized on the card (no lock held)."""
+    txn = transaction_for(
+        reference_type="oms.order", reference_id=str(order_id), provider=Provider.CARD
+    )
+    if txn is None:
+        return
+    capturable = payment_amounts(txn).capturable
+    if capturable.is_positive():
+        result = payment_capture(
+            transaction_id=txn.pk, amount=capturable, idempotency_key=f"order:{order_id}:capture"
+        )
+        if result.decision != Decision.APPROVED:
+            raise CardDeclined(
+                "The card capture failed; the order was not fulfilled.",
+                extra={"order_id": order_id, "decline_code": result.decline_code},
+            )

@@ -58,3 +58,20 @@ def payment_amounts(transaction: PaymentTransaction) -> PaymentAmounts:
         refunded=Money(sums[EventKind.REFUND], currency),
         cancelled=Money(sums[EventKind.CANCEL], currency),
     )
+
+
+def enabled_account(provider: str):
+    from payments.models import ProviderAccount
+
+    return ProviderAccount.objects.filter(provider=provider, enabled=True).first()
+
+
+def transaction_for(*, reference_type: str, reference_id: str, provider: str):
+    return (
+        PaymentTransaction.objects.select_related("account")
+        .filter(
+            reference_type=reference_type, reference_id=reference_id, account__provider=provider
+        )
+        .order_by("-id")
+        .first()
+    )

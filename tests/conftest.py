@@ -7,8 +7,12 @@ from django.apps import apps
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from core import clock
 from ledger.models import Account
 from ledger.selectors import ledger_problems
+from payments import crypto, reliability
+from payments.models import Provider, ProviderAccount
+from payments.sandbox import server as sandbox_server
 from tests.factories import ChannelFactory, StockItemFactory, fund, make_customer, token_for
 
 OUR_APPS = (
@@ -106,3 +110,34 @@ def stock():
         return StockItemFactory(sku=sku, on_hand=on_hand, **kwargs)
 
     return make
+
+
+# --- the payment sandbox and a card processor account pointed at it ------------------
+
+
+@pytest.fixture
+def sandbox():
+    server = sandbox_server.start_in_thread()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_breakers():
+    reliability._breakers.clear()
+    yield
+    reliability._breakers.clear()
+
+
+@pytest.fixture
+def card_processor(sandbox):
+    now = clock.now()
+    return ProviderAccount.objects.create(
+        provider=Provider.CARD,
+        enabled=True,
+        base_url=f"{sandbox}/card",
+        credentials_encrypted=crypto.encrypt({"secret": "sk_test_sandbox"}),
+        created_at=now,
+        updated_at=now,
+    )

@@ -302,6 +302,30 @@ def wallet_refund(
     )
 
 
+def wallet_release(
+    *,
+    wallet: Wallet,
+    amount: Money,
+    reference_type: str,
+    reference_id: str,
+    actor: AbstractBaseUser | None = None,
+    note: str = "",
+) -> WalletTransaction:
+    """Give back a wallet part that was never really spent (a split payment whose card
+    failed): exactly what was taken, with no automatic repayment of debts."""
+    return _move(
+        wallet=wallet,
+        kind=TransactionKind.REFUND,
+        direction=Direction.CREDIT,
+        amount=amount,
+        counterpart=system(Purpose.MERCHANT, amount.currency),
+        reference_type=reference_type,
+        reference_id=reference_id,
+        actor=actor,
+        note=note,
+    )
+
+
 def wallet_refund_order(
     *,
     wallet: Wallet,

@@ -34,6 +34,22 @@ class CheckoutInputSerializer(serializers.Serializer):
         "order (default: web); ignored for channel keys",
     )
 
+    card_payment_method = serializers.CharField(
+        required=False,
+        max_length=128,
+        help_text="With wallet_card: the card processor's token for the customer's card "
+        "(never a card number)",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["payment_method"] == PaymentMethod.WALLET_CARD and not attrs.get(
+            "card_payment_method"
+        ):
+            raise serializers.ValidationError(
+                {"card_payment_method": ["Required with payment_method wallet_card."]}
+            )
+        return attrs
+
     def validate_lines(self, lines: list[dict]) -> list[dict]:
         currency = lines[0]["unit_price"].currency
         errors: dict[str, list[str]] = {}

@@ -16,7 +16,7 @@ from oms.api.serializers import (
     CheckoutInputSerializer,
     OrderOutputSerializer,
 )
-from oms.models import Channel, ChannelKind, Order
+from oms.models import Channel, ChannelKind, Order, PaymentMethod
 
 
 def _caller_channel(request: Request) -> Channel | None:
@@ -63,15 +63,28 @@ class OrderListCreateApi(ListAPIView):
         return idempotent(
             request,
             render=_render_created,
-            perform=lambda claim: services.order_checkout(
-                customer=request.user.customer,
-                channel=channel,
-                lines=lines,
-                payment_method=values["payment_method"],
-                external_reference=values.get("external_reference"),
-                renewal_of=renewal_of,
-                actor=request.user,
-                idempotency=claim,
+            perform=lambda claim: (
+                services.order_checkout_split(
+                    customer=request.user.customer,
+                    channel=channel,
+                    lines=lines,
+                    card_payment_method=values["card_payment_method"],
+                    external_reference=values.get("external_reference"),
+                    renewal_of=renewal_of,
+                    actor=request.user,
+                    idempotency=claim,
+                )
+                if values["payment_method"] == PaymentMethod.WALLET_CARD
+                else services.order_checkout(
+                    customer=request.user.customer,
+                    channel=channel,
+                    lines=lines,
+                    payment_method=values["payment_method"],
+                    external_reference=values.get("external_reference"),
+                    renewal_of=renewal_of,
+                    actor=request.user,
+                    idempotency=claim,
+                )
             ),
         )
 

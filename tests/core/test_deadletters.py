@@ -16,12 +16,17 @@ def test_a_task_that_fails_for_good_is_kept_and_can_be_replayed(admin_client):
     assert result.failed()
     letter = DeadLetter.objects.get()
     assert (letter.task_name, letter.args, letter.kwargs) == (
-        "tests.always_fails", [42], {"reason": "provider down"})
+        "tests.always_fails",
+        [42],
+        {"reason": "provider down"},
+    )
     assert letter.exception == "ValueError: cannot process order 42: provider down"
     assert "Traceback" in letter.traceback
 
-    admin_client.post(reverse("admin:core_deadletter_changelist"),
-                      {"action": "replay", "_selected_action": [letter.pk]})
+    admin_client.post(
+        reverse("admin:core_deadletter_changelist"),
+        {"action": "replay", "_selected_action": [letter.pk]},
+    )
     letter.refresh_from_db()
     assert letter.replayed_at is not None
     assert letter.replay_task_id

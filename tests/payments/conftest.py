@@ -6,9 +6,8 @@ from celery import current_app
 from django.test import Client
 
 from core import clock
-from payments import crypto, reliability, webhooks
+from payments import webhooks
 from payments.models import PaymentTransaction, Provider, ProviderAccount
-from payments.sandbox import server as sandbox_server
 from payments.services import provider_webhook_secret_rotate
 
 
@@ -80,28 +79,5 @@ def deliver(
 
 
 @pytest.fixture
-def sandbox():
-    server = sandbox_server.start_in_thread()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_breakers():
-    reliability._breakers.clear()
-    yield
-    reliability._breakers.clear()
-
-
-@pytest.fixture
-def account(sandbox):
-    now = clock.now()
-    return ProviderAccount.objects.create(
-        provider=Provider.CARD,
-        enabled=True,
-        base_url=f"{sandbox}/card",
-        credentials_encrypted=crypto.encrypt({"secret": "sk_test_sandbox"}),
-        created_at=now,
-        updated_at=now,
-    )
+def account(card_processor):
+    return card_processor

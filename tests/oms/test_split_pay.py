@@ -1,0 +1,106 @@
+"""Split payment: the wallet balance first, the rest authorized on a card (over HTTP)."""
+
+import pytest
+import requests
+
+from ledger.models import Account, Purpose
+from oms.models import Order, OrderStatus, StockItem
+from oms.services import order_fulfil
+from payments.selectors import payment_amounts, transaction_for
+from tests.factories import line, money
+
+pytestmark = pytest.mark.django_db
+
+
+def split(client, price: str, card: str = "pm_card"):
+    return client.post(
+        "/api/v1/orders",
+        {
+            "payment_method": "wallet_card",
+            "card_payment_method": card,
+            "lines": [line("A", 1, price)],
+        },
+        format="json",
+    )
+
+
+def wallet_balance(customer) -> int:
+    return Account.objects.get(customer=customer, purpose=Purpose.CUSTOMER_WALLET).balance
+
+
+def charges(sandbox) -> list[dict]:
+    return requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]
+
+
+def test_wallet_first_then_the_card_and_the_card_is_captured_at_fulfilment(
+    customer, customer_api, stock, card_processor, sandbox
+):
+    stock("A", 10)
+    response = split(customer_api, "650.00")  # 500.00 in the wallet, 150.00 on the card
+    assert response.status_code == 201, response.json()
+    order = Order.objects.get(pk=response.json()["id"])
+    assert order.status == OrderStatus.CONFIRMED
+    assert wallet_balance(customer) == 0
+    txn = transaction_for(reference_type="oms.order", reference_id=str(order.pk), provider="card")
+    assert payment_amounts(txn).authorized.minor == 15000
+    [charge] = charges(sandbox)
+    assert (charge["amount"], charge["status"]) == (15000, "authorized")
+    order_fulfil(order_id=order.pk)
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.FULFILLED
+    assert payment_amounts(txn).captured.minor == 15000
+    assert charges(sandbox)[0]["amount_captured"] == 15000
+
+
+def test_a_declined_card_cancels_the_order_and_gives_the_wallet_part_back(
+    customer, customer_api, stock, card_processor, sandbox
+):
+    item = stock("A", 10)
+    response = split(customer_api, "650.00", card="pm_decline")
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert (error["code"], error["decline_code"]) == (
+        "payments.card_declined",
+        "insufficient_funds",
+    )
+    order = Order.objects.get(pk=error["order_id"])
+    assert order.status == OrderStatus.CANCELLED
+    assert "insufficient_funds" in order.cancel_reason
+    assert wallet_balance(customer) == 50000  # nothing half-paid
+    item.refresh_from_db()
+    assert item.reserved == 0
+
+
+def test_without_a_card_processor_nothing_is_written(customer_api, stock, unchanged_db):
+    stock("A", 10)
+    check = unchanged_db()
+    response = split(customer_api, "650.00")
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        422,
+        "payments.provider_unavailable",
+    )
+    check()
+
+
+def test_a_card_token_is_required_with_wallet_card(customer_api, stock, unchanged_db):
+    stock("A", 10)
+    check = unchanged_db()
+    response = customer_api.post(
+        "/api/v1/orders",
+        {"payment_method": "wallet_card", "lines": [line("A", 1, "1.00")]},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "card_payment_method" in response.json()["error"]["fields"]
+    check()
+
+
+def test_a_wallet_that_covers_it_all_needs_no_card_call(
+    customer, customer_api, stock, card_processor, sandbox
+):
+    stock("A", 10)
+    response = split(customer_api, "20.00")
+    assert response.json()["status"] == "confirmed"
+    assert wallet_balance(customer) == 48000
+    assert charges(sandbox) == []
+    assert StockItem.objects.get(sku="A").reserved == 1
+    assert response.json()["total"] == money("20.00")
