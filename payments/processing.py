@@ -21,6 +21,7 @@ from core import clock
 from core.errors import ApplicationError
 from core.money import Money
 from payments import crypto
+from payments.adapters.afterpay import AfterpayGateway
 from payments.adapters.card import CardGateway
 from payments.gateway import Decision, Gateway, GatewayResult
 from payments.models import (
@@ -55,6 +56,13 @@ def _session(base_url: str) -> requests.Session:
 
 def gateway_for(account: ProviderAccount) -> Gateway:
     credentials = crypto.decrypt(account.credentials_encrypted) or {}
+    if account.provider == Provider.AFTERPAY:
+        return AfterpayGateway(
+            base_url=account.base_url,
+            merchant_id=credentials.get("id", ""),
+            secret_key=credentials.get("secret", ""),
+            session=_session(account.base_url),
+        )
     if account.provider == Provider.CARD:
         return CardGateway(
             base_url=account.base_url,
