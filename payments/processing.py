@@ -79,14 +79,18 @@ def _call(account: ProviderAccount, fn: Callable[[], GatewayResult]) -> GatewayR
 def _record_result(
     *, txn_id: int, kind: EventKind, key: str, amount: Money, result: GatewayResult
 ) -> None:
-    """Second short transaction: what the provider decided, if it decided."""
+    """Second short transaction: the provider's reference, and what it decided, if it did.
+
+    The reference is kept even while the decision is pending: the provider's notification
+    is matched to the transaction by it.
+    """
+    if result.provider_reference:
+        PaymentTransaction.objects.filter(pk=txn_id, provider_reference__isnull=True).update(
+            provider_reference=result.provider_reference
+        )
     if result.decision in (Decision.PENDING, Decision.UNKNOWN):
         return
     with transaction.atomic(durable=True):
-        if result.provider_reference:
-            PaymentTransaction.objects.filter(pk=txn_id, provider_reference__isnull=True).update(
-                provider_reference=result.provider_reference
-            )
         outcome = Outcome.SUCCEEDED if result.decision == Decision.APPROVED else Outcome.FAILED
         payment_event_record(
             transaction_id=txn_id,

@@ -24,6 +24,11 @@ Magic payment methods: ``pm_decline`` (declined, ``insufficient_funds``), ``pm_l
 made, the answer comes after the client's timeout), ``pm_error_once`` (500 the first time
 a key is seen, then normal). ``POST /sandbox/config`` ``{"latency_ms": 50}`` sets a
 delay before every answer; ``GET /sandbox/charges`` lists every charge (the witness).
+
+Signed webhooks back to the app: ``POST /sandbox/config {"webhook_url": …,
+"webhook_secret": …}``, then ``POST /sandbox/charges/{id}/review {"decision": "approve"}``
+(or ``"reject"``) settles a ``pending_review`` charge and POSTs ``payment.authorized`` (or
+``payment.authorization_failed``) to the app, signed as ``payments.webhooks`` verifies.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ PROVIDER_ROUTES: dict[str, str] = {
 
 class SandboxState:
     def __init__(self) -> None:
+        self.webhook_url = ""
+        self.webhook_secret = ""
         self.extra: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.charges: dict[str, dict[str, Any]] = {}
@@ -141,8 +148,15 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         body = self._body()
         if self.path == "/sandbox/config":
-            state.latency = float(body.get("latency_ms", 0)) / 1000
-            return self._send(200, {"latency_ms": state.latency * 1000})
+            state.latency = float(body.get("latency_ms", state.latency * 1000)) / 1000
+            state.webhook_url = body.get("webhook_url", state.webhook_url)
+            state.webhook_secret = body.get("webhook_secret", state.webhook_secret)
+            return self._send(
+                200, {"latency_ms": state.latency * 1000, "webhook_url": state.webhook_url}
+            )
+        review = re.fullmatch(r"/sandbox/charges/(ch_\d+)/review", self.path)
+        if review:
+            return self._review(review.group(1), body.get("decision") == "approve")
         if self.path == "/sandbox/reset":
             state.reset()
             return self._send(200, {"reset": True})
@@ -168,6 +182,55 @@ class Handler(BaseHTTPRequestHandler):
         if body.get("payment_method") == "pm_timeout":
             time.sleep(TIMEOUT_SECONDS)
         return self._send(status, answer)
+
+    def _review(self, charge_id: str, approve: bool) -> None:
+        state = self.server.state
+        with state.lock:
+            charge = state.charges.get(charge_id)
+            if charge is None or charge["status"] != "pending_review":
+                return self._send(409, {"error": "not_pending_review"})
+            charge["status"] = "authorized" if approve else "declined"
+            snapshot = dict(charge)
+        status, answer = self._notify(
+            "payment.authorized" if approve else "payment.authorization_failed", snapshot
+        )
+        return self._send(
+            200, {"charge": snapshot, "webhook_status": status, "webhook_answer": answer}
+        )
+
+    def _notify(self, event_type: str, charge: dict[str, Any]) -> tuple[int, Any]:
+        """POST a signed notification to the app; returns its answer."""
+        from urllib import request as urlrequest
+
+        from payments.webhooks import signature_header
+
+        state = self.server.state
+        body = json.dumps(
+            {
+                "id": f"evt_{next(state.ids)}",
+                "type": event_type,
+                "data": {
+                    "payment_id": charge["id"],
+                    "amount": charge["amount"],
+                    "currency": charge["currency"],
+                    "request_id": charge.get("idempotency_key", ""),
+                },
+            }
+        ).encode()
+        http_request = urlrequest.Request(
+            state.webhook_url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Webhook-Signature": signature_header(state.webhook_secret, body),
+            },
+        )
+        try:
+            with urlrequest.urlopen(http_request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except Exception as exc:  # the app being down is the app's problem, not the sandbox's
+            return 0, str(exc)
 
     def _write(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
         state = self.server.state
