@@ -23,6 +23,7 @@ from core.money import Money
 from payments import crypto
 from payments.adapters.afterpay import AfterpayGateway
 from payments.adapters.card import CardGateway
+from payments.adapters.klarna import KlarnaGateway, klarna_base_url
 from payments.gateway import Decision, Gateway, GatewayResult
 from payments.models import (
     EventKind,
@@ -56,6 +57,14 @@ def _session(base_url: str) -> requests.Session:
 
 def gateway_for(account: ProviderAccount) -> Gateway:
     credentials = crypto.decrypt(account.credentials_encrypted) or {}
+    if account.provider == Provider.KLARNA:
+        base_url = account.base_url or klarna_base_url(account.region, account.mode)
+        return KlarnaGateway(
+            base_url=base_url,
+            username=credentials.get("id", ""),
+            password=credentials.get("secret", ""),
+            session=_session(base_url),
+        )
     if account.provider == Provider.AFTERPAY:
         return AfterpayGateway(
             base_url=account.base_url,
