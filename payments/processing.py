@@ -33,6 +33,7 @@ from payments.models import (
     Provider,
     ProviderAccount,
     Source,
+    WebhookEvent,
 )
 from payments.reliability import breaker_for, with_retries
 from payments.selectors import payment_amounts
@@ -116,7 +117,10 @@ def _record_result(
         )
 
 
-def _request(txn: PaymentTransaction, kind: EventKind, amount: Money, key: str) -> None:
+def _request(
+    txn: PaymentTransaction, kind: EventKind, amount: Money, key: str, detail: dict | None = None
+) -> None:
+    """First short transaction: what is asked, under the key the provider will see."""
     with transaction.atomic(durable=True):
         payment_event_record(
             transaction_id=txn.pk,
@@ -125,6 +129,7 @@ def _request(txn: PaymentTransaction, kind: EventKind, amount: Money, key: str) 
             amount=amount,
             idempotency_key=key,
             source=Source.API,
+            detail=detail,
         )
 
 
@@ -148,7 +153,15 @@ def payment_authorize(
             amount=amount.minor,
             created_at=clock.now(),
         )
-    _request(txn, EventKind.AUTHORIZATION, amount, idempotency_key)
+    # The payment method is a provider token (never a card number): kept so that
+    # reconciliation can replay the request under the same key.
+    _request(
+        txn,
+        EventKind.AUTHORIZATION,
+        amount,
+        idempotency_key,
+        detail={"payment_method": payment_method, "capture": capture},
+    )
     gateway = gateway_for(account)
     if capture:
         result = _call(
@@ -248,8 +261,10 @@ def payment_reconcile(*, transaction_id: int) -> int:
     """Resolve authorization requests that never got an answer by asking the provider.
 
     A charge the provider has is recorded as it is; one it never saw is recorded as
-    failed, after which a new attempt (with a new key) is safe. Returns how many requests
-    were resolved.
+    failed, after which a new attempt (with a new key) is safe. A provider that cannot be
+    asked by key (Klarna, Afterpay) gets the same request again under the same key: it
+    replays its first answer, or makes the authorization that never arrived. Returns how
+    many open requests were looked at.
     """
     txn = PaymentTransaction.objects.select_related("account").get(pk=transaction_id)
     answered = set(
@@ -266,14 +281,25 @@ def payment_reconcile(*, transaction_id: int) -> int:
     ]
     gateway = gateway_for(txn.account)
     for event in open_requests:
-        found = _call(
-            txn.account,
-            lambda key=event.idempotency_key: (
-                gateway.sync(idempotency_key=key)
-                or GatewayResult(Decision.DECLINED, decline_code="not_found")
-            ),
-        )
         amount = Money(event.amount, event.currency)
+        found = _call(
+            txn.account, lambda key=event.idempotency_key: gateway.sync(idempotency_key=key)
+        )
+        if found is None:
+            found = GatewayResult(Decision.DECLINED, decline_code="not_found")
+        elif found.decision == Decision.UNKNOWN and event.detail.get("payment_method"):
+            replay = (
+                gateway.charge_off_session if event.detail.get("capture") else gateway.authorize
+            )
+            found = _call(
+                txn.account,
+                lambda e=event, send=replay, money=amount: send(
+                    amount=money,
+                    reference=f"{txn.reference_type}:{txn.reference_id}",
+                    payment_method=e.detail["payment_method"],
+                    idempotency_key=e.idempotency_key,
+                ),
+            )
         _record_result(
             txn_id=txn.pk,
             kind=EventKind.AUTHORIZATION,
@@ -282,3 +308,54 @@ def payment_reconcile(*, transaction_id: int) -> int:
             result=found,
         )
     return len(open_requests)
+
+
+def webhook_event_confirm(*, event_id: int) -> WebhookEvent:
+    """Apply an unsigned notification by reading the order back from the provider.
+
+    The notification only says "look at this order": the provider's own answer, read
+    outside any lock, is what gets recorded (authorized, or refused). Running it again
+    changes nothing.
+    """
+    event = WebhookEvent.objects.get(pk=event_id)
+    if event.status == WebhookEvent.Status.PROCESSED:
+        return event
+    order_id = event.payload.get("data", {}).get("order_id")
+    txn = (
+        PaymentTransaction.objects.select_related("account")
+        .filter(account__provider=event.provider, provider_reference=order_id)
+        .first()
+    )
+    result = None
+    if txn is not None:
+        gateway = gateway_for(txn.account)
+        result = _call(txn.account, lambda: gateway.sync(provider_reference=order_id))
+    with transaction.atomic(durable=True):
+        event = WebhookEvent.objects.select_for_update(no_key=True).get(pk=event_id)
+        if event.status == WebhookEvent.Status.PROCESSED:
+            return event
+        event.attempts += 1
+        if txn is None or result is None:
+            event.status = WebhookEvent.Status.FAILED
+            event.last_error = f"no readable order {order_id!r}"
+        elif result.decision in (Decision.APPROVED, Decision.DECLINED):
+            approved = result.decision == Decision.APPROVED
+            payment_event_record(
+                transaction_id=txn.pk,
+                kind=EventKind.AUTHORIZATION,
+                outcome=Outcome.SUCCEEDED if approved else Outcome.FAILED,
+                amount=result.authorized
+                if approved and result.authorized
+                else Money(txn.amount, txn.currency),
+                idempotency_key=f"readback:{txn.pk}:authorization",
+                source=Source.RECONCILE,
+                detail={"webhook_event": event.pk, "status": result.status},
+            )
+            event.status = WebhookEvent.Status.PROCESSED
+            event.processed_at = clock.now()
+            event.last_error = ""
+        else:  # still pending at the provider: a later notification settles it
+            event.status = WebhookEvent.Status.PROCESSED
+            event.processed_at = clock.now()
+        event.save(update_fields=["status", "attempts", "processed_at", "last_error"])
+    return event

@@ -13,7 +13,17 @@ from payments import services
     max_retries=5,
 )
 def process_webhook_event(event_id: int) -> str:
-    """Apply one stored notification; idempotent (a processed event is left alone)."""
+    """Apply one stored notification; idempotent (a processed event is left alone).
+
+    Unsigned notifications (Klarna's) are confirmed by reading the order back first.
+    """
+    from payments.models import WebhookEvent
+    from payments.processing import webhook_event_confirm
+    from payments.webhooks import UNSIGNED
+
+    provider = WebhookEvent.objects.values_list("provider", flat=True).get(pk=event_id)
+    if provider in UNSIGNED:
+        return webhook_event_confirm(event_id=event_id).status
     return services.webhook_event_process(event_id=event_id).status
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Sequence
 
@@ -53,3 +54,28 @@ def verify(*, header: str | None, body: bytes, secrets: Sequence[str], now: floa
     expected = [signature(secret, timestamp, body) for secret in secrets if secret]
     if not any(hmac.compare_digest(e, c) for e in expected for c in candidates):
         raise _reject("webhooks.signature_invalid", "The signature does not match.")
+
+
+# Providers whose notifications carry no signature (Klarna's push). Nothing in such a
+# body is trusted: it only names the order, which is then read back from the provider.
+UNSIGNED = {"klarna"}
+
+
+def unsigned_event(body: bytes) -> dict:
+    """``{"order_id": …, "event_type": "FRAUD_RISK_ACCEPTED" | …}`` → a stored event."""
+    payload = json.loads(body)
+    if not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("order_id"), str)
+        and isinstance(payload.get("event_type"), str)
+    ):
+        raise WebhookRejected(
+            "The notification needs an order_id and an event_type.",
+            code="webhooks.malformed_event",
+            fields={"order_id": ["Required."], "event_type": ["Required."]},
+        )
+    return {
+        "id": f"{payload['order_id']}:{payload['event_type']}",
+        "type": "order.changed",
+        "data": {"order_id": payload["order_id"]},
+    }

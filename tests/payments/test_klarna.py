@@ -369,3 +369,97 @@ def test_the_same_key_on_another_request_is_a_conflict(klarna_url):
     api = f"{klarna_url}/payments/v1"
     assert _post(f"{api}/authorizations/tok_a/order", ORDER_BODY, key="k").status_code == 200
     assert _post(f"{api}/authorizations/tok_b/order", ORDER_BODY, key="k").status_code == 409
+
+
+@pytest.mark.django_db
+def test_a_timed_out_klarna_authorization_is_reconciled_by_replaying_the_same_key(sandbox):
+    from core import clock
+    from payments import crypto
+    from payments.models import Provider, ProviderAccount
+    from payments.processing import payment_authorize, payment_reconcile
+    from payments.selectors import payment_amounts
+
+    now = clock.now()
+    account = ProviderAccount.objects.create(
+        provider=Provider.KLARNA,
+        enabled=True,
+        base_url=f"{sandbox}/klarna",
+        credentials_encrypted=crypto.encrypt({"id": "K1", "secret": "pw"}),
+        created_at=now,
+        updated_at=now,
+    )
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="77",
+        amount=Money(5000, "EUR"),
+        payment_method="tok_timeout_77",
+        idempotency_key="auth-77",
+    )
+    assert result.decision == Decision.UNKNOWN
+    assert payment_reconcile(transaction_id=txn.pk) == 1
+    assert payment_amounts(txn).authorized == Money(5000, "EUR")
+    txn.refresh_from_db()
+    assert txn.provider_reference
+    orders = requests.get(f"{sandbox}/klarna/sandbox/orders", timeout=5).json()["data"]
+    assert len(orders) == 1  # the replay found the first order; nothing was placed twice
+
+
+@pytest.mark.django_db
+def test_unsigned_klarna_notifications_are_confirmed_by_reading_the_order_back(
+    sandbox, eager_celery, django_capture_on_commit_callbacks
+):
+    from django.test import Client
+
+    from core import clock
+    from payments import crypto
+    from payments.models import Provider, ProviderAccount, WebhookEvent
+    from payments.processing import payment_authorize
+    from payments.selectors import payment_amounts
+
+    now = clock.now()
+    account = ProviderAccount.objects.create(
+        provider=Provider.KLARNA,
+        enabled=True,
+        base_url=f"{sandbox}/klarna",
+        credentials_encrypted=crypto.encrypt({"id": "K1", "secret": "pw"}),
+        created_at=now,
+        updated_at=now,
+    )
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="88",
+        amount=Money(4000, "EUR"),
+        payment_method="tok_pending_88",
+        idempotency_key="auth-88",
+    )
+    assert result.decision == Decision.PENDING
+    txn.refresh_from_db()
+    order_id = txn.provider_reference
+    client = Client()
+
+    def notify(event_type: str):
+        with django_capture_on_commit_callbacks(execute=True):
+            return client.post(
+                "/webhooks/klarna/",
+                {"order_id": order_id, "event_type": event_type},
+                content_type="application/json",
+            )
+
+    # A forged rejection while Klarna still says PENDING changes nothing.
+    assert notify("FRAUD_RISK_REJECTED").status_code == 200
+    assert payment_amounts(txn).authorized.minor == 0
+    assert not txn.events.filter(outcome="failed").exists()
+    # Klarna accepts; its notification is confirmed by reading the order back.
+    requests.post(
+        f"{sandbox}/klarna/sandbox/orders/{order_id}/fraud-status",
+        json={"fraud_status": "ACCEPTED"},
+        timeout=5,
+    )
+    assert notify("FRAUD_RISK_ACCEPTED").status_code == 200
+    assert payment_amounts(txn).authorized == Money(4000, "EUR")
+    assert notify("FRAUD_RISK_ACCEPTED").json()["duplicate"] is True
+    assert WebhookEvent.objects.filter(status="processed").count() == 2
+    bad = client.post("/webhooks/klarna/", {"event_type": "X"}, content_type="application/json")
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "webhooks.malformed_event")
