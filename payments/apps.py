@@ -18,6 +18,15 @@ class PaymentsConfig(AppConfig):
                 "and on the provider accounts screen.",
             )
         )
+        register(
+            Schedule(
+                name="Payments: reconcile unanswered requests",
+                task="payments.reconcile_unknown",
+                crontab="*/5 * * * *",
+                description="Asks the providers about authorizations whose answer never came "
+                "(timeouts) before anything is tried again.",
+            )
+        )
         readiness.register("payment_providers", _providers_health, gating=False)
 
 

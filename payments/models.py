@@ -78,6 +78,9 @@ class PaymentTransaction(models.Model):
     currency = models.CharField(max_length=3)
     # What we asked for, minor units.
     amount = models.BigIntegerField()
+    # When the provider lets the authorization lapse (Klarna: expires_at, Afterpay: 13
+    # days); what is not captured by then cannot be.
+    authorization_expires_at = models.DateTimeField(null=True, blank=True)
     # Set when a provider reports something that does not match ours.
     flagged = models.BooleanField(default=False, db_index=True)
     flag_reason = models.TextField(blank=True)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import requests
 from django.db import transaction
+from django.utils.dateparse import parse_datetime
 
 from core import clock
 from core.errors import ApplicationError
@@ -98,6 +99,9 @@ def _record_result(
         PaymentTransaction.objects.filter(pk=txn_id, provider_reference__isnull=True).update(
             provider_reference=result.provider_reference
         )
+    expires = parse_datetime(str(result.raw.get("expires_at") or result.raw.get("expires") or ""))
+    if expires is not None:
+        PaymentTransaction.objects.filter(pk=txn_id).update(authorization_expires_at=expires)
     if result.decision in (Decision.PENDING, Decision.UNKNOWN):
         return
     with transaction.atomic(durable=True):

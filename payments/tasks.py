@@ -44,3 +44,41 @@ def check_provider_health() -> dict[str, bool]:
         )
         results[account.provider] = ok
     return results
+
+
+@shared_task(name="payments.reconcile_unknown", acks_late=True)
+def reconcile_unknown(older_than_seconds: int = 120) -> int:
+    """Ask the providers about every authorization request still without an answer.
+
+    Only requests older than ``older_than_seconds`` are looked at, so a call still in
+    flight is left alone. Returns how many transactions were reconciled.
+    """
+    from datetime import timedelta
+
+    from django.db.models import Exists, OuterRef, Value
+    from django.db.models.functions import Concat
+
+    from core import clock
+    from payments.models import EventKind, Outcome, PaymentEvent, Source
+    from payments.processing import payment_reconcile
+
+    cutoff = clock.now() - timedelta(seconds=older_than_seconds)
+    answer = PaymentEvent.objects.filter(
+        transaction_id=OuterRef("transaction_id"),
+        idempotency_key=Concat(OuterRef("idempotency_key"), Value(":result")),
+    )
+    ids = list(
+        PaymentEvent.objects.filter(
+            kind=EventKind.AUTHORIZATION,
+            outcome=Outcome.REQUESTED,
+            source=Source.API,
+            created_at__lt=cutoff,
+        )
+        .filter(~Exists(answer))
+        .values_list("transaction_id", flat=True)
+        .distinct()
+        .order_by("transaction_id")
+    )
+    for transaction_id in ids:
+        payment_reconcile(transaction_id=transaction_id)
+    return len(ids)

@@ -3,8 +3,9 @@
 import pytest
 import requests
 
+from core import clock
 from core.money import Money
-from payments import reliability
+from payments import crypto, reliability
 from payments.errors import CaptureExceedsAuthorized
 from payments.gateway import Decision, GatewayTechnicalError
 from payments.processing import (
@@ -198,3 +199,50 @@ def test_health_checks_show_in_readyz_and_the_admin(account, client, admin_clien
     assert response.status_code == 200  # a provider down degrades, it does not gate
     page = admin_client.get(reverse("admin:payments_provideraccount_changelist"))
     assert b"icon-no" in page.content
+
+
+def test_the_reconciler_task_settles_old_unanswered_requests_only(account, sandbox):
+    from datetime import timedelta
+
+    from payments.tasks import reconcile_unknown
+
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="12",
+        amount=eur("10.00"),
+        payment_method="pm_timeout",
+        idempotency_key="auth-12",
+    )
+    assert result.decision == Decision.UNKNOWN
+    assert reconcile_unknown() == 0  # still in flight as far as we know
+    with clock.travel(timedelta(minutes=5)):
+        assert reconcile_unknown() == 1
+        assert reconcile_unknown() == 0
+    assert payment_amounts(txn).authorized == eur("10.00")
+
+
+def test_authorization_expiry_is_kept_on_the_transaction(sandbox):
+    from payments.models import Provider, ProviderAccount
+
+    now = clock.now()
+    klarna = ProviderAccount.objects.create(
+        provider=Provider.KLARNA,
+        enabled=True,
+        base_url=f"{sandbox}/klarna",
+        credentials_encrypted=crypto.encrypt({"id": "K", "secret": "pw"}),
+        created_at=now,
+        updated_at=now,
+    )
+    txn, result = payment_authorize(
+        account=klarna,
+        reference_type="oms.order",
+        reference_id="13",
+        amount=eur("10.00"),
+        payment_method="tok_expiry_13",
+        idempotency_key="auth-13",
+    )
+    assert result.decision == Decision.APPROVED
+    txn.refresh_from_db()
+    assert txn.authorization_expires_at is not None
+    assert txn.authorization_expires_at > now
