@@ -314,6 +314,19 @@ def payment_reconcile(*, transaction_id: int) -> int:
     return len(open_requests)
 
 
+def _authorization_fact_key(txn: PaymentTransaction) -> str:
+    """The key of the answer to the transaction's first authorization request."""
+    first = (
+        PaymentEvent.objects.filter(
+            transaction=txn, kind=EventKind.AUTHORIZATION, outcome=Outcome.REQUESTED
+        )
+        .order_by("id")
+        .values_list("idempotency_key", flat=True)
+        .first()
+    )
+    return f"{first}:result" if first else f"readback:{txn.pk}:authorization"
+
+
 def webhook_event_confirm(*, event_id: int) -> WebhookEvent:
     """Apply an unsigned notification by reading the order back from the provider.
 
@@ -351,7 +364,7 @@ def webhook_event_confirm(*, event_id: int) -> WebhookEvent:
                 amount=result.authorized
                 if approved and result.authorized
                 else Money(txn.amount, txn.currency),
-                idempotency_key=f"readback:{txn.pk}:authorization",
+                idempotency_key=_authorization_fact_key(txn),
                 source=Source.RECONCILE,
                 detail={"webhook_event": event.pk, "status": result.status},
             )

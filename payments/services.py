@@ -63,10 +63,27 @@ def payment_event_record(
     what was captured. What a provider reports is recorded as it comes, in any order
     (a capture may arrive before its authorization); an amount or currency that does
     not match ours flags the transaction for a person to look at.
+
+    One fact has one key: a provider's report of the answer to one of our requests is
+    recorded under ``"<request key>:result"``, whether it comes as the call's answer, a
+    webhook or a read-back, so the second to arrive changes nothing (but is still checked
+    against the first).
     """
     txn = PaymentTransaction.objects.select_for_update(no_key=True).get(pk=transaction_id)
     existing = PaymentEvent.objects.filter(transaction=txn, idempotency_key=idempotency_key).first()
     if existing is not None:
+        if (existing.kind, existing.outcome, existing.amount, existing.currency) != (
+            kind,
+            outcome,
+            amount.minor,
+            amount.currency,
+        ):
+            _flag(
+                txn,
+                f"{kind} {outcome} {amount} reported again for {idempotency_key}, "
+                f"recorded as {existing.kind} {existing.outcome} "
+                f"{Money(existing.amount, existing.currency)}",
+            )
         return existing
     if amount.currency != txn.currency:
         _flag(
@@ -159,7 +176,12 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent:
         kind=kind,
         outcome=outcome,
         amount=Money(int(data["amount"]), str(data["currency"])),
-        idempotency_key=f"webhook:{event.event_id}",
+        # The answer to one of our requests is one fact, however it reaches us.
+        idempotency_key=(
+            f"{data['request_id']}:result"
+            if data.get("request_id")
+            else f"webhook:{event.event_id}"
+        ),
         source=Source.WEBHOOK,
         detail={"webhook_event": event.pk, "request_id": data.get("request_id", "")},
     )

@@ -246,3 +246,44 @@ def test_authorization_expiry_is_kept_on_the_transaction(sandbox):
     txn.refresh_from_db()
     assert txn.authorization_expires_at is not None
     assert txn.authorization_expires_at > now
+
+
+def test_the_same_fact_by_answer_and_by_webhook_counts_once(
+    account, eager_celery, django_capture_on_commit_callbacks
+):
+    from django.test import Client
+
+    from payments.models import PaymentTransaction
+    from payments.services import provider_webhook_secret_rotate
+    from tests.payments.conftest import deliver, event
+
+    txn, result = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="14",
+        amount=eur("30.00"),
+        payment_method="pm_card",
+        idempotency_key="auth-14",
+    )
+    assert result.decision == Decision.APPROVED
+    secret = provider_webhook_secret_rotate(account_id=account.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(
+            Client(),
+            event(
+                "e14", "payment.authorized", result.provider_reference, 3000, request_id="auth-14"
+            ),
+            secret,
+        )
+    assert payment_amounts(txn).authorized == eur("30.00")  # not 60.00
+    assert not PaymentTransaction.objects.get(pk=txn.pk).flagged
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(
+            Client(),
+            event(
+                "e14b", "payment.authorized", result.provider_reference, 2999, request_id="auth-14"
+            ),
+            secret,
+        )
+    assert payment_amounts(txn).authorized == eur("30.00")
+    assert PaymentTransaction.objects.get(pk=txn.pk).flagged  # a disagreeing repeat is flagged
