@@ -15,6 +15,8 @@ from django.db import IntegrityError, transaction
 from core import clock
 from core.audit import audit_record
 from core.money import Money
+from ledger.models import Purpose
+from ledger.services import credit, debit, ledger_post, system
 from payments import crypto
 from payments.errors import CaptureExceedsAuthorized, RefundExceedsCaptured
 from payments.models import (
@@ -22,6 +24,7 @@ from payments.models import (
     Outcome,
     PaymentEvent,
     PaymentTransaction,
+    Provider,
     ProviderAccount,
     Source,
     WebhookEvent,
@@ -69,7 +72,11 @@ def payment_event_record(
     webhook or a read-back, so the second to arrive changes nothing (but is still checked
     against the first).
     """
-    txn = PaymentTransaction.objects.select_for_update(no_key=True).get(pk=transaction_id)
+    txn = (
+        PaymentTransaction.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("account")
+        .get(pk=transaction_id)
+    )
     existing = PaymentEvent.objects.filter(transaction=txn, idempotency_key=idempotency_key).first()
     if existing is not None:
         if (existing.kind, existing.outcome, existing.amount, existing.currency) != (
@@ -112,7 +119,7 @@ def payment_event_record(
                 f"{kind} reported as {amount} but {Money(asked.amount, asked.currency)}"
                 f" was asked ({request_key})",
             )
-    return PaymentEvent.objects.create(
+    recorded = PaymentEvent.objects.create(
         transaction=txn,
         kind=kind,
         outcome=outcome,
@@ -122,6 +129,41 @@ def payment_event_record(
         source=source,
         detail=detail or {},
         created_at=clock.now(),
+    )
+    _post_money_movement(txn=txn, event=recorded, amount=amount)
+    return recorded
+
+
+def _post_money_movement(*, txn: PaymentTransaction, event: PaymentEvent, amount: Money) -> None:
+    """A succeeded capture moves money (clearing → merchant); a refund moves it back.
+
+    Authorizations and cancels hold or release a limit and move nothing. The entry is
+    written in the transaction that records the fact, so the two cannot part.
+    """
+    if event.outcome != Outcome.SUCCEEDED or event.kind not in (
+        EventKind.CAPTURE,
+        EventKind.REFUND,
+    ):
+        return
+    if amount.currency != txn.currency or not amount.is_positive():
+        return  # flagged above; a person decides what the money was
+    purpose = (
+        Purpose.GATEWAY_CLEARING
+        if txn.account.provider == Provider.CARD
+        else Purpose.PROVIDER_CLEARING
+    )
+    clearing, merchant = system(purpose, amount.currency), system(Purpose.MERCHANT, amount.currency)
+    legs = (
+        [debit(clearing, amount), credit(merchant, amount)]
+        if event.kind == EventKind.CAPTURE
+        else [debit(merchant, amount), credit(clearing, amount)]
+    )
+    ledger_post(
+        kind=f"payments.{event.kind}",
+        legs=legs,
+        reference_type="payments.transaction",
+        reference_id=str(txn.pk),
+        memo=f"{txn.account.provider} {event.idempotency_key}",
     )
 
 

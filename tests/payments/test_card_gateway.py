@@ -287,3 +287,26 @@ def test_the_same_fact_by_answer_and_by_webhook_counts_once(
         )
     assert payment_amounts(txn).authorized == eur("30.00")
     assert PaymentTransaction.objects.get(pk=txn.pk).flagged  # a disagreeing repeat is flagged
+
+
+def test_captures_and_refunds_are_ledger_entries(account):
+    from ledger.models import Account, JournalEntry
+
+    txn, _ = payment_authorize(
+        account=account,
+        reference_type="oms.order",
+        reference_id="15",
+        amount=eur("80.00"),
+        payment_method="pm_card",
+        idempotency_key="auth-15",
+    )
+    assert not JournalEntry.objects.filter(reference_id=str(txn.pk)).exists()  # a hold only
+    payment_capture(transaction_id=txn.pk, amount=eur("50.00"), idempotency_key="cap-15")
+    payment_refund(transaction_id=txn.pk, amount=eur("20.00"), idempotency_key="ref-15")
+    kinds = list(
+        JournalEntry.objects.filter(reference_type="payments.transaction", reference_id=str(txn.pk))
+        .order_by("id")
+        .values_list("kind", flat=True)
+    )
+    assert kinds == ["payments.capture", "payments.refund"]
+    assert Account.objects.get(code="gateway_clearing:EUR").balance == 3000
