@@ -4,3 +4,20 @@ from django.apps import AppConfig
 class OmsConfig(AppConfig):
     name = "oms"
     verbose_name = "Orders (OMS)"
+
+    def ready(self) -> None:
+        from core.schedules import Schedule, register
+        from oms.services import split_order_card_settled
+        from payments import events
+
+        # Payments hands card outcomes up to the orders they pay for (ARCHITECTURE.md).
+        events.register("oms.order", split_order_card_settled)
+        register(
+            Schedule(
+                name="Orders: settle split-payment orders left new",
+                task="oms.settle_split_orders",
+                crontab="*/10 * * * *",
+                description="Confirms or cancels wallet + card orders whose card outcome was "
+                "recorded but not applied (a crash), or never came (after 24 h).",
+            )
+        )

@@ -10,6 +10,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -31,9 +32,16 @@ from oms.errors import (
     InvalidTransition,
 )
 from oms.models import Channel, Order, OrderLine, OrderStatus, PaymentMethod, StockItem
-from payments.gateway import Decision, GatewayResult
+from payments.gateway import Decision, GatewayResult, GatewayTechnicalError
 from payments.models import Provider
-from payments.processing import payment_authorize, payment_capture, payment_reconcile
+from payments.processing import (
+    payment_authorize,
+    payment_capture,
+    payment_refund,
+    payment_request_failed,
+    payment_void,
+)
+from payments.reliability import CircuitOpen
 from payments.selectors import enabled_account, payment_amounts, transaction_for
 from wallet.models import TransactionKind, WalletTransaction
 from wallet.services import (
@@ -247,11 +255,24 @@ def _locked_order(order_id: int) -> tuple[Order, object]:
     return order, wallet
 
 
-@transaction.atomic(durable=True)
 def order_cancel(
     *, order_id: int, reason: str, actor: AbstractBaseUser | None = None, actor_label: str = ""
 ) -> Order:
-    """Cancel a placed or confirmed order: release its stock and refund what it paid."""
+    """Cancel a placed or confirmed order: release its stock and refund what it paid.
+
+    A split order's wallet part is given back in the cancelling transaction; its card
+    is voided (or refunded) after it, outside any lock.
+    """
+    order = _cancel(order_id=order_id, reason=reason, actor=actor, actor_label=actor_label)
+    if order.payment_method == PaymentMethod.WALLET_CARD:
+        _release_card(order.pk)
+    return order
+
+
+@transaction.atomic(durable=True)
+def _cancel(
+    *, order_id: int, reason: str, actor: AbstractBaseUser | None, actor_label: str
+) -> Order:
     order, wallet = _locked_order(order_id)
     if order.status not in (OrderStatus.NEW, OrderStatus.CONFIRMED):
         raise InvalidTransition(f"A {order.status} order cannot be cancelled.")
@@ -267,6 +288,10 @@ def order_cancel(
             reference_id=str(order.pk),
             actor=actor,
             note=f"Order cancelled: {reason}",
+        )
+    elif order.payment_method == PaymentMethod.WALLET_CARD:
+        _release_wallet_part(
+            order=order, wallet=wallet, actor=actor, reason=f"Order cancelled: {reason}"
         )
     audit_record(
         actor=actor,
@@ -399,53 +424,108 @@ def _split_begin(
     return order, total - from_wallet
 
 
+def _release_wallet_part(
+    *, order: Order, wallet, actor: AbstractBaseUser | None, reason: str
+) -> Money:
+    """Give a split order's wallet part back exactly (nothing was spent); returns it."""
+    paid = (
+        WalletTransaction.objects.filter(
+            reference_type="oms.order", reference_id=str(order.pk), kind=TransactionKind.PAYMENT
+        ).aggregate(total=Sum("amount"))["total"]
+        or 0
+    )
+    released = (
+        WalletTransaction.objects.filter(
+            reference_type="oms.order", reference_id=str(order.pk), kind=TransactionKind.REFUND
+        ).aggregate(total=Sum("amount"))["total"]
+        or 0
+    )
+    owed = Money(paid - released, order.currency)
+    if owed.is_positive():
+        wallet_release(
+            wallet=wallet,
+            amount=owed,
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            actor=actor,
+            note=reason,
+        )
+    return owed
+
+
 @transaction.atomic(durable=True)
-def _split_finish(
+def _split_settle(
     *,
     order_id: int,
     approved: bool,
     reason: str,
     actor: AbstractBaseUser | None,
     idempotency: IdempotencyClaim | None,
-) -> Order:
-    """Confirm the order, or cancel it and give the wallet part back: never half-paid."""
+) -> tuple[Order, bool]:
+    """Confirm a new split order, or cancel it and give the wallet part back.
+
+    Idempotent: an order already settled is left as it is. Returns (order, release the
+    card): true when the card was approved for an order cancelled in the meantime.
+    """
     order, wallet = _locked_order(order_id)
     now = clock.now()
-    if approved:
+    release_card = approved and order.status == OrderStatus.CANCELLED
+    if order.status == OrderStatus.NEW and approved:
         order.confirm(at=now)
         order.save(update_fields=["status", "confirmed_at"])
-        if idempotency is not None:
-            idempotency.complete(order)
-        return order
-    inventory.stock_release(order=order)
-    order.cancel(at=now, reason=reason)
-    order.save(update_fields=["status", "cancelled_at", "cancel_reason"])
-    paid_from_wallet = (
-        WalletTransaction.objects.filter(
-            reference_type="oms.order", reference_id=str(order.pk), kind=TransactionKind.PAYMENT
-        ).aggregate(total=Sum("amount"))["total"]
-        or 0
-    )
-    if paid_from_wallet:
-        wallet_release(
-            wallet=wallet,
-            amount=Money(paid_from_wallet, order.currency),
-            reference_type="oms.order",
-            reference_id=str(order.pk),
+        audit_record(
             actor=actor,
+            action="oms.confirm",
+            target=order,
+            changes={"status": [OrderStatus.NEW, OrderStatus.CONFIRMED]},
+        )
+    elif order.status == OrderStatus.NEW:
+        inventory.stock_release(order=order)
+        order.cancel(at=now, reason=reason)
+        order.save(update_fields=["status", "cancelled_at", "cancel_reason"])
+        released = _release_wallet_part(order=order, wallet=wallet, actor=actor, reason=reason)
+        audit_record(
+            actor=actor,
+            action="oms.cancel",
+            target=order,
+            changes={
+                "status": [OrderStatus.NEW, OrderStatus.CANCELLED],
+                "wallet_released": str(released),
+            },
             note=reason,
         )
-    audit_record(
-        actor=actor,
-        action="oms.cancel",
-        target=order,
-        changes={
-            "status": [OrderStatus.NEW, OrderStatus.CANCELLED],
-            "wallet_released": str(Money(paid_from_wallet, order.currency)),
-        },
-        note=reason,
+    if idempotency is not None:
+        idempotency.complete(order)
+    return order, release_card
+
+
+def _finish_split(
+    *,
+    order_id: int,
+    approved: bool,
+    reason: str = "",
+    actor: AbstractBaseUser | None = None,
+    idempotency: IdempotencyClaim | None = None,
+) -> Order:
+    order, release_card = _split_settle(
+        order_id=order_id, approved=approved, reason=reason, actor=actor, idempotency=idempotency
     )
+    if release_card:
+        _release_card(order_id)
     return order
+
+
+def split_order_card_settled(reference_id: str, approved: bool) -> None:
+    """Registered with payments: a card authorization of a split order was decided."""
+    if not reference_id.isdigit():
+        return
+    order = Order.objects.filter(
+        pk=int(reference_id), payment_method=PaymentMethod.WALLET_CARD
+    ).first()
+    if order is not None:
+        _finish_split(
+            order_id=order.pk, approved=approved, reason="Card declined" if not approved else ""
+        )
 
 
 def order_checkout_split(
@@ -461,11 +541,14 @@ def order_checkout_split(
 ) -> Order:
     """Pay with the wallet balance first and authorize the rest on a card.
 
-    The card call happens between two short transactions, outside any lock. A declined
-    card cancels the order, releases its stock and gives the wallet part back, then
-    raises ``payments.card_declined``; an unanswered call is reconciled with the
-    processor at once, and one it cannot settle leaves the order ``new`` for the
-    reconciler.
+    The card call happens between two short transactions, outside any lock, and the
+    order is settled when the card's outcome is recorded, by whichever route it comes
+    (this call's answer, the processor's webhook, the reconciler): confirmed, or
+    cancelled with its stock released and the wallet part given back. A declined card
+    raises ``payments.card_declined``; a pending or unanswered one leaves the order
+    ``new`` (the answer, or ``oms.settle_split_orders``, settles it later). Once the
+    order exists the idempotency key is completed with it, so a retry never places a
+    second order.
     """
     total = _order_total(lines)
     customer_require_kyc_for(customer=customer, feature=Feature.WALLET_USAGE)
@@ -482,40 +565,65 @@ def order_checkout_split(
         actor=actor,
     )
     if not on_card.is_positive():
-        return _split_finish(
-            order_id=order.pk, approved=True, reason="", actor=actor, idempotency=idempotency
+        return _finish_split(order_id=order.pk, approved=True, actor=actor, idempotency=idempotency)
+    key = f"order:{order.pk}:card"
+    try:
+        _, result = payment_authorize(
+            account=account,
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            amount=on_card,
+            payment_method=card_payment_method,
+            idempotency_key=key,
         )
-    txn, result = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id=str(order.pk),
-        amount=on_card,
-        payment_method=card_payment_method,
-        idempotency_key=f"order:{order.pk}:card",
-    )
-    if result.decision == Decision.UNKNOWN:
-        payment_reconcile(transaction_id=txn.pk)
-        result = (
-            GatewayResult(Decision.APPROVED)
-            if payment_amounts(txn).authorized == on_card
-            else result
+    except CircuitOpen:
+        # Nothing reached the processor: the authorization failed, the order is settled.
+        payment_request_failed(
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            idempotency_key=key,
+            reason="provider_unavailable",
         )
-    if result.decision == Decision.APPROVED:
-        return _split_finish(
-            order_id=order.pk, approved=True, reason="", actor=actor, idempotency=idempotency
+        _finish_split(
+            order_id=order.pk, approved=False, actor=actor, reason="Card processor unavailable"
         )
+        raise CardUnavailable(extra={"order_id": order.pk}) from None
+    except GatewayTechnicalError:
+        result = GatewayResult(Decision.UNKNOWN)  # the reconciler asks the processor
     if result.decision == Decision.DECLINED:
         reason = f"Card declined ({result.decline_code or 'no reason given'})"
-        _split_finish(
-            order_id=order.pk, approved=False, reason=reason, actor=actor, idempotency=None
-        )
+        _finish_split(order_id=order.pk, approved=False, reason=reason, actor=actor)
         raise CardDeclined(extra={"order_id": order.pk, "decline_code": result.decline_code})
-    # Pending review or still unknown: the order stays new until the processor decides.
-    order = Order.objects.get(pk=order.pk)
+    if result.decision == Decision.APPROVED:
+        return _finish_split(order_id=order.pk, approved=True, actor=actor, idempotency=idempotency)
+    return _answer_pending(order_id=order.pk, idempotency=idempotency)
+
+
+@transaction.atomic(durable=True)
+def _answer_pending(*, order_id: int, idempotency: IdempotencyClaim | None) -> Order:
+    """The card is pending or unanswered: the order stays new, and the key is used up."""
+    order = Order.objects.get(pk=order_id)
     if idempotency is not None:
-        with transaction.atomic(durable=True):
-            idempotency.complete(order)
+        idempotency.complete(order)
     return order
+
+
+def _release_card(order_id: int) -> None:
+    """Void what the card still holds for an order and refund what it captured (no lock)."""
+    txn = transaction_for(
+        reference_type="oms.order", reference_id=str(order_id), provider=Provider.CARD
+    )
+    if txn is None or txn.provider_reference is None:
+        return
+    amounts = payment_amounts(txn)
+    if amounts.capturable.is_positive():
+        payment_void(transaction_id=txn.pk, idempotency_key=f"order:{order_id}:void")
+    if amounts.refundable.is_positive():
+        payment_refund(
+            transaction_id=txn.pk,
+            amount=amounts.refundable,
+            idempotency_key=f"order:{order_id}:refund",
+        )
 
 
 def _capture_card_part(order_id: int) -> None:
@@ -527,11 +635,50 @@ def _capture_card_part(order_id: int) -> None:
         return
     capturable = payment_amounts(txn).capturable
     if capturable.is_positive():
+        # A new key after each definite failure, the same one while the outcome is unknown.
+        attempt = txn.events.filter(kind="capture", outcome="failed").count() + 1
         result = payment_capture(
-            transaction_id=txn.pk, amount=capturable, idempotency_key=f"order:{order_id}:capture"
+            transaction_id=txn.pk,
+            amount=capturable,
+            idempotency_key=f"order:{order_id}:capture:{attempt}",
         )
         if result.decision != Decision.APPROVED:
             raise CardDeclined(
                 "The card capture failed; the order was not fulfilled.",
                 extra={"order_id": order_id, "decline_code": result.decline_code},
             )
+
+
+def split_orders_settle(*, older_than_minutes: int = 15, give_up_hours: int = 24) -> int:
+    """Settle split orders still new: by the card's recorded outcome, or give up.
+
+    Normally the outcome settles the order as it is recorded; this catches what a
+    crash between the two transactions left behind. An order whose card never answered
+    is cancelled after ``give_up_hours`` (its card released if it was approved after all).
+    """
+    now = clock.now()
+    stale = Order.objects.filter(
+        status=OrderStatus.NEW,
+        payment_method=PaymentMethod.WALLET_CARD,
+        created_at__lt=now - timedelta(minutes=older_than_minutes),
+    )
+    settled = 0
+    for order_id, created_at in stale.values_list("pk", "created_at"):
+        txn = transaction_for(
+            reference_type="oms.order", reference_id=str(order_id), provider=Provider.CARD
+        )
+        outcomes = (
+            set(txn.events.filter(kind="authorization").values_list("outcome", flat=True))
+            if txn
+            else set()
+        )
+        if "succeeded" in outcomes:
+            _finish_split(order_id=order_id, approved=True)
+        elif "failed" in outcomes or txn is None:
+            _finish_split(order_id=order_id, approved=False, reason="Card not authorized")
+        elif created_at < now - timedelta(hours=give_up_hours):
+            _finish_split(order_id=order_id, approved=False, reason="Card never answered")
+        else:
+            continue
+        settled += 1
+    return settled

@@ -376,3 +376,23 @@ def webhook_event_confirm(*, event_id: int) -> WebhookEvent:
             event.processed_at = clock.now()
         event.save(update_fields=["status", "attempts", "processed_at", "last_error"])
     return event
+
+
+def payment_request_failed(
+    *, reference_type: str, reference_id: str, idempotency_key: str, reason: str
+) -> None:
+    """Record that a request never reached the provider (e.g. its circuit was open)."""
+    txn = (
+        PaymentTransaction.objects.filter(reference_type=reference_type, reference_id=reference_id)
+        .order_by("-id")
+        .first()
+    )
+    if txn is None:
+        return
+    _record_result(
+        txn_id=txn.pk,
+        kind=EventKind.AUTHORIZATION,
+        key=idempotency_key,
+        amount=Money(txn.amount, txn.currency),
+        result=GatewayResult(Decision.DECLINED, decline_code=reason),
+    )

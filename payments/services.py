@@ -17,7 +17,7 @@ from core.audit import audit_record
 from core.money import Money
 from ledger.models import Purpose
 from ledger.services import credit, debit, ledger_post, system
-from payments import crypto
+from payments import crypto, events
 from payments.errors import CaptureExceedsAuthorized, RefundExceedsCaptured
 from payments.models import (
     EventKind,
@@ -131,6 +131,12 @@ def payment_event_record(
         created_at=clock.now(),
     )
     _post_money_movement(txn=txn, event=recorded, amount=amount)
+    if kind == EventKind.AUTHORIZATION and outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+        events.authorization_settled(
+            reference_type=txn.reference_type,
+            reference_id=txn.reference_id,
+            approved=outcome == Outcome.SUCCEEDED,
+        )
     return recorded
 
 

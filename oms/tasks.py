@@ -1,0 +1,9 @@
+from celery import shared_task
+
+from oms import services
+
+
+@shared_task(name="oms.settle_split_orders", acks_late=True)
+def settle_split_orders() -> int:
+    """Settle wallet + card orders still new; idempotent."""
+    return services.split_orders_settle()
