@@ -1,7 +1,8 @@
 from django import forms
 from django.conf import settings
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -119,18 +120,26 @@ class ProviderAccountAdmin(AuditedAdmin):
         return format_html("<code>{}</code>", url)
 
     @admin.action(description="Rotate the webhook secret (shown once)", permissions=["change"])
-    def rotate_webhook_secret(self, request, queryset: QuerySet[ProviderAccount]) -> None:
-        for account in queryset:
-            secret = services.provider_webhook_secret_rotate(
-                account_id=account.pk, actor=request.user
+    def rotate_webhook_secret(self, request, queryset: QuerySet[ProviderAccount]):
+        # Shown on this response only: a message could sit in a (signed, not encrypted)
+        # cookie.
+        rotated = [
+            (
+                account,
+                services.provider_webhook_secret_rotate(account_id=account.pk, actor=request.user),
             )
-            self.message_user(
-                request,
-                f"{account}: new webhook secret {secret} — register it with the "
-                f"provider now; the previous one stays valid for "
-                f"{account.rotation_overlap_hours} h.",
-                messages.WARNING,
-            )
+            for account in queryset
+        ]
+        return TemplateResponse(
+            request,
+            "admin/payments/rotated_secrets.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "New webhook secrets",
+                "rotated": rotated,
+                "opts": self.model._meta,
+            },
+        )
 
 
 class PaymentEventInline(admin.TabularInline):
@@ -190,8 +199,8 @@ class WebhookEventAdmin(ActionsOnlyAdmin):
 
     @admin.action(description="Process selected events again", permissions=["change"])
     def process_again(self, request, queryset: QuerySet[WebhookEvent]) -> None:
-        results = [
-            services.webhook_event_process(event_id=pk).status
-            for pk in queryset.values_list("pk", flat=True)
-        ]
+        from payments.tasks import process_webhook_event
+
+        # Called in process, the way the task would run it (unsigned ones read back).
+        results = [process_webhook_event(pk) for pk in queryset.values_list("pk", flat=True)]
         self.message_user(request, f"Processed {results.count('processed')} of {len(results)}.")

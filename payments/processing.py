@@ -355,7 +355,7 @@ def webhook_event_confirm(*, event_id: int) -> WebhookEvent:
         if txn is None or result is None:
             event.status = WebhookEvent.Status.FAILED
             event.last_error = f"no readable order {order_id!r}"
-        elif result.decision in (Decision.APPROVED, Decision.DECLINED):
+        elif result.decision == Decision.APPROVED or result.raw.get("fraud_status") == "REJECTED":
             approved = result.decision == Decision.APPROVED
             payment_event_record(
                 transaction_id=txn.pk,
@@ -371,9 +371,11 @@ def webhook_event_confirm(*, event_id: int) -> WebhookEvent:
             event.status = WebhookEvent.Status.PROCESSED
             event.processed_at = clock.now()
             event.last_error = ""
-        else:  # still pending at the provider: a later notification settles it
-            event.status = WebhookEvent.Status.PROCESSED
-            event.processed_at = clock.now()
+        else:
+            # Still pending at the provider, or its answer was an error: nothing is
+            # recorded and the event stays pending; the next notification, or a redelivery
+            # of this one, reads the order back again.
+            event.last_error = f"provider says {result.status or result.decision}"
         event.save(update_fields=["status", "attempts", "processed_at", "last_error"])
     return event
 

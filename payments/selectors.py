@@ -45,7 +45,10 @@ class PaymentAmounts:
 def payment_amounts(transaction: PaymentTransaction) -> PaymentAmounts:
     """One aggregate query over the transaction's succeeded events."""
     succeeded = Q(outcome=Outcome.SUCCEEDED)
-    sums = PaymentEvent.objects.filter(transaction=transaction).aggregate(
+    # A fact in another currency is flagged for a person, never added in.
+    sums = PaymentEvent.objects.filter(
+        transaction=transaction, currency=transaction.currency
+    ).aggregate(
         **{
             kind: Sum("amount", filter=succeeded & Q(kind=kind), default=0)
             for kind in EventKind.values

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 
 from core import clock
 from core.audit import audit_record
+from core.errors import InvalidInput
 from core.money import Money
 from ledger.models import Purpose
 from ledger.services import credit, debit, ledger_post, system
@@ -92,6 +93,12 @@ def payment_event_record(
                 f"{Money(existing.amount, existing.currency)}",
             )
         return existing
+    if amount.currency != txn.currency and source == Source.API:
+        raise InvalidInput(
+            f"This payment is in {txn.currency}, not {amount.currency}.",
+            code="payments.currency_mismatch",
+            fields={"amount": [f"Must be in {txn.currency}."]},
+        )
     if amount.currency != txn.currency:
         _flag(
             txn,
@@ -208,9 +215,14 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent:
     event.attempts += 1
     fact = WEBHOOK_FACTS.get(event.event_type)
     data = event.payload.get("data", {})
-    txn = PaymentTransaction.objects.filter(
-        account__provider=event.provider, provider_reference=data.get("payment_id")
-    ).first()
+    payment_id = data.get("payment_id")
+    txn = (
+        PaymentTransaction.objects.filter(
+            account__provider=event.provider, provider_reference=str(payment_id)
+        ).first()
+        if isinstance(payment_id, str) and payment_id
+        else None
+    )
     if fact is None or txn is None:
         event.status = WebhookEvent.Status.FAILED
         event.last_error = (
@@ -224,12 +236,7 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent:
         kind=kind,
         outcome=outcome,
         amount=Money(int(data["amount"]), str(data["currency"])),
-        # The answer to one of our requests is one fact, however it reaches us.
-        idempotency_key=(
-            f"{data['request_id']}:result"
-            if data.get("request_id")
-            else f"webhook:{event.event_id}"
-        ),
+        idempotency_key=_fact_key(txn, kind, data.get("request_id"), event.event_id),
         source=Source.WEBHOOK,
         detail={"webhook_event": event.pk, "request_id": data.get("request_id", "")},
     )
@@ -238,6 +245,19 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent:
     event.last_error = ""
     event.save(update_fields=["status", "attempts", "processed_at", "last_error"])
     return event
+
+
+def _fact_key(txn: PaymentTransaction, kind: str, request_id: str | None, event_id: str) -> str:
+    """The answer to one of our requests is one fact, however it reaches us: its key is
+    the request's result key, but only when the request was for this kind of fact."""
+    if (
+        request_id
+        and PaymentEvent.objects.filter(
+            transaction=txn, idempotency_key=request_id, kind=kind, outcome=Outcome.REQUESTED
+        ).exists()
+    ):
+        return f"{request_id}:result"
+    return f"webhook:{event_id}"
 
 
 # --- provider secrets -----------------------------------------------------------------

@@ -1,7 +1,11 @@
+import logging
+
 from celery import shared_task
 from django.db import OperationalError
 
 from payments import services
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -79,6 +83,12 @@ def reconcile_unknown(older_than_seconds: int = 120) -> int:
         .distinct()
         .order_by("transaction_id")
     )
+    reconciled = 0
     for transaction_id in ids:
-        payment_reconcile(transaction_id=transaction_id)
-    return len(ids)
+        try:
+            payment_reconcile(transaction_id=transaction_id)
+        except Exception:  # one provider failing must not starve the others' transactions
+            log.exception("reconciling payment transaction %s failed", transaction_id)
+        else:
+            reconciled += 1
+    return reconciled

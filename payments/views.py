@@ -15,6 +15,7 @@ from payments import crypto, webhooks
 from payments.errors import WebhookRejected
 from payments.models import ProviderAccount
 from payments.services import webhook_event_store
+from payments.tasks import process_webhook_event
 
 
 def _secrets(account: ProviderAccount) -> list[str]:
@@ -45,6 +46,9 @@ def webhook(request: HttpRequest, provider: str) -> JsonResponse:
                 error_body("request.malformed", "The body is not JSON."), status=400
             )
         event, created = webhook_event_store(provider=provider, payload=payload)
+        if not created and event.status != event.Status.PROCESSED:
+            # A redelivery of what is not settled yet: read the order back again.
+            process_webhook_event.delay(event.pk)
         return JsonResponse({"received": True, "duplicate": not created, "event": event.pk})
     try:
         webhooks.verify(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Sequence
 
@@ -59,6 +60,8 @@ def verify(*, header: str | None, body: bytes, secrets: Sequence[str], now: floa
 # Providers whose notifications carry no signature (Klarna's push). Nothing in such a
 # body is trusted: it only names the order, which is then read back from the provider.
 UNSIGNED = {"klarna"}
+_ORDER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_EVENT_TYPE = re.compile(r"[A-Z_]{1,40}")
 
 
 def unsigned_event(body: bytes) -> dict:
@@ -68,6 +71,8 @@ def unsigned_event(body: bytes) -> dict:
         isinstance(payload, dict)
         and isinstance(payload.get("order_id"), str)
         and isinstance(payload.get("event_type"), str)
+        and _ORDER_ID.fullmatch(payload["order_id"])
+        and _EVENT_TYPE.fullmatch(payload["event_type"])
     ):
         raise WebhookRejected(
             "The notification needs an order_id and an event_type.",

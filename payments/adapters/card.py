@@ -50,16 +50,25 @@ class CardGateway:
             return None  # sent, but no answer in time: the outcome is unknown
         except requests.ConnectionError as exc:
             raise GatewayTechnicalError(f"card processor unreachable: {exc}") from exc
-        if response.status_code >= 500:
+        # Our credentials refused or a rate limit: the processor's problem or ours, never
+        # the customer's; retried, and counted by the circuit breaker.
+        if response.status_code >= 500 or response.status_code in (401, 403, 429):
             raise GatewayTechnicalError(f"card processor answered {response.status_code}")
         if response.status_code == 404:
             return {}
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise GatewayTechnicalError(
+                f"card processor answered {response.status_code} without JSON"
+            ) from None
 
     @staticmethod
     def _result(body: dict[str, Any] | None) -> GatewayResult:
         if body is None:
             return GatewayResult(Decision.UNKNOWN)
+        if not body:  # 404: the charge is not there
+            return GatewayResult(Decision.DECLINED, decline_code="not_found")
         if "error" in body:
             return GatewayResult(Decision.DECLINED, decline_code=str(body["error"]), raw=body)
         currency = body["currency"]
@@ -169,7 +178,10 @@ class CardGateway:
             body = self._request("GET", f"/v1/charges/{provider_reference}")
         else:
             found = self._request("GET", f"/v1/charges?idempotency_key={idempotency_key}")
-            body = (found or {}).get("data", [None])[0] if found else None
+            if found is None:  # no answer in time: still unknown
+                return GatewayResult(Decision.UNKNOWN)
+            rows = found.get("data") or []
+            body = rows[0] if rows else None
         if not body:
             return None
         return self._result(body)

@@ -447,10 +447,13 @@ def test_unsigned_klarna_notifications_are_confirmed_by_reading_the_order_back(
                 content_type="application/json",
             )
 
-    # A forged rejection while Klarna still says PENDING changes nothing.
+    # Forged notifications while Klarna still says PENDING change nothing, and do not
+    # use up the id the real notification will come with.
     assert notify("FRAUD_RISK_REJECTED").status_code == 200
+    assert notify("FRAUD_RISK_ACCEPTED").status_code == 200
     assert payment_amounts(txn).authorized.minor == 0
     assert not txn.events.filter(outcome="failed").exists()
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"pending"}
     # Klarna accepts; its notification is confirmed by reading the order back.
     requests.post(
         f"{sandbox}/klarna/sandbox/orders/{order_id}/fraud-status",
@@ -460,6 +463,13 @@ def test_unsigned_klarna_notifications_are_confirmed_by_reading_the_order_back(
     assert notify("FRAUD_RISK_ACCEPTED").status_code == 200
     assert payment_amounts(txn).authorized == Money(4000, "EUR")
     assert notify("FRAUD_RISK_ACCEPTED").json()["duplicate"] is True
-    assert WebhookEvent.objects.filter(status="processed").count() == 2
+    assert WebhookEvent.objects.get(event_id__endswith="ACCEPTED").status == "processed"
+    assert WebhookEvent.objects.get(event_id__endswith="REJECTED").status == "pending"
+    too_long = client.post(
+        "/webhooks/klarna/",
+        {"order_id": "x" * 65, "event_type": "A"},
+        content_type="application/json",
+    )
+    assert too_long.status_code == 400
     bad = client.post("/webhooks/klarna/", {"event_type": "X"}, content_type="application/json")
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "webhooks.malformed_event")

@@ -91,3 +91,45 @@ def test_credentials_are_write_only_and_encrypted_at_rest(admin_client):
     )
     account.refresh_from_db()
     assert crypto.decrypt(account.credentials_encrypted)["secret"] == "s3cr3t-password-value"
+
+
+def test_rotating_the_webhook_secret_shows_it_once_on_its_own_page(admin_client, card_account):
+    response = admin_client.post(
+        reverse("admin:payments_provideraccount_changelist"),
+        {"action": "rotate_webhook_secret", "_selected_action": [card_account.pk]},
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    card_account.refresh_from_db()
+    secret = crypto.decrypt(card_account.webhook_secret_encrypted)
+    assert secret in html
+    assert card_account.previous_secret_valid_until is not None
+    page = admin_client.get(reverse("admin:payments_provideraccount_changelist"))
+    assert secret not in page.content.decode()
+
+
+def test_payments_in_another_currency_are_refused_when_we_ask(make_payment):
+    from core.errors import InvalidInput
+
+    payment = make_payment()
+    with pytest.raises(InvalidInput):
+        payment_event_record(
+            transaction_id=payment.pk,
+            kind=EventKind.AUTHORIZATION,
+            outcome=Outcome.REQUESTED,
+            amount=Money(100, "USD"),
+            idempotency_key="usd",
+            source=Source.API,
+        )
+    record(payment, EventKind.AUTHORIZATION, Outcome.SUCCEEDED, 10000, "auth")
+    payment_event_record(
+        transaction_id=payment.pk,
+        kind=EventKind.CAPTURE,
+        outcome=Outcome.SUCCEEDED,
+        amount=Money(500, "USD"),
+        idempotency_key="usd-report",
+        source=Source.WEBHOOK,
+    )
+    payment.refresh_from_db()
+    assert payment.flagged
+    assert payment_amounts(payment).captured.minor == 0  # flagged, never added in
