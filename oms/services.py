@@ -42,7 +42,12 @@ from payments.processing import (
     payment_void,
 )
 from payments.reliability import CircuitOpen
-from payments.selectors import enabled_account, payment_amounts, transaction_for
+from payments.selectors import (
+    account_refusal,
+    enabled_account,
+    payment_amounts,
+    transaction_for,
+)
 from wallet.models import TransactionKind, WalletTransaction
 from wallet.services import (
     Funding,
@@ -555,6 +560,13 @@ def order_checkout_split(
     account = enabled_account(Provider.CARD)
     if account is None:
         raise CardUnavailable()
+    refusal = account_refusal(
+        account,
+        amount=total,
+        categories={line.merchant_category for line in lines if line.merchant_category},
+    )
+    if refusal:
+        raise CardUnavailable(refusal, fields={"payment_method": [refusal]})
     order, on_card = _split_begin(
         customer=customer,
         channel=channel,

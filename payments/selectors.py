@@ -78,3 +78,17 @@ def transaction_for(*, reference_type: str, reference_id: str, provider: str):
         .order_by("-id")
         .first()
     )
+
+
+def account_refusal(account, *, amount: Money, categories: set[str]) -> str | None:
+    """Why this provider account may not take this payment, or ``None`` if it may."""
+    if amount.currency != account.currency:
+        return f"{account} takes {account.currency}, not {amount.currency}."
+    if account.min_order is not None and amount.minor < account.min_order:
+        return f"{account} takes {Money(account.min_order, account.currency)} or more."
+    if account.max_order is not None and amount.minor > account.max_order:
+        return f"{account} takes at most {Money(account.max_order, account.currency)}."
+    allowed = set(account.merchant_categories or [])
+    if allowed and not categories <= allowed:
+        return f"{account} does not serve {', '.join(sorted(categories - allowed))}."
+    return None

@@ -59,6 +59,7 @@ class SandboxState:
     def __init__(self) -> None:
         self.webhook_url = ""
         self.webhook_secret = ""
+        self.key_locks: dict[str, threading.Lock] = {}
         self.extra: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.charges: dict[str, dict[str, Any]] = {}
@@ -136,7 +137,8 @@ class Handler(BaseHTTPRequestHandler):
             key = query.split("=", 1)[1]
             with state.lock:
                 hit = state.by_key.get(key)
-            return self._send(200, {"data": [hit[1]] if hit and "id" in hit[1] else []})
+                current = state.charges.get(hit[1].get("id")) if hit else None
+            return self._send(200, {"data": [dict(current)] if current else []})
         match = re.fullmatch(r"/card/v1/charges/(ch_\d+)", path)
         if match:
             with state.lock:
@@ -168,17 +170,22 @@ class Handler(BaseHTTPRequestHandler):
         key = self.headers.get("Idempotency-Key")
         if not key:
             return self._send(400, {"error": "idempotency_key_required"})
+        # One request per key at a time, like a real processor: a concurrent repeat waits
+        # for the first and gets its answer, so the charge log stays a true witness.
         with state.lock:
-            if key in state.by_key:
-                status, answer = state.by_key[key]
-                return self._send(status, answer)
-            first_time = key not in state.seen_keys
-            state.seen_keys.add(key)
-        if body.get("payment_method") == "pm_error_once" and first_time:
-            return self._send(500, {"error": "internal"})
-        status, answer = self._write(body, key)
-        with state.lock:
-            state.by_key[key] = (status, answer)
+            key_lock = state.key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with state.lock:
+                if key in state.by_key:
+                    status, answer = state.by_key[key]
+                    return self._send(status, answer)
+                first_time = key not in state.seen_keys
+                state.seen_keys.add(key)
+            if body.get("payment_method") == "pm_error_once" and first_time:
+                return self._send(500, {"error": "internal"})
+            status, answer = self._write(body, key)
+            with state.lock:
+                state.by_key[key] = (status, answer)
         if body.get("payment_method") == "pm_timeout":
             time.sleep(TIMEOUT_SECONDS)
         return self._send(status, answer)

@@ -214,3 +214,27 @@ def test_a_retry_after_a_pending_answer_replays_instead_of_ordering_again(
     again = customer_api.post("/api/v1/orders", body, format="json", HTTP_IDEMPOTENCY_KEY="split-1")
     assert first.json()["id"] == again.json()["id"]
     assert Order.objects.count() == 1
+
+
+def test_the_card_accounts_limits_and_categories_are_enforced(
+    customer_api, stock, card_processor, unchanged_db
+):
+    stock("A", 10)
+    card_processor.max_order = 60000
+    card_processor.merchant_categories = ["apparel"]
+    card_processor.save()
+    check = unchanged_db()
+    too_big = split(customer_api, "650.00")
+    assert too_big.status_code == 422
+    assert "at most 600.00 EUR" in too_big.json()["error"]["message"]
+    wrong_category = customer_api.post(
+        "/api/v1/orders",
+        {
+            "payment_method": "wallet_card",
+            "card_payment_method": "pm_card",
+            "lines": [line("A", 1, "10.00", merchant_category="alcohol")],
+        },
+        format="json",
+    )
+    assert "does not serve alcohol" in wrong_category.json()["error"]["message"]
+    check()

@@ -310,3 +310,20 @@ def test_captures_and_refunds_are_ledger_entries(account):
     )
     assert kinds == ["payments.capture", "payments.refund"]
     assert Account.objects.get(code="gateway_clearing:EUR").balance == 3000
+
+
+def test_concurrent_requests_with_one_key_make_one_charge_at_the_sandbox(account, sandbox):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from payments.adapters.card import CardGateway
+
+    def charge(i: int):
+        gateway = CardGateway(base_url=account.base_url, secret="sk")
+        return gateway.charge_off_session(
+            amount=eur("5.00"), reference="x", payment_method="pm_card", idempotency_key="same"
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(charge, range(16)))
+    assert {r.provider_reference for r in results} == {results[0].provider_reference}
+    assert len(charges(sandbox)) == 1
