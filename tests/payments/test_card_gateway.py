@@ -30,15 +30,20 @@ def eur(amount: str) -> Money:
     return Money.parse(amount, EUR)
 
 
-def test_authorize_partial_capture_partial_refund_cancel_the_rest(account, sandbox):
-    txn, result = payment_authorize(
+def authorize(account, order_id: str, amount: Money, payment_method: str, key: str):
+    """Authorize a payment for order ``order_id``: (transaction, result)."""
+    return payment_authorize(
         account=account,
         reference_type="oms.order",
-        reference_id="1",
-        amount=eur("100.00"),
-        payment_method="pm_card",
-        idempotency_key="auth-1",
+        reference_id=order_id,
+        amount=amount,
+        payment_method=payment_method,
+        idempotency_key=key,
     )
+
+
+def test_authorize_partial_capture_partial_refund_cancel_the_rest(account, sandbox):
+    txn, result = authorize(account, "1", eur("100.00"), "pm_card", "auth-1")
     assert result.decision == Decision.APPROVED
     assert txn.provider_reference == result.provider_reference
     assert (
@@ -69,14 +74,7 @@ def test_authorize_partial_capture_partial_refund_cancel_the_rest(account, sandb
 
 
 def test_a_decline_is_recorded_and_never_retried(account, sandbox):
-    txn, result = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id="2",
-        amount=eur("10.00"),
-        payment_method="pm_decline",
-        idempotency_key="auth-2",
-    )
+    txn, result = authorize(account, "2", eur("10.00"), "pm_decline", "auth-2")
     assert (result.decision, result.decline_code) == (Decision.DECLINED, "insufficient_funds")
     assert txn.events.filter(outcome="failed").count() == 1
     assert payment_amounts(txn).status == "pending"
@@ -84,27 +82,13 @@ def test_a_decline_is_recorded_and_never_retried(account, sandbox):
 
 
 def test_pending_review_waits_for_the_providers_notification(account):
-    txn, result = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id="3",
-        amount=eur("10.00"),
-        payment_method="pm_review",
-        idempotency_key="auth-3",
-    )
+    txn, result = authorize(account, "3", eur("10.00"), "pm_review", "auth-3")
     assert result.decision == Decision.PENDING
     assert list(txn.events.values_list("outcome", flat=True)) == ["requested"]
 
 
 def test_a_timeout_is_unknown_until_reconciled_with_the_provider(account, sandbox):
-    txn, result = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id="4",
-        amount=eur("10.00"),
-        payment_method="pm_timeout",
-        idempotency_key="auth-4",
-    )
+    txn, result = authorize(account, "4", eur("10.00"), "pm_timeout", "auth-4")
     assert result.decision == Decision.UNKNOWN
     assert payment_amounts(txn).authorized.minor == 0
     assert payment_reconcile(transaction_id=txn.pk) == 1  # asks; the charge was made
@@ -114,14 +98,7 @@ def test_a_timeout_is_unknown_until_reconciled_with_the_provider(account, sandbo
 
 
 def test_a_500_is_retried_with_the_same_key_and_charges_once(account, sandbox):
-    txn, result = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id="5",
-        amount=eur("10.00"),
-        payment_method="pm_error_once",
-        idempotency_key="auth-5",
-    )
+    txn, result = authorize(account, "5", eur("10.00"), "pm_error_once", "auth-5")
     assert result.decision == Decision.APPROVED
     assert payment_amounts(txn).authorized == eur("10.00")
     assert len(charges(sandbox)) == 1
@@ -148,26 +125,12 @@ def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_good_trial
             )
     assert breaker.state == "open"
     with pytest.raises(reliability.CircuitOpen):  # refused at once, no call made
-        payment_authorize(
-            account=account,
-            reference_type="oms.order",
-            reference_id="6",
-            amount=eur("1.00"),
-            payment_method="pm_card",
-            idempotency_key="c-x",
-        )
+        authorize(account, "6", eur("1.00"), "pm_card", "c-x")
     now[0] = 31.0
     assert breaker.state == "half_open"
     account.base_url = good_url
     account.save()
-    _, result = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id="6",
-        amount=eur("1.00"),
-        payment_method="pm_card",
-        idempotency_key="c-trial",
-    )
+    _, result = authorize(account, "6", eur("1.00"), "pm_card", "c-trial")
     assert result.decision == Decision.APPROVED
     assert breaker.state == "closed"
 
@@ -206,14 +169,7 @@ def test_the_reconciler_task_settles_old_unanswered_requests_only(account, sandb
 
     from payments.tasks import reconcile_unknown
 
-    txn, result = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id="12",
-        amount=eur("10.00"),
-        payment_method="pm_timeout",
-        idempotency_key="auth-12",
-    )
+    txn, result = authorize(account, "12", eur("10.00"), "pm_timeout", "auth-12")
     assert result.decision == Decision.UNKNOWN
     assert reconcile_unknown() == 0  # still in flight as far as we know
     with clock.travel(timedelta(minutes=5)):
@@ -234,14 +190,7 @@ def test_authorization_expiry_is_kept_on_the_transaction(sandbox):
         created_at=now,
         updated_at=now,
     )
-    txn, result = payment_authorize(
-        account=klarna,
-        reference_type="oms.order",
-        reference_id="13",
-        amount=eur("10.00"),
-        payment_method="tok_expiry_13",
-        idempotency_key="auth-13",
-    )
+    txn, result = authorize(klarna, "13", eur("10.00"), "tok_expiry_13", "auth-13")
     assert result.decision == Decision.APPROVED
     txn.refresh_from_db()
     assert txn.authorization_expires_at is not None
@@ -257,14 +206,7 @@ def test_the_same_fact_by_answer_and_by_webhook_counts_once(
     from payments.services import provider_webhook_secret_rotate
     from tests.payments.conftest import deliver, event
 
-    txn, result = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id="14",
-        amount=eur("30.00"),
-        payment_method="pm_card",
-        idempotency_key="auth-14",
-    )
+    txn, result = authorize(account, "14", eur("30.00"), "pm_card", "auth-14")
     assert result.decision == Decision.APPROVED
     secret = provider_webhook_secret_rotate(account_id=account.pk)
     with django_capture_on_commit_callbacks(execute=True):
@@ -292,14 +234,7 @@ def test_the_same_fact_by_answer_and_by_webhook_counts_once(
 def test_captures_and_refunds_are_ledger_entries(account):
     from ledger.models import Account, JournalEntry
 
-    txn, _ = payment_authorize(
-        account=account,
-        reference_type="oms.order",
-        reference_id="15",
-        amount=eur("80.00"),
-        payment_method="pm_card",
-        idempotency_key="auth-15",
-    )
+    txn, _ = authorize(account, "15", eur("80.00"), "pm_card", "auth-15")
     assert not JournalEntry.objects.filter(reference_id=str(txn.pk)).exists()  # a hold only
     payment_capture(transaction_id=txn.pk, amount=eur("50.00"), idempotency_key="cap-15")
     payment_refund(transaction_id=txn.pk, amount=eur("20.00"), idempotency_key="ref-15")
