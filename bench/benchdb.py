@@ -1,7 +1,11 @@
-"""The throwaway PostgreSQL database every benchmark runs in."""
+"""Shared pieces of the benchmarks: the throwaway PostgreSQL database, child processes."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/oms"
@@ -38,3 +42,27 @@ def recreate_database(admin_url: str, name: str) -> None:
 
 def drop_database(admin_url: str, name: str) -> None:
     _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def stop_process_group(proc: subprocess.Popen | None, *, grace: float = 20) -> None:
+    """SIGTERM a child started in its own session, SIGKILL it after ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    """The last lines of a log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -51,7 +51,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -61,7 +60,14 @@ import threading
 import time
 from pathlib import Path
 
-from benchdb import DEFAULT_DATABASE_URL, bench_urls, drop_database, recreate_database
+from benchdb import (
+    DEFAULT_DATABASE_URL,
+    bench_urls,
+    drop_database,
+    recreate_database,
+    stop_process_group,
+    tail,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CURRENCY = "EUR"
@@ -481,26 +487,7 @@ def start_gunicorn(workers: int, port: int, env: dict[str, str], log_path: Path)
 
 
 def stop_gunicorn(proc) -> None:
-    """Stop the gunicorn master and its workers (their own process group)."""
-    if proc is None or proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def tail(path: Path, lines: int = 60) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    stop_process_group(proc, grace=20)
 
 
 def check_result(variant: str, result: dict, expected: int, log_path: Path | None) -> None:

@@ -44,7 +44,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -55,6 +54,8 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+
+from benchdb import stop_process_group, tail
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.7
@@ -129,26 +130,8 @@ def start_sandbox(port: int, env: dict[str, str], log_path: Path) -> subprocess.
     raise SystemExit(f"the sandbox did not answer /card/v1/health in 60 s:\n{tail(log_path)}")
 
 
-def stop_sandbox(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+def stop_sandbox(proc) -> None:
+    stop_process_group(proc, grace=10)
 
 
 def process_cpu_seconds(pid: int) -> float | None:
