@@ -66,3 +66,20 @@ def tail(path: Path, lines: int = 60) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def child_env(database_url: str, var_dir: str) -> dict[str, str]:
+    """The environment of a Django child process: the bench database, production-like
+    settings, and its own var/ so the SQLite and filesystem-broker defaults stay out."""
+    env = dict(os.environ)
+    env.pop("CELERY_BROKER_URL", None)
+    env.update(
+        DATABASE_URL=database_url,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_DEBUG="0",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        LOG_LEVEL="WARNING",
+        OMS_VAR_DIR=var_dir,
+        PYTHONUNBUFFERED="1",
+    )
+    return env

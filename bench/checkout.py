@@ -63,6 +63,7 @@ from pathlib import Path
 from benchdb import (
     DEFAULT_DATABASE_URL,
     bench_urls,
+    child_env,
     drop_database,
     recreate_database,
     stop_process_group,
@@ -393,21 +394,6 @@ def ceiling(plan: dict) -> dict:
 
 
 # --- orchestration ---------------------------------------------------------------------
-
-
-def child_env(database_url: str, var_dir: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("CELERY_BROKER_URL", None)
-    env.update(
-        DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_DEBUG="0",
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        LOG_LEVEL="WARNING",
-        OMS_VAR_DIR=var_dir,  # keep the filesystem broker and SQLite defaults out of var/
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def run_child(mode: str, plan: dict, env: dict[str, str]) -> dict:

@@ -62,7 +62,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from benchdb import DEFAULT_DATABASE_URL, bench_urls, drop_database, recreate_database
+from benchdb import DEFAULT_DATABASE_URL, bench_urls, child_env, drop_database, recreate_database
 
 REPO = Path(__file__).resolve().parent.parent
 BUSINESS_DATE = date(2025, 7, 1)
@@ -79,20 +79,6 @@ SQL_MARK = (
     "UPDATE wallet_walletdebt SET status = 'overdue', overdue_since = %s "
     "WHERE status = 'outstanding' AND due_date < %s"
 )
-
-
-def bench_env(database_url: str, var_dir: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("CELERY_BROKER_URL", None)
-    env.update(
-        DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_DEBUG="0",
-        LOG_LEVEL="WARNING",
-        OMS_VAR_DIR=var_dir,  # keep the filesystem broker and SQLite defaults out of var/
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def manage(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -361,7 +347,7 @@ def main(args: argparse.Namespace) -> None:
     database_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     bench_url, admin_url, bench_name = bench_urls(database_url, "bench_overdue")
     workdir = Path(tempfile.mkdtemp(prefix="oms-bench-overdue-"))
-    env = bench_env(bench_url, str(workdir / "var"))
+    env = child_env(bench_url, str(workdir / "var"))
     print(
         f"overdue bench: {counts['due']:,} due debts to mark (of {total:,}: "
         f"{counts['not_due']:,} not yet due, {counts['repaid']:,} repaid, "

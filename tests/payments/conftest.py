@@ -6,7 +6,7 @@ from celery import current_app
 from django.test import Client
 
 from core import clock
-from payments import webhooks
+from payments import crypto, webhooks
 from payments.models import PaymentTransaction, Provider, ProviderAccount
 from payments.services import provider_webhook_secret_rotate
 
@@ -81,3 +81,17 @@ def deliver(
 @pytest.fixture
 def account(card_processor):
     return card_processor
+
+
+@pytest.fixture
+def klarna_account(sandbox):
+    """A Klarna account pointed at the sandbox."""
+    now = clock.now()
+    return ProviderAccount.objects.create(
+        provider=Provider.KLARNA,
+        enabled=True,
+        base_url=f"{sandbox}/klarna",
+        credentials_encrypted=crypto.encrypt({"id": "K1", "secret": "pw"}),
+        created_at=now,
+        updated_at=now,
+    )

@@ -5,7 +5,7 @@ import requests
 
 from core import clock
 from core.money import Money
-from payments import crypto, reliability
+from payments import reliability
 from payments.errors import CaptureExceedsAuthorized
 from payments.gateway import Decision, GatewayTechnicalError
 from payments.processing import (
@@ -178,23 +178,14 @@ def test_the_reconciler_task_settles_old_unanswered_requests_only(account, sandb
     assert payment_amounts(txn).authorized == eur("10.00")
 
 
-def test_authorization_expiry_is_kept_on_the_transaction(sandbox):
-    from payments.models import Provider, ProviderAccount
+def test_authorization_expiry_is_kept_on_the_transaction(sandbox, klarna_account):
 
-    now = clock.now()
-    klarna = ProviderAccount.objects.create(
-        provider=Provider.KLARNA,
-        enabled=True,
-        base_url=f"{sandbox}/klarna",
-        credentials_encrypted=crypto.encrypt({"id": "K", "secret": "pw"}),
-        created_at=now,
-        updated_at=now,
-    )
+    klarna = klarna_account
     txn, result = authorize(klarna, "13", eur("10.00"), "tok_expiry_13", "auth-13")
     assert result.decision == Decision.APPROVED
     txn.refresh_from_db()
     assert txn.authorization_expires_at is not None
-    assert txn.authorization_expires_at > now
+    assert txn.authorization_expires_at > klarna.created_at
 
 
 def test_the_same_fact_by_answer_and_by_webhook_counts_once(

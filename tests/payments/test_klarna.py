@@ -372,22 +372,13 @@ def test_the_same_key_on_another_request_is_a_conflict(klarna_url):
 
 
 @pytest.mark.django_db
-def test_a_timed_out_klarna_authorization_is_reconciled_by_replaying_the_same_key(sandbox):
-    from core import clock
-    from payments import crypto
-    from payments.models import Provider, ProviderAccount
+def test_a_timed_out_klarna_authorization_is_reconciled_by_replaying_the_same_key(
+    sandbox, klarna_account
+):
     from payments.processing import payment_authorize, payment_reconcile
     from payments.selectors import payment_amounts
 
-    now = clock.now()
-    account = ProviderAccount.objects.create(
-        provider=Provider.KLARNA,
-        enabled=True,
-        base_url=f"{sandbox}/klarna",
-        credentials_encrypted=crypto.encrypt({"id": "K1", "secret": "pw"}),
-        created_at=now,
-        updated_at=now,
-    )
+    account = klarna_account
     txn, result = payment_authorize(
         account=account,
         reference_type="oms.order",
@@ -407,25 +398,15 @@ def test_a_timed_out_klarna_authorization_is_reconciled_by_replaying_the_same_ke
 
 @pytest.mark.django_db
 def test_unsigned_klarna_notifications_are_confirmed_by_reading_the_order_back(
-    sandbox, eager_celery, django_capture_on_commit_callbacks
+    sandbox, eager_celery, django_capture_on_commit_callbacks, klarna_account
 ):
     from django.test import Client
 
-    from core import clock
-    from payments import crypto
-    from payments.models import Provider, ProviderAccount, WebhookEvent
+    from payments.models import WebhookEvent
     from payments.processing import payment_authorize
     from payments.selectors import payment_amounts
 
-    now = clock.now()
-    account = ProviderAccount.objects.create(
-        provider=Provider.KLARNA,
-        enabled=True,
-        base_url=f"{sandbox}/klarna",
-        credentials_encrypted=crypto.encrypt({"id": "K1", "secret": "pw"}),
-        created_at=now,
-        updated_at=now,
-    )
+    account = klarna_account
     txn, result = payment_authorize(
         account=account,
         reference_type="oms.order",
