@@ -6,16 +6,43 @@ an authorization is recorded, whatever the route (the call's answer, a webhook, 
 reconciler), the handler is called after the recording transaction commits with
 ``(reference_id, approved)``. Handlers must be idempotent: the same outcome may arrive
 more than once.
+
+Money that an owner books itself: by default a succeeded capture moves money from the
+gateway's clearing account to the merchant, and a refund moves it back. An owner whose
+payments are not sales (an installment paying down a receivable) registers a settlement
+handler for its reference type (``register_settlement("bnpl.installment", handler)``);
+payments then calls it *inside* the transaction that records the capture or refund, instead
+of posting, so the owner's rows and the ledger entry commit with the payment fact. The
+handler posts one balanced entry that debits (capture) or credits (refund) ``clearing`` by
+``amount``. It runs after the payment transaction's row lock: it must not wait on a lock that
+a holder of a payment-transaction lock could be waiting for (no service takes a payment
+transaction's lock while holding an owner's row lock, because provider calls run outside
+transactions).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from django.db import transaction
 
+from core.money import Money
+
+if TYPE_CHECKING:
+    from payments.models import PaymentTransaction
+
 Handler = Callable[[str, bool], None]
 _handlers: dict[str, Handler] = {}
+
+
+class SettlementHandler(Protocol):
+    def __call__(
+        self, *, transaction: PaymentTransaction, kind: str, amount: Money, clearing: str
+    ) -> None: ...
+
+
+_settlements: dict[str, SettlementHandler] = {}
 
 
 def register(reference_type: str, handler: Handler) -> None:
@@ -27,3 +54,11 @@ def authorization_settled(*, reference_type: str, reference_id: str, approved: b
     handler = _handlers.get(reference_type)
     if handler is not None:
         transaction.on_commit(lambda: handler(reference_id, approved))
+
+
+def register_settlement(reference_type: str, handler: SettlementHandler) -> None:
+    _settlements[reference_type] = handler
+
+
+def settlement_handler(reference_type: str) -> SettlementHandler | None:
+    return _settlements.get(reference_type)

@@ -165,7 +165,12 @@ def _post_money_movement(*, txn: PaymentTransaction, event: PaymentEvent, amount
         if txn.account.provider == Provider.CARD
         else Purpose.PROVIDER_CLEARING
     )
-    clearing, merchant = system(purpose, amount.currency), system(Purpose.MERCHANT, amount.currency)
+    clearing = system(purpose, amount.currency)
+    settle = events.settlement_handler(txn.reference_type)
+    if settle is not None:  # the owner books its own money (an installment, not a sale)
+        settle(transaction=txn, kind=event.kind, amount=amount, clearing=clearing)
+        return
+    merchant = system(Purpose.MERCHANT, amount.currency)
     legs = (
         [debit(clearing, amount), credit(merchant, amount)]
         if event.kind == EventKind.CAPTURE

@@ -1,0 +1,152 @@
+"""Collections: debit runs and attempts, the retry and dunning settings, late fees.
+
+Amounts are minor units. A run's counts and amounts are not stored: they are read from its
+attempts (``collections_.selectors``), so progress is live and can never drift.
+"""
+
+from django.db import models
+
+
+def default_soft_retry_days() -> list[int]:
+    return [1, 3, 7]
+
+
+def default_technical_retry_minutes() -> list[int]:
+    return [5, 15, 60, 240]
+
+
+def default_buckets() -> list[dict]:
+    return [
+        {"name": "1-30", "min_days": 1, "max_days": 30, "actions": ["reminder", "late_fee"]},
+        {
+            "name": "31-60",
+            "min_days": 31,
+            "max_days": 60,
+            "actions": ["reminder", "late_fee", "block_bnpl"],
+        },
+        {
+            "name": "61-90",
+            "min_days": 61,
+            "max_days": 90,
+            "actions": ["reminder", "late_fee", "block_bnpl"],
+        },
+        {
+            "name": "90+",
+            "min_days": 91,
+            "max_days": None,
+            "actions": ["reminder", "block_bnpl", "flag_write_off"],
+        },
+    ]
+
+
+class CollectionsSettings(models.Model):
+    """The one settings record of collections (primary key 1). Every change is audited."""
+
+    soft_retry_days = models.JSONField(
+        default=default_soft_retry_days, help_text="Days after a soft decline, e.g. [1, 3, 7]"
+    )
+    technical_retry_minutes = models.JSONField(
+        default=default_technical_retry_minutes,
+        help_text="Minutes after a technical failure, e.g. [5, 15, 60, 240]",
+    )
+    reminder_days_before = models.PositiveSmallIntegerField(default=3)
+    overdue_reminder_interval_days = models.PositiveSmallIntegerField(default=7)
+    buckets = models.JSONField(default=default_buckets)
+    chunk_size = models.PositiveIntegerField(default=1000)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Collections settings"
+        verbose_name_plural = "Collections settings"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(pk=1), name="collections_settings_singleton"),
+            models.CheckConstraint(
+                condition=models.Q(chunk_size__gte=1), name="collections_chunk_size_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "Collections settings"
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", "Chunks are being processed"
+    FINISHED = "finished", "Every chunk processed"
+
+
+class DebitRun(models.Model):
+    """One execution of the daily debit run for a business date."""
+
+    business_date = models.DateField(db_index=True)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    due_count = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Debit run {self.business_date} #{self.pk}"
+
+
+class AttemptStatus(models.TextChoices):
+    PENDING = "pending", "Committed before the charge was sent"
+    SUCCEEDED = "succeeded", "Charged; the installment is paid"
+    FAILED = "failed", "Declined or failed"
+    UNKNOWN = "unknown", "No answer in time: reconciled with the provider before anything else"
+
+
+class FailureClass(models.TextChoices):
+    TECHNICAL = "technical", "Technical (timeout, 5xx): retried within minutes"
+    SOFT = "soft", "Soft decline (e.g. insufficient funds): retried after days"
+    HARD = "hard", "Hard decline (card lost or closed): no retry, a new method is needed"
+
+
+class DebitAttempt(models.Model):
+    """One try at charging a debit request. Unique per request and attempt number."""
+
+    request = models.ForeignKey(
+        "bnpl.DebitRequest", on_delete=models.PROTECT, related_name="attempts"
+    )
+    attempt_no = models.PositiveSmallIntegerField()
+    run = models.ForeignKey(
+        DebitRun, null=True, blank=True, on_delete=models.PROTECT, related_name="attempts"
+    )
+    currency = models.CharField(max_length=3)
+    amount = models.BigIntegerField()
+    # Sent to the gateway; the provider charges a key at most once.
+    idempotency_key = models.CharField(max_length=120, unique=True)
+    status = models.CharField(
+        max_length=10, choices=AttemptStatus.choices, default=AttemptStatus.PENDING, db_index=True
+    )
+    failure_class = models.CharField(max_length=10, choices=FailureClass.choices, blank=True)
+    decline_code = models.CharField(max_length=60, blank=True)
+    # The retry calendar in force when the attempt was made (a settings change leaves it be).
+    retry_schedule = models.JSONField(default=dict, blank=True)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    payment_transaction = models.ForeignKey(
+        "payments.PaymentTransaction",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "attempt_no"], name="attempt_unique_per_request_number"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0), name="attempt_amount_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.attempt_no} of {self.request}"
