@@ -43,7 +43,7 @@ Rules (the contract in the shared design, written out):
   in years (a period is 1/12, 7/365 or 14/365 of a year, as in the EU consumer-credit APRC
   convention of equal months). It is found by bisection on the periodic rate to 10^−12 and
   reported in percent, rounded half-even to two decimals and capped at ``APR_CEILING``
-  (999,999.99 %: tiny amounts with large fees over a week reach absurd rates). A plan
+  (9,999.99 %: tiny amounts with large fees over a week reach absurd rates). A plan
   without cost has an APR of 0; so has a plan where nothing is owed after the start date
   (no credit is extended).
 """
@@ -84,7 +84,7 @@ PERIOD_YEARS: dict[str, Decimal] = {
 _CONTEXT = decimal.Context(prec=50, rounding=decimal.ROUND_HALF_EVEN)
 _APR_TOLERANCE = Decimal("1e-12")
 # Highest APR reported (percent): beyond it a rate says nothing more and fits no column.
-APR_CEILING = Decimal("999999.99")
+APR_CEILING = Decimal("9999.99")
 _HUNDRED = Decimal(100)
 
 _DECIMAL_FIELDS = frozenset(
