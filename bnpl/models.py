@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django_fsm import FSMField, transition
 
+from bnpl.pricing import Terms, apply_promotion
 from core.money import Money
 
 # --- products and promotions ----------------------------------------------------------
@@ -148,6 +149,38 @@ class PlanProduct(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def terms(self, promotion: "Promotion | None" = None) -> Terms:
+        """The product's priced terms, with ``promotion`` applied when it changes them.
+
+        Raises ``ValueError`` for inconsistent terms (the admin form refuses those).
+        """
+        terms = Terms(
+            currency=self.currency,
+            installment_count=self.installment_count,
+            frequency=str(self.frequency),
+            down_payment=str(self.down_payment),
+            down_payment_percent=Decimal(self.down_payment_percent),
+            interest_method=str(self.interest_method),
+            apr=Decimal(self.apr),
+            origination_fee_flat=self.origination_fee_flat,
+            origination_fee_percent=Decimal(self.origination_fee_percent),
+            installment_fee=self.installment_fee,
+            late_fee_amount=self.late_fee_amount,
+            late_fee_grace_days=self.late_fee_grace_days,
+            late_fee_cap_installment=self.late_fee_cap_installment,
+            late_fee_cap_plan_percent=Decimal(self.late_fee_cap_plan_percent),
+            refund_allocation=str(self.refund_allocation),
+            reschedule_max_days=self.reschedule_max_days,
+            reschedule_max_count=self.reschedule_max_count,
+            reschedule_fee=self.reschedule_fee,
+        )
+        if promotion is None:
+            return terms
+        promoted = apply_promotion(
+            terms, kind=promotion.kind, code=promotion.code, apr=promotion.apr
+        )
+        return promoted or terms
 
 
 class PromotionKind(models.TextChoices):

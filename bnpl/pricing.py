@@ -68,6 +68,13 @@ DOWN_PAYMENTS = (DOWN_NONE, DOWN_FIRST_INSTALLMENT, DOWN_PERCENT)
 INTEREST_ZERO, INTEREST_FLAT, INTEREST_DECLINING = "zero", "flat", "declining"
 INTEREST_METHODS = (INTEREST_ZERO, INTEREST_FLAT, INTEREST_DECLINING)
 
+PROMO_ZERO_INTEREST, PROMO_REDUCED_APR, PROMO_FEE_WAIVED = (
+    "zero_interest",
+    "reduced_apr",
+    "fee_waived",
+)
+PROMOTION_KINDS = (PROMO_ZERO_INTEREST, PROMO_REDUCED_APR, PROMO_FEE_WAIVED)
+
 REFUND_LAST_FIRST, REFUND_RESPREAD = "last_first", "respread"
 REFUND_ALLOCATIONS = (REFUND_LAST_FIRST, REFUND_RESPREAD)
 
@@ -246,6 +253,41 @@ class Schedule:
         """The lines collected after checkout (the down payment line excluded)."""
         down = self.down_payment_line
         return [line for line in self.lines if line is not down]
+
+
+def apply_promotion(
+    terms: Terms, *, kind: str, code: str, apr: Decimal = Decimal(0)
+) -> Terms | None:
+    """``terms`` with a promotion applied, or ``None`` when it would change nothing.
+
+    ``zero_interest`` removes interest; ``reduced_apr`` lowers the APR to ``apr`` (to zero
+    interest at 0); ``fee_waived`` removes the origination and per-installment fees (late
+    fees stay). A promotion that makes nothing cheaper (zero interest on a 0 % product, a
+    "reduced" APR at or above the product's, fees waived where there are none) does not
+    apply, so it never hides a promotion that would.
+    """
+    if kind == PROMO_ZERO_INTEREST:
+        if terms.interest_method == INTEREST_ZERO:
+            return None
+        return terms.replace(interest_method=INTEREST_ZERO, apr=Decimal(0), promotion=code)
+    if kind == PROMO_REDUCED_APR:
+        if terms.interest_method == INTEREST_ZERO or apr >= terms.apr:
+            return None
+        if apr == 0:
+            return terms.replace(interest_method=INTEREST_ZERO, apr=Decimal(0), promotion=code)
+        return terms.replace(apr=apr, promotion=code)
+    if kind == PROMO_FEE_WAIVED:
+        if not (
+            terms.origination_fee_flat or terms.origination_fee_percent or terms.installment_fee
+        ):
+            return None
+        return terms.replace(
+            origination_fee_flat=0,
+            origination_fee_percent=Decimal(0),
+            installment_fee=0,
+            promotion=code,
+        )
+    raise ValueError(f"promotion kind must be one of {PROMOTION_KINDS}")
 
 
 def due_date(start: date, frequency: str, k: int) -> date:

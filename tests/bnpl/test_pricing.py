@@ -15,6 +15,7 @@ from bnpl.pricing import (
     INTEREST_METHODS,
     Terms,
     annuity_payment,
+    apply_promotion,
     due_date,
     periodic_rate,
     price_schedule,
@@ -430,3 +431,39 @@ def test_apr_is_capped_for_absurd_rates():
         start_date=date(2026, 1, 1),
     )
     assert schedule.apr == APR_CEILING
+
+
+DECLINING = Terms(
+    currency="EUR",
+    installment_count=6,
+    interest_method="declining",
+    apr=Decimal("19.99"),
+    origination_fee_flat=500,
+    installment_fee=100,
+)
+
+
+def test_promotions_change_the_terms_they_promise_and_nothing_else():
+    zero = apply_promotion(DECLINING, kind="zero_interest", code="summer0")
+    assert (zero.interest_method, zero.apr, zero.promotion) == ("zero", Decimal(0), "summer0")
+    assert (zero.origination_fee_flat, zero.installment_fee) == (500, 100)
+
+    reduced = apply_promotion(DECLINING, kind="reduced_apr", code="gold", apr=Decimal("9.9"))
+    assert (reduced.interest_method, reduced.apr) == ("declining", Decimal("9.9"))
+    to_zero = apply_promotion(DECLINING, kind="reduced_apr", code="gold", apr=Decimal(0))
+    assert (to_zero.interest_method, to_zero.apr) == ("zero", Decimal(0))
+
+    waived = apply_promotion(DECLINING, kind="fee_waived", code="nofee")
+    assert (waived.origination_fee_flat, waived.installment_fee, waived.apr) == (
+        0,
+        0,
+        Decimal("19.99"),
+    )
+
+
+def test_a_promotion_that_makes_nothing_cheaper_does_not_apply():
+    free = Terms(currency="EUR", installment_count=3)
+    assert apply_promotion(free, kind="zero_interest", code="x") is None
+    assert apply_promotion(free, kind="fee_waived", code="x") is None
+    assert apply_promotion(DECLINING, kind="reduced_apr", code="x", apr=Decimal("25")) is None
+    assert apply_promotion(DECLINING, kind="reduced_apr", code="x", apr=Decimal("19.99")) is None
