@@ -18,6 +18,14 @@ handler posts one balanced entry that debits (capture) or credits (refund) ``cle
 a holder of a payment-transaction lock could be waiting for (no service takes a payment
 transaction's lock while holding an owner's row lock, because provider calls run outside
 transactions).
+
+Lending partner decisions: an owner that delegates a credit decision to a lending partner
+(``payments.lending.partner_application_submit``) registers
+``register_partner_decision(reference_type, handler)``. When the partner's final decision
+(approved, declined, or failed: never received) is recorded, whatever the route (the
+submit's answer, a signed webhook for a referred application, the reconciler), the handler
+is called once, after the recording transaction commits, with ``(reference_id, decision)``
+(a ``payments.adapters.lending_partner.PartnerDecision``).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from django.db import transaction
 from core.money import Money
 
 if TYPE_CHECKING:
+    from payments.adapters.lending_partner import PartnerDecision
     from payments.models import PaymentTransaction
 
 Handler = Callable[[str, bool], None]
@@ -38,7 +47,7 @@ _handlers: dict[str, Handler] = {}
 
 class SettlementHandler(Protocol):
     def __call__(
-        self, *, transaction: PaymentTransaction, kind: str, amount: Money, clearing: str
+        self, *, payment: PaymentTransaction, kind: str, amount: Money, clearing: str
     ) -> None: ...
 
 
@@ -62,3 +71,20 @@ def register_settlement(reference_type: str, handler: SettlementHandler) -> None
 
 def settlement_handler(reference_type: str) -> SettlementHandler | None:
     return _settlements.get(reference_type)
+
+
+PartnerDecisionHandler = Callable[[str, "PartnerDecision"], None]
+_partner_decisions: dict[str, PartnerDecisionHandler] = {}
+
+
+def register_partner_decision(reference_type: str, handler: PartnerDecisionHandler) -> None:
+    _partner_decisions[reference_type] = handler
+
+
+def partner_decision_settled(
+    *, reference_type: str, reference_id: str, decision: PartnerDecision
+) -> None:
+    """Call the owner's handler once the current transaction commits."""
+    handler = _partner_decisions.get(reference_type)
+    if handler is not None:
+        transaction.on_commit(lambda: handler(reference_id, decision))

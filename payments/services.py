@@ -168,7 +168,7 @@ def _post_money_movement(*, txn: PaymentTransaction, event: PaymentEvent, amount
     clearing = system(purpose, amount.currency)
     settle = events.settlement_handler(txn.reference_type)
     if settle is not None:  # the owner books its own money (an installment, not a sale)
-        settle(transaction=txn, kind=event.kind, amount=amount, clearing=clearing)
+        settle(payment=txn, kind=event.kind, amount=amount, clearing=clearing)
         return
     merchant = system(Purpose.MERCHANT, amount.currency)
     legs = (

@@ -1,0 +1,417 @@
+"""The life of an installment plan's money: creation, payment of installments, completion.
+
+- ``plan_create`` turns an approved credit application into a plan: installments priced by
+  ``bnpl.pricing.price_schedule`` from the application's terms snapshot, one debit request
+  per installment that collections will charge, and the funding entry in the ledger.
+- ``installment_apply_payment`` is the one place a payment toward an installment is split
+  (late fee → fee → interest → principal) and booked. Card money arrives through the
+  settlement handler ``installment_settle`` that payments calls inside the transaction that
+  records the capture; wallet and manual money through servicing.
+
+Ledger (ARCHITECTURE.md, one balanced entry per movement, in the cause's transaction): the
+customer's receivable ``installments:<customer>:<currency>`` (apart
+from the wallet debts' ``bnpl:`` account) holds the outstanding principal.
+Interest and fees are income when they are paid (cash basis), so an early payoff never has
+to reverse unearned interest.
+
+Lock order: customer → wallet → order → plan → installment → debit request → payment
+transaction → ledger accounts. The settlement handler is the one path entered with a payment
+transaction already locked; no service holds a plan lock while taking a payment
+transaction's, because provider calls run outside transactions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from bnpl import pricing, signals
+from bnpl.models import (
+    CreditApplication,
+    DebitRequest,
+    DebitRequestStatus,
+    Decider,
+    Installment,
+    InstallmentStatus,
+    Plan,
+    PlanStatus,
+)
+from core import clock
+from core.audit import audit_record
+from core.money import Money
+from customers.models import Customer
+from ledger.models import Account, Purpose
+from ledger.services import AccountLike, account_get_or_create, credit, debit, ledger_post, system
+from payments.gateway import Decision, GatewayResult
+from payments.models import EventKind, PaymentTransaction, Provider
+from payments.processing import ProviderNotSupported, payment_authorize
+from payments.selectors import enabled_account
+
+INSTALLMENT_REFERENCE = "bnpl.installment"
+OPEN_INSTALLMENT = (InstallmentStatus.SCHEDULED, InstallmentStatus.OVERDUE)
+
+
+def plan_receivable(*, customer_id: int, currency: str) -> Account:
+    """The customer's installment receivable: the principal still owed on every plan."""
+    return account_get_or_create(
+        code=f"installments:{customer_id}:{currency}",
+        purpose=Purpose.CUSTOMER_BNPL_RECEIVABLE,
+        currency=currency,
+        customer=Customer(pk=customer_id),
+    )
+
+
+def due_moment(day: date) -> datetime:
+    """The start of ``day`` in the business time zone: when a debit request falls due."""
+    return datetime.combine(day, time.min, tzinfo=clock.business_tz())
+
+
+def debit_request_key(plan: Plan, number: int) -> str:
+    return f"bnpl:plan:{plan.pk}:installment:{number}"
+
+
+# --- creation -------------------------------------------------------------------------
+
+
+def plan_create(
+    *,
+    application: CreditApplication,
+    start_date: date,
+    due_dates: list[date] | None = None,
+    funded_by: str = Decider.INTERNAL,
+    partner_reference: str = "",
+    actor: Any = None,
+) -> Plan:
+    """Turn an approved application into a plan, in the caller's transaction.
+
+    The caller has locked the application (and the order it finances). ``due_dates``
+    replaces the priced due dates of the numbered installments (income-aligned dates the
+    customer opted into); they must be strictly increasing. The down-payment line (if the
+    terms have one) is charged at checkout by ``installment_checkout_charge`` and gets no
+    debit request; every other installment gets one.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("plan_create runs inside the transaction that approves the order")
+    terms = pricing.Terms.from_json(application.terms)
+    schedule = pricing.price_schedule(
+        terms=terms, amount=application.amount_money, start_date=start_date
+    )
+    lines = list(schedule.lines)
+    checkout_line = schedule.down_payment_line
+    if due_dates is not None:
+        lines = _with_due_dates(lines, checkout_line, due_dates)
+    now = clock.now()
+    plan = Plan.objects.create(
+        application=application,
+        customer_id=application.customer_id,
+        product_id=application.product_id,
+        promotion_id=application.promotion_id,
+        reference_type=application.reference_type,
+        reference_id=application.reference_id,
+        currency=application.currency,
+        amount=application.amount,
+        down_payment=checkout_line.principal if checkout_line else 0,
+        terms=application.terms,
+        apr=schedule.apr,
+        payment_method=application.payment_method,
+        funded_by=funded_by,
+        partner_reference=partner_reference,
+        start_date=start_date,
+        created_at=now,
+    )
+    installments = Installment.objects.bulk_create(
+        Installment(
+            plan=plan,
+            number=line.number,
+            due_date=line.due_date,
+            original_due_date=line.due_date,
+            principal=line.principal,
+            interest=line.interest,
+            fee=line.fee,
+        )
+        for line in lines
+    )
+    DebitRequest.objects.bulk_create(
+        DebitRequest(
+            installment=installment,
+            plan=plan,
+            payment_method=plan.payment_method,
+            idempotency_key=debit_request_key(plan, installment.number),
+            next_attempt_at=due_moment(installment.due_date),
+            created_at=now,
+        )
+        for installment in installments
+        if checkout_line is None or installment.number != checkout_line.number
+    )
+    _post_funding(plan, Money(schedule.principal, plan.currency))
+    audit_record(
+        actor=actor,
+        action="bnpl.plan_created",
+        target=plan,
+        changes={
+            "amount": str(plan.amount_money),
+            "installments": len(installments),
+            "total": str(Money(schedule.total, plan.currency)),
+            "funded_by": funded_by,
+        },
+    )
+    transaction.on_commit(lambda: signals.plan_approved.send(sender=Plan, plan=plan))
+    return plan
+
+
+def _with_due_dates(
+    lines: list[pricing.ScheduleLine],
+    checkout_line: pricing.ScheduleLine | None,
+    due_dates: list[date],
+) -> list[pricing.ScheduleLine]:
+    later = [line for line in lines if line is not checkout_line]
+    if len(due_dates) != len(later) or any(a >= b for a, b in itertools.pairwise(due_dates)):
+        raise ValueError("due_dates must give each later installment a date, increasing")
+    moved = iter(due_dates)
+    return [
+        line
+        if line is checkout_line
+        else pricing.ScheduleLine(
+            number=line.number,
+            due_date=next(moved),
+            principal=line.principal,
+            interest=line.interest,
+            fee=line.fee,
+        )
+        for line in lines
+    ]
+
+
+def _post_funding(plan: Plan, principal: Money) -> None:
+    """The customer now owes the principal; the merchant has sold the goods.
+
+    A partner-funded plan shows the partner paying the merchant, and the customer's debt
+    (serviced here) offsetting what the partner is owed on the clearing account.
+    """
+    receivable = plan_receivable(customer_id=plan.customer_id, currency=plan.currency)
+    merchant = system(Purpose.MERCHANT, plan.currency)
+    if plan.funded_by == Decider.PARTNER:
+        clearing = system(Purpose.PROVIDER_CLEARING, plan.currency)
+        ledger_post(
+            kind="bnpl.partner_funded",
+            legs=[debit(clearing, principal), credit(merchant, principal)],
+            reference_type="bnpl.plan",
+            reference_id=str(plan.pk),
+            memo=f"partner {plan.partner_reference}",
+        )
+        merchant = clearing
+    ledger_post(
+        kind="bnpl.plan_funded",
+        legs=[debit(receivable, principal), credit(merchant, principal)],
+        reference_type="bnpl.plan",
+        reference_id=str(plan.pk),
+    )
+
+
+# --- paying an installment ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """How one payment was split over an installment's parts, in minor units."""
+
+    late_fee: int
+    fee: int
+    interest: int
+    principal: int
+    excess: int  # beyond what the installment owed
+
+    @property
+    def applied(self) -> int:
+        return self.late_fee + self.fee + self.interest + self.principal
+
+
+def allocate_payment(installment: Installment, amount: int) -> Allocation:
+    """Split ``amount`` over what is owed: late fee, then fee, then interest, then principal."""
+    left = amount
+    parts = []
+    for owed, paid in (
+        (installment.late_fee, installment.paid_late_fee),
+        (installment.fee, installment.paid_fee),
+        (installment.interest, installment.paid_interest),
+        (installment.principal, installment.paid_principal),
+    ):
+        take = min(left, owed - paid)
+        parts.append(take)
+        left -= take
+    return Allocation(*parts, excess=left)
+
+
+def locked_plan_installment(installment_id: int) -> tuple[Plan, Installment]:
+    plan_id = Installment.objects.values_list("plan_id", flat=True).get(pk=installment_id)
+    plan = Plan.objects.select_for_update(no_key=True).get(pk=plan_id)
+    installment = Installment.objects.select_for_update(no_key=True).get(pk=installment_id)
+    return plan, installment
+
+
+def installment_apply_payment(
+    *,
+    plan: Plan,
+    installment: Installment,
+    amount: Money,
+    source: AccountLike,
+    kind: str,
+    reference_type: str,
+    reference_id: str,
+    memo: str = "",
+    actor: Any = None,
+) -> Allocation:
+    """Book a payment toward a locked installment of a locked plan, from ``source``.
+
+    One entry: debit ``source`` by the amount; credit the receivable (principal), interest
+    income and fee income (fee and late fee). An excess (only a provider can report one:
+    servicing refuses to overpay) stays on the receivable as a credit the customer is owed,
+    and is audited. On a written-off plan the money is a recovery instead.
+    """
+    if amount.currency != plan.currency or not amount.is_positive():
+        raise ValueError(f"cannot apply {amount} to a {plan.currency} plan")
+    if plan.status == PlanStatus.WRITTEN_OFF:
+        _record_recovery(plan=plan, amount=amount, source=source, reference_id=reference_id)
+        return Allocation(0, 0, 0, 0, excess=amount.minor)
+    split = allocate_payment(installment, amount.minor)
+    currency = plan.currency
+    receivable = plan_receivable(customer_id=plan.customer_id, currency=currency)
+    ledger_post(
+        kind=kind,
+        legs=[
+            debit(source, amount),
+            credit(receivable, Money(split.principal + split.excess, currency)),
+            credit(system(Purpose.INTEREST_INCOME, currency), Money(split.interest, currency)),
+            credit(
+                system(Purpose.FEE_INCOME, currency), Money(split.fee + split.late_fee, currency)
+            ),
+        ],
+        reference_type=reference_type,
+        reference_id=reference_id,
+        memo=memo,
+    )
+    installment.paid_late_fee += split.late_fee
+    installment.paid_fee += split.fee
+    installment.paid_interest += split.interest
+    installment.paid_principal += split.principal
+    fields = ["paid_late_fee", "paid_fee", "paid_interest", "paid_principal"]
+    if installment.outstanding == 0 and installment.status in OPEN_INSTALLMENT:
+        installment.status = InstallmentStatus.PAID
+        installment.paid_at = clock.now()
+        fields += ["status", "paid_at"]
+        DebitRequest.objects.filter(installment=installment).exclude(
+            status=DebitRequestStatus.SETTLED
+        ).update(status=DebitRequestStatus.SETTLED, next_attempt_at=None)
+        transaction.on_commit(
+            lambda: signals.installment_paid.send(
+                sender=Installment, installment=installment, amount=amount
+            )
+        )
+    installment.save(update_fields=fields)
+    if split.excess:
+        audit_record(
+            actor=actor,
+            action="bnpl.overpayment",
+            target=plan,
+            changes={
+                "installment": installment.number,
+                "excess": str(Money(split.excess, currency)),
+            },
+            note="Kept on the receivable as a credit owed to the customer.",
+        )
+    plan_complete_if_done(plan=plan)
+    return split
+
+
+def plan_complete_if_done(*, plan: Plan) -> bool:
+    """Complete a locked active plan once no installment is left to pay."""
+    if plan.status != PlanStatus.ACTIVE:
+        return False
+    if plan.installments.filter(status__in=OPEN_INSTALLMENT).exists():
+        return False
+    plan.complete(at=clock.now())
+    plan.save(update_fields=["status", "completed_at"])
+    transaction.on_commit(lambda: signals.plan_completed.send(sender=Plan, plan=plan))
+    return True
+
+
+def _record_recovery(*, plan: Plan, amount: Money, source: AccountLike, reference_id: str) -> None:
+    """Money received for a written-off plan reduces the write-off expense."""
+    ledger_post(
+        kind="bnpl.recovery",
+        legs=[
+            debit(source, amount),
+            credit(system(Purpose.WRITE_OFF_EXPENSE, plan.currency), amount),
+        ],
+        reference_type="bnpl.plan",
+        reference_id=str(plan.pk),
+        memo=f"recovery {reference_id}",
+    )
+    Plan.objects.filter(pk=plan.pk).update(recovered_amount=F("recovered_amount") + amount.minor)
+    plan.refresh_from_db(fields=["recovered_amount"])
+
+
+def installment_settle(
+    *, payment: PaymentTransaction, kind: str, amount: Money, clearing: str
+) -> None:
+    """Payments' settlement handler for ``bnpl.installment`` (see ``payments.events``).
+
+    A capture pays the installment down; a refund of such a capture returns money to the
+    customer from the merchant's side, as any card refund does.
+    """
+    if kind == EventKind.REFUND:
+        ledger_post(
+            kind="bnpl.installment_refunded",
+            legs=[
+                debit(system(Purpose.MERCHANT, amount.currency), amount),
+                credit(clearing, amount),
+            ],
+            reference_type="payments.transaction",
+            reference_id=str(payment.pk),
+        )
+        return
+    plan, installment = locked_plan_installment(int(payment.reference_id))
+    installment_apply_payment(
+        plan=plan,
+        installment=installment,
+        amount=amount,
+        source=clearing,
+        kind="bnpl.installment_paid",
+        reference_type="payments.transaction",
+        reference_id=str(payment.pk),
+        memo=f"installment {installment.number} of plan {plan.pk}",
+    )
+
+
+# --- charging the down payment --------------------------------------------------------
+
+
+def installment_checkout_charge(*, installment_id: int) -> GatewayResult:
+    """Charge a plan's down-payment line now, off-session, outside any transaction.
+
+    The settlement handler books the money; a repeat call while the line is unpaid (an
+    unknown outcome) sends the same key, so the provider charges at most once; once the line
+    is paid a repeat asks the provider nothing.
+    """
+    installment = Installment.objects.select_related("plan").get(pk=installment_id)
+    plan = installment.plan
+    if installment.outstanding == 0:
+        return GatewayResult(decision=Decision.APPROVED, status="already_paid")
+    account = enabled_account(Provider.CARD)
+    if account is None:
+        raise ProviderNotSupported("No card processor is enabled.")
+    _, result = payment_authorize(
+        account=account,
+        reference_type=INSTALLMENT_REFERENCE,
+        reference_id=str(installment.pk),
+        amount=Money(installment.outstanding, plan.currency),
+        payment_method=plan.payment_method,
+        idempotency_key=f"{debit_request_key(plan, installment.number)}:checkout",
+        capture=True,
+    )
+    return result
