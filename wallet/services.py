@@ -12,10 +12,11 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import transaction
 
 from core import clock
 from core.audit import audit_record
+from core.db import update_in_chunks
 from core.errors import Conflict, InvalidInput
 from core.idempotency import IdempotencyClaim
 from core.money import Money
@@ -703,76 +704,31 @@ def debt_write_off(*, debt_id: int, actor: AbstractBaseUser, note: str = "") -> 
 OVERDUE_CHUNK = 50_000
 
 
-def _mark_overdue_chunk(
-    *, business_date: date, after_id: int, limit: int, notify: bool
-) -> tuple[int, int]:
-    """One set-based UPDATE of up to ``limit`` due debts with ids above ``after_id``.
-
-    Runs in its own short transaction and returns (how many, the highest id marked).
-    On PostgreSQL the rows are taken in id order with ``FOR UPDATE SKIP LOCKED``: the
-    job never waits for a debt a repayment holds, so it can never be part of a
-    deadlock; a skipped debt is marked by the next run.
-    """
-    table = WalletDebt._meta.db_table
-    if connection.vendor == "postgresql":
-        sql = f"""
-            WITH marked AS (
-                UPDATE {table} SET status = %s, overdue_since = %s
-                WHERE id = ANY(ARRAY(
-                    SELECT id FROM {table}
-                    WHERE status = %s AND due_date < %s AND id > %s
-                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED))
-                RETURNING id)
-            SELECT count(*), max(id), CASE WHEN %s THEN array_agg(id) END FROM marked"""
-        params = [
-            DebtStatus.OVERDUE,
-            business_date,
-            DebtStatus.OUTSTANDING,
-            business_date,
-            after_id,
-            limit,
-            notify,
-        ]
-    else:  # SQLite (make run) serializes writers: one statement does it all
-        sql = (
-            f"UPDATE {table} SET status = %s, overdue_since = %s "
-            f"WHERE status = %s AND due_date < %s RETURNING id"
-        )
-        params = [DebtStatus.OVERDUE, business_date, DebtStatus.OUTSTANDING, business_date]
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if connection.vendor == "postgresql":
-            count, last_id, ids = cursor.fetchone()
-        else:
-            ids = [row[0] for row in cursor.fetchall()]
-            count, last_id = len(ids), max(ids, default=None)
-        if notify and ids:
-            transaction.on_commit(
-                lambda: signals.debt_overdue.send(
-                    sender=WalletDebt, debt_ids=list(ids), business_date=business_date
-                )
-            )
-        return count, last_id or after_id
-
-
 def debts_mark_overdue(*, business_date: date, chunk: int = OVERDUE_CHUNK) -> int:
     """Mark every outstanding debt due before ``business_date`` overdue.
 
-    Set-based: one UPDATE per ``chunk`` debts, walking the ids once, each committed on
-    its own, so locks are held briefly and a failure loses at most one chunk. Listeners
-    of ``debt_overdue`` get each chunk's ids after it commits. Returns how many were
-    marked; running it again the same day marks nothing more.
+    Set-based (``core.db.update_in_chunks``): one UPDATE per ``chunk`` debts, walking the
+    ids once, each committed on its own, skipping debts a repayment holds (the next run
+    marks them). Listeners of ``debt_overdue`` get each chunk's ids after it commits.
+    Returns how many were marked; running it again the same day marks nothing more.
     """
-    notify = signals.debt_overdue.has_listeners(WalletDebt)
-    marked, after_id = 0, 0
-    while True:
-        count, after_id = _mark_overdue_chunk(
-            business_date=business_date, after_id=after_id, limit=chunk, notify=notify
+
+    def notify(ids: list[int]) -> None:
+        transaction.on_commit(
+            lambda: signals.debt_overdue.send(
+                sender=WalletDebt, debt_ids=ids, business_date=business_date
+            )
         )
-        marked += count
-        # A short chunk means the ordered scan reached the end of the due debts.
-        if count < chunk or connection.vendor != "postgresql":
-            return marked
+
+    return update_in_chunks(
+        table=WalletDebt._meta.db_table,
+        assignments="status = %s, overdue_since = %s",
+        assignment_params=[DebtStatus.OVERDUE, business_date],
+        where="status = %s AND due_date < %s",
+        where_params=[DebtStatus.OUTSTANDING, business_date],
+        chunk=chunk,
+        on_chunk=notify if signals.debt_overdue.has_listeners(WalletDebt) else None,
+    )
 
 
 def debt_reminders_queue(*, business_date: date, chunk: int = 2000) -> int:
