@@ -189,6 +189,11 @@ MAX_ORDER_LINES = 200
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 # Fernet key for payment secrets at rest (payments/crypto.py); required with DEBUG off.
 PAYMENTS_ENCRYPTION_KEY = os.environ.get("PAYMENTS_ENCRYPTION_KEY", "")
+# A lending partner's application still referred or unanswered after this long is read
+# back from the partner (payments.reconcile_partner_applications).
+PAYMENTS_PARTNER_RECONCILE_AFTER_SECONDS = int(
+    os.environ.get("PAYMENTS_PARTNER_RECONCILE_AFTER_SECONDS", "600")
+)
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "no-reply@oms.example")

@@ -8,8 +8,15 @@ from django.utils.html import format_html
 
 from core import clock
 from core.admin import ActionsOnlyAdmin, AuditedAdmin, ReadOnlyAdmin
+from core.money import Money
 from payments import crypto, services
-from payments.models import PaymentEvent, PaymentTransaction, ProviderAccount, WebhookEvent
+from payments.models import (
+    PartnerApplication,
+    PaymentEvent,
+    PaymentTransaction,
+    ProviderAccount,
+    WebhookEvent,
+)
 from payments.selectors import payment_amounts
 
 
@@ -180,6 +187,32 @@ class PaymentTransactionAdmin(ReadOnlyAdmin):
     def amounts(self, obj: PaymentTransaction) -> str:
         a = payment_amounts(obj)
         return f"{a.authorized} / {a.captured} / {a.refunded} / {a.cancelled}"
+
+
+@admin.register(PartnerApplication)
+class PartnerApplicationAdmin(ReadOnlyAdmin):
+    """Applications sent to a lending partner and its decisions, as recorded."""
+
+    list_display = (
+        "id",
+        "account",
+        "reference_type",
+        "reference_id",
+        "partner_reference",
+        "status",
+        "amount_display",
+        "flagged",
+        "created_at",
+        "decided_at",
+    )
+    list_filter = ("status", "flagged", "account")
+    search_fields = ("reference_id", "partner_reference", "idempotency_key")
+    date_hierarchy = "created_at"
+    list_select_related = ("account",)
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, obj: PartnerApplication) -> str:
+        return str(Money(obj.amount, obj.currency))
 
 
 @admin.register(WebhookEvent)

@@ -27,6 +27,16 @@ class PaymentsConfig(AppConfig):
                 "(timeouts) before anything is tried again.",
             )
         )
+        register(
+            Schedule(
+                name="Payments: read back lending partner applications",
+                task="payments.reconcile_partner_applications",
+                crontab="*/5 * * * *",
+                description="Asks the lending partner about applications still referred or "
+                "unanswered after PAYMENTS_PARTNER_RECONCILE_AFTER_SECONDS; a decision found "
+                "is recorded and handed to the owner.",
+            )
+        )
         readiness.register("payment_providers", _providers_health, gating=False)
 
 

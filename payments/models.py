@@ -11,6 +11,7 @@ class Provider(models.TextChoices):
     KLARNA = "klarna", "Klarna"
     AFTERPAY = "afterpay", "Afterpay / Clearpay"
     CARD = "card", "Card processor"
+    LENDING_PARTNER = "lending_partner", "Lending partner (decides and funds plans)"
 
 
 class Mode(models.TextChoices):
@@ -186,3 +187,84 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.event_type} {self.event_id} ({self.status})"
+
+
+class PartnerApplicationStatus(models.TextChoices):
+    SUBMITTING = "submitting", "Recorded; the partner's answer has not come in yet"
+    REFERRED = "referred", "The partner decides later and notifies by signed webhook"
+    UNKNOWN = "unknown", "No answer in time: read back from the partner, never resubmitted"
+    APPROVED = "approved", "Approved by the partner, which funds the merchant"
+    DECLINED = "declined", "Declined by the partner (see reasons)"
+    FAILED = "failed", "Never reached the partner; nothing was decided"
+
+
+class PartnerApplication(models.Model):
+    """One credit application sent to a lending partner, and the partner's decision.
+
+    The row is written before the call, under the idempotency key the partner sees, so an
+    answer that never came is looked up by that key, never sent again as a new one. A
+    decision is recorded once: a later report for a decided application changes nothing
+    and is kept in ``ignored_reports`` (one that contradicts it flags the row).
+    """
+
+    OPEN = (
+        PartnerApplicationStatus.SUBMITTING,
+        PartnerApplicationStatus.REFERRED,
+        PartnerApplicationStatus.UNKNOWN,
+    )
+
+    account = models.ForeignKey(
+        ProviderAccount, on_delete=models.PROTECT, related_name="partner_applications"
+    )
+    # What it finances, e.g. ("bnpl.credit_application", "42").
+    reference_type = models.CharField(max_length=100)
+    reference_id = models.CharField(max_length=64)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    # The partner's id for the application, once it has answered.
+    partner_reference = models.CharField(max_length=128, null=True, blank=True)
+    status = models.CharField(
+        max_length=12,
+        choices=PartnerApplicationStatus.choices,
+        default=PartnerApplicationStatus.SUBMITTING,
+        db_index=True,
+    )
+    currency = models.CharField(max_length=3)
+    # Minor units: the amount asked to be financed.
+    amount = models.BigIntegerField()
+    # The body sent to the partner (its wire shape), kept for audit and read-back.
+    request = models.JSONField(default=dict)
+    # [{"code": ..., "message": ...}] as the partner states them.
+    reasons = models.JSONField(default=list, blank=True)
+    # The plan terms as the partner states them (the adapter's PartnerTerms.to_json()).
+    terms = models.JSONField(default=dict, blank=True)
+    # Minor units the partner pays the merchant on approval.
+    funded_amount = models.BigIntegerField(null=True, blank=True)
+    partner_status = models.CharField(max_length=40, blank=True)
+    # Reports that arrived after the decision: [{"source", "decision", "at", ...}].
+    ignored_reports = models.JSONField(default=list, blank=True)
+    flagged = models.BooleanField(default=False, db_index=True)
+    flag_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    updated_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "partner_reference"],
+                condition=models.Q(partner_reference__isnull=False),
+                name="partner_application_reference_unique",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0), name="partner_application_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(funded_amount__isnull=True) | models.Q(funded_amount__gte=0),
+                name="partner_application_funded_non_negative",
+            ),
+        ]
+        indexes = [models.Index(fields=["reference_type", "reference_id"])]
+
+    def __str__(self) -> str:
+        return f"Partner application #{self.pk} for {self.reference_type}:{self.reference_id}"

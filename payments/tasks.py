@@ -26,6 +26,10 @@ def process_webhook_event(event_id: int) -> str:
     from payments.webhooks import UNSIGNED
 
     provider = WebhookEvent.objects.values_list("provider", flat=True).get(pk=event_id)
+    if provider == "lending_partner":
+        from payments.lending import partner_webhook_process
+
+        return partner_webhook_process(event_id=event_id).status
     if provider in UNSIGNED:
         return webhook_event_confirm(event_id=event_id).status
     return services.webhook_event_process(event_id=event_id).status
@@ -34,13 +38,19 @@ def process_webhook_event(event_id: int) -> str:
 @shared_task(name="payments.check_provider_health", acks_late=True)
 def check_provider_health() -> dict[str, bool]:
     """Read each enabled provider's health endpoint and record the answer."""
-    from payments.models import ProviderAccount
+    from payments.lending import partner_client_for
+    from payments.models import Provider, ProviderAccount
     from payments.processing import ProviderNotSupported, gateway_for
 
     results = {}
     for account in ProviderAccount.objects.filter(enabled=True):
         try:
-            ok, detail = gateway_for(account).health(), ""
+            client = (
+                partner_client_for(account)
+                if account.provider == Provider.LENDING_PARTNER
+                else gateway_for(account)
+            )
+            ok, detail = client.health(), ""
         except ProviderNotSupported as exc:
             ok, detail = False, exc.message
         services.provider_health_record(
@@ -92,3 +102,12 @@ def reconcile_unknown(older_than_seconds: int = 120) -> int:
         else:
             reconciled += 1
     return reconciled
+
+
+@shared_task(name="payments.reconcile_partner_applications", acks_late=True)
+def reconcile_partner_applications() -> dict:
+    """Read back lending partner applications still referred or unanswered after
+    ``PAYMENTS_PARTNER_RECONCILE_AFTER_SECONDS``; returns counts by decision."""
+    from payments.lending import partner_applications_reconcile
+
+    return partner_applications_reconcile()

@@ -52,6 +52,7 @@ TIMEOUT_SECONDS = 3.0  # how long pm_timeout keeps the caller waiting
 PROVIDER_ROUTES: dict[str, str] = {
     "klarna": "payments.sandbox.klarna",
     "afterpay": "payments.sandbox.afterpay",
+    "partner": "payments.sandbox.partner",
 }
 
 

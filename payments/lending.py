@@ -1,0 +1,420 @@
+"""Credit decisions delegated to a lending partner: submit, record, reconcile.
+
+1. A short transaction records the application (``PartnerApplication``, status
+   ``submitting``) under the idempotency key the partner will see, and commits.
+2. The partner is called outside any transaction, through its circuit breaker, retrying
+   technical failures (5xx) with the same key.
+3. A second short transaction records the answer. ``referred`` waits for the partner's
+   signed webhook (``partner_webhook_process``); ``unknown`` (a timeout) is read back by
+   ``partner_application_reconcile``, never resubmitted as a new application.
+
+A final decision (approved, declined, failed) is recorded once per application, whatever
+route brings it first; the owner's ``payments.events.register_partner_decision`` handler
+is then called once, after commit. A later report for a decided application changes
+nothing and is kept in ``ignored_reports``; one that contradicts the decision flags it.
+
+Funding: on approval the partner pays the merchant ``funded_amount``. The ledger entry for
+it belongs to the owner of the plan (``bnpl.partner_funded``), written when it acts on the
+decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import requests
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from core import clock
+from core.audit import audit_record
+from core.errors import Conflict, InvalidInput
+from core.money import Money
+from payments import crypto, events
+from payments.adapters.lending_partner import (
+    LendingPartnerClient,
+    PartnerApplication,
+    PartnerDecision,
+    PartnerDecisionKind,
+    PartnerReason,
+    PartnerTerms,
+    decision_from_application,
+)
+from payments.gateway import GatewayTechnicalError
+from payments.models import (
+    PartnerApplication as PartnerApplicationRecord,
+)
+from payments.models import (
+    PartnerApplicationStatus,
+    Provider,
+    ProviderAccount,
+    WebhookEvent,
+)
+from payments.reliability import CircuitOpen, breaker_for, with_retries
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Notification types of a partner's signed webhooks, and the status each one reports.
+WEBHOOK_DECISIONS = {
+    "application.approved": PartnerDecisionKind.APPROVED,
+    "application.declined": PartnerDecisionKind.DECLINED,
+}
+
+_STATUS_OF = {
+    PartnerDecisionKind.APPROVED: PartnerApplicationStatus.APPROVED,
+    PartnerDecisionKind.DECLINED: PartnerApplicationStatus.DECLINED,
+    PartnerDecisionKind.FAILED: PartnerApplicationStatus.FAILED,
+    PartnerDecisionKind.REFERRED: PartnerApplicationStatus.REFERRED,
+    PartnerDecisionKind.UNKNOWN: PartnerApplicationStatus.UNKNOWN,
+}
+_DECISION_OF = {
+    **{status: kind for kind, status in _STATUS_OF.items()},
+    PartnerApplicationStatus.SUBMITTING: PartnerDecisionKind.UNKNOWN,
+}
+
+
+class NotALendingPartner(InvalidInput):
+    code = "payments.not_a_lending_partner"
+    default_message = "This provider account is not a lending partner."
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "payments.idempotency_key_reused"
+    default_message = "This idempotency key was used for another application."
+
+
+def reconcile_after() -> timedelta:
+    """How old an open application must be before the reconciler reads it back (and a
+    key the partner never received counts as failed)."""
+    return timedelta(seconds=settings.PAYMENTS_PARTNER_RECONCILE_AFTER_SECONDS)
+
+
+# --- plumbing ---------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def partner_client_for(account: ProviderAccount) -> LendingPartnerClient:
+    """The adapter for ``account``; one HTTP session per URL and thread (keep-alive)."""
+    if account.provider != Provider.LENDING_PARTNER:
+        raise NotALendingPartner(f"{account} is not a lending partner.")
+    sessions = _local.__dict__.setdefault("sessions", {})
+    session = sessions.setdefault(account.base_url, requests.Session())
+    credentials = crypto.decrypt(account.credentials_encrypted) or {}
+    return LendingPartnerClient(
+        base_url=account.base_url, api_key=credentials.get("secret", ""), session=session
+    )
+
+
+def _call(account: ProviderAccount, fn: Callable[[], T]) -> T:
+    return breaker_for(account.provider).call(lambda: with_retries(fn))
+
+
+def partner_decision_of(record: PartnerApplicationRecord) -> PartnerDecision:
+    """The decision as recorded (``submitting`` reads as ``unknown``)."""
+    currency = record.currency
+    return PartnerDecision(
+        decision=_DECISION_OF[PartnerApplicationStatus(record.status)],
+        partner_reference=record.partner_reference,
+        reasons=tuple(
+            PartnerReason(code=str(r.get("code", "")), message=str(r.get("message", "")))
+            for r in record.reasons
+        ),
+        terms=PartnerTerms.from_json(record.terms) if record.terms else None,
+        funded_amount=Money(record.funded_amount, currency)
+        if record.funded_amount is not None
+        else None,
+        status=record.partner_status,
+        idempotency_key=record.idempotency_key,
+    )
+
+
+def _flag(record: PartnerApplicationRecord, reason: str) -> None:
+    record.flagged = True
+    record.flag_reason = f"{record.flag_reason}\n{reason}".strip()
+
+
+def _record(
+    *, application_id: int, decision: PartnerDecision, source: str, detail: dict | None = None
+) -> PartnerApplicationRecord:
+    """Apply what the partner reported, in the caller's transaction; idempotent.
+
+    A final decision is taken once: the row moves from an open status to the decision and
+    the owner is told after commit. Anything reported after that is kept in
+    ``ignored_reports`` and changes nothing (a contradicting one flags the row).
+    """
+    record = PartnerApplicationRecord.objects.select_for_update(no_key=True).get(pk=application_id)
+    now = clock.now()
+    reported = decision.partner_reference
+    if reported and record.partner_reference is None:
+        record.partner_reference = reported
+    elif reported and reported != record.partner_reference:
+        _flag(record, f"{source} names {reported}, recorded as {record.partner_reference}")
+    kind = decision.decision
+    fields = ["partner_reference", "flagged", "flag_reason", "updated_at"]
+    if record.status not in PartnerApplicationRecord.OPEN:
+        if kind != PartnerDecisionKind.UNKNOWN:
+            record.ignored_reports = [
+                *record.ignored_reports,
+                {
+                    "source": source,
+                    "decision": str(kind),
+                    "partner_status": decision.status,
+                    "at": now.isoformat(),
+                    **(detail or {}),
+                },
+            ]
+            fields.append("ignored_reports")
+            if kind.final and _STATUS_OF[kind] != record.status:
+                _flag(record, f"{source} reports {kind} after the decision {record.status}")
+    elif kind.final:
+        record.status = _STATUS_OF[kind]
+        record.partner_status = decision.status
+        record.reasons = [r.to_json() for r in decision.reasons]
+        record.decided_at = now
+        fields += ["status", "partner_status", "reasons", "decided_at"]
+        if kind == PartnerDecisionKind.APPROVED and decision.terms and decision.funded_amount:
+            record.terms = decision.terms.to_json()
+            record.funded_amount = decision.funded_amount.minor
+            fields += ["terms", "funded_amount"]
+            if decision.funded_amount.currency != record.currency:
+                _flag(record, f"funded in {decision.funded_amount.currency}, not {record.currency}")
+    elif kind == PartnerDecisionKind.REFERRED or (
+        kind == PartnerDecisionKind.UNKNOWN and record.status == PartnerApplicationStatus.SUBMITTING
+    ):
+        record.status = _STATUS_OF[kind]
+        record.partner_status = decision.status
+        fields += ["status", "partner_status"]
+    decided_now = "decided_at" in fields
+    record.updated_at = now
+    record.save(update_fields=fields)
+    if decided_now:
+        audit_record(
+            action="payments.partner_decided",
+            target=record,
+            actor_label=f"lending partner ({source})",
+            changes={"status": record.status, "reasons": record.reasons, **(detail or {})},
+        )
+        events.partner_decision_settled(
+            reference_type=record.reference_type,
+            reference_id=record.reference_id,
+            decision=partner_decision_of(record),
+        )
+    return record
+
+
+# --- submit -----------------------------------------------------------------------------
+
+
+def partner_application_submit(
+    *,
+    account: ProviderAccount,
+    reference_type: str,
+    reference_id: str,
+    application: PartnerApplication,
+    idempotency_key: str,
+) -> PartnerDecision:
+    """Ask the lending partner for a decision on ``application``; returns it as recorded.
+
+    Must not run inside a transaction (the partner is called between two short ones). The
+    partner knows it as ``"<reference_type>:<reference_id>"``. Calling again with the same
+    key never opens a second application: a decided one answers its decision, an open one
+    is read back from the partner. The same key for another reference is
+    ``payments.idempotency_key_reused``.
+    """
+    if account.provider != Provider.LENDING_PARTNER:
+        raise NotALendingPartner(f"{account} is not a lending partner.")
+    if application.currency != account.currency:
+        raise InvalidInput(
+            f"{account} lends in {account.currency}, not {application.currency}.",
+            code="payments.currency_mismatch",
+            fields={"amount": [f"Must be in {account.currency}."]},
+        )
+    reference = f"{reference_type}:{reference_id}"
+    wire = application.to_wire(reference=reference)
+    now = clock.now()
+    try:
+        with transaction.atomic(durable=True):
+            record = PartnerApplicationRecord.objects.create(
+                account=account,
+                reference_type=reference_type,
+                reference_id=reference_id,
+                idempotency_key=idempotency_key,
+                currency=application.currency,
+                amount=application.amount.minor,
+                request=wire,
+                created_at=now,
+                updated_at=now,
+            )
+    except IntegrityError:
+        record = PartnerApplicationRecord.objects.get(idempotency_key=idempotency_key)
+        if (record.account_id, record.reference_type, record.reference_id) != (
+            account.pk,
+            reference_type,
+            reference_id,
+        ):
+            raise IdempotencyKeyReused() from None
+        if record.status in PartnerApplicationRecord.OPEN:
+            return partner_application_reconcile(application_id=record.pk)
+        return partner_decision_of(record)
+
+    client = partner_client_for(account)
+    detail: dict[str, str] = {}
+    try:
+        decision = _call(
+            account,
+            lambda: client.submit_application(
+                application=application, reference=reference, idempotency_key=idempotency_key
+            ),
+        )
+    except CircuitOpen:
+        decision = PartnerDecision(
+            PartnerDecisionKind.FAILED,
+            reasons=(PartnerReason("partner_unavailable", "The partner is failing; not sent."),),
+        )
+    except GatewayTechnicalError as exc:
+        # Retried and still failing: the partner may have stored it, so it is read back.
+        decision = PartnerDecision(PartnerDecisionKind.UNKNOWN, status="technical_error")
+        detail = {"error": str(exc)[:200]}
+    with transaction.atomic(durable=True):
+        record = _record(application_id=record.pk, decision=decision, source="api", detail=detail)
+    return partner_decision_of(record)
+
+
+# --- later decisions: webhooks and the reconciler ----------------------------------------
+
+
+@transaction.atomic(durable=True)
+def partner_webhook_process(*, event_id: int) -> WebhookEvent:
+    """Apply a stored, verified partner notification. Running it again changes nothing."""
+    event = WebhookEvent.objects.select_for_update(no_key=True).get(pk=event_id)
+    if event.status == WebhookEvent.Status.PROCESSED:
+        return event
+    event.attempts += 1
+    data = event.payload.get("data")
+    expected = WEBHOOK_DECISIONS.get(event.event_type)
+    decision = decision_from_application(data) if isinstance(data, dict) else None
+    record = None
+    if decision is not None:
+        match = Q()
+        if decision.partner_reference:
+            match |= Q(partner_reference=decision.partner_reference)
+        if decision.idempotency_key:
+            match |= Q(idempotency_key=decision.idempotency_key)
+        if match:
+            record = (
+                PartnerApplicationRecord.objects.filter(account__provider=event.provider)
+                .filter(match)
+                .order_by("id")
+                .first()
+            )
+    error = ""
+    if expected is None:
+        error = "unknown event type"
+    elif decision is None or decision.decision != expected:
+        error = f"{event.event_type} does not carry a readable {expected} application"
+    elif record is None:
+        error = f"no application {decision.partner_reference!r}"
+    if error:
+        event.status = WebhookEvent.Status.FAILED
+        event.last_error = error
+        event.save(update_fields=["status", "attempts", "last_error"])
+        return event
+    _record(
+        application_id=record.pk,
+        decision=decision,
+        source="webhook",
+        detail={"webhook_event": event.event_id},
+    )
+    event.status = WebhookEvent.Status.PROCESSED
+    event.processed_at = clock.now()
+    event.last_error = ""
+    event.save(update_fields=["status", "attempts", "processed_at", "last_error"])
+    return event
+
+
+def partner_application_reconcile(*, application_id: int) -> PartnerDecision:
+    """Read an open application back from the partner and record what it says.
+
+    Read by the partner's reference when known, else by the idempotency key. A key the
+    partner never received is a failed application once it is older than
+    ``reconcile_after()`` (a younger one may still be on its way), and a new application
+    (new key) is then safe. A partner that does not answer changes nothing.
+    """
+    record = PartnerApplicationRecord.objects.select_related("account").get(pk=application_id)
+    if record.status not in PartnerApplicationRecord.OPEN:
+        return partner_decision_of(record)
+    client = partner_client_for(record.account)
+    by_reference = record.partner_reference
+    try:
+        found = _call(
+            record.account,
+            lambda: client.get_application(
+                partner_reference=by_reference,
+                idempotency_key=None if by_reference else record.idempotency_key,
+            ),
+        )
+    except (GatewayTechnicalError, CircuitOpen):
+        return partner_decision_of(record)
+    with transaction.atomic(durable=True):
+        if found is not None:
+            record = _record(application_id=record.pk, decision=found, source="reconcile")
+        elif by_reference:
+            record = PartnerApplicationRecord.objects.select_for_update(no_key=True).get(
+                pk=record.pk
+            )
+            _flag(record, f"the partner has no application {by_reference}")
+            record.updated_at = clock.now()
+            record.save(update_fields=["flagged", "flag_reason", "updated_at"])
+        elif record.created_at <= clock.now() - reconcile_after():
+            record = _record(
+                application_id=record.pk,
+                decision=PartnerDecision(
+                    PartnerDecisionKind.FAILED,
+                    status="not_received",
+                    reasons=(PartnerReason("not_received", "The partner never received it."),),
+                ),
+                source="reconcile",
+            )
+    return partner_decision_of(record)
+
+
+def partner_applications_reconcile(*, older_than: timedelta | None = None) -> dict[str, Any]:
+    """Read back every application still open (referred, unknown, submitting) that is
+    older than ``older_than`` (default ``reconcile_after()``). Returns counts by status."""
+    cutoff = clock.now() - (older_than if older_than is not None else reconcile_after())
+    ids = list(
+        PartnerApplicationRecord.objects.filter(
+            status__in=PartnerApplicationRecord.OPEN, created_at__lte=cutoff
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    counts: dict[str, Any] = {"looked_at": len(ids)}
+    for application_id in ids:
+        try:
+            decision = partner_application_reconcile(application_id=application_id)
+        except Exception:  # one bad row must not starve the others
+            log.exception("reconciling partner application %s failed", application_id)
+            counts["errors"] = counts.get("errors", 0) + 1
+        else:
+            counts[str(decision.decision)] = counts.get(str(decision.decision), 0) + 1
+    return counts
+
+
+def partner_decision_for(*, reference_type: str, reference_id: str) -> PartnerDecision | None:
+    """The latest application's decision for what it finances, or ``None``."""
+    record = (
+        PartnerApplicationRecord.objects.filter(
+            reference_type=reference_type, reference_id=reference_id
+        )
+        .order_by("-id")
+        .first()
+    )
+    return partner_decision_of(record) if record else None

@@ -1,0 +1,382 @@
+"""A lending partner decides and funds plans: the real adapter and services against the
+payment sandbox over HTTP, its decisions coming back as signed webhooks to a live server."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import requests
+from celery import current_app
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from core import clock
+from core.models import AuditEntry
+from core.money import Money
+from payments import crypto, events
+from payments.adapters.lending_partner import (
+    PartnerApplication,
+    PartnerCustomer,
+    PartnerDecisionKind,
+    PartnerLine,
+    RequestedProduct,
+)
+from payments.lending import (
+    IdempotencyKeyReused,
+    partner_application_submit,
+    partner_decision_for,
+)
+from payments.models import (
+    PartnerApplication as PartnerApplicationRecord,
+)
+from payments.models import (
+    Provider,
+    ProviderAccount,
+    WebhookEvent,
+)
+from payments.services import provider_webhook_secret_rotate
+from payments.tasks import check_provider_health, reconcile_partner_applications
+from tests.payments.conftest import deliver
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REFERENCE_TYPE = "test.financed_order"
+PAST_RECONCILE_AGE = timedelta(seconds=settings.PAYMENTS_PARTNER_RECONCILE_AFTER_SECONDS + 1)
+
+
+def eur(amount: str) -> Money:
+    return Money.parse(amount, "EUR")
+
+
+def application(email: str = "anna@example.com", *, kyc: str = "verified") -> PartnerApplication:
+    return PartnerApplication(
+        amount=eur("600.00"),
+        customer=PartnerCustomer(id="42", email=email, tier="gold", kyc=kyc),
+        lines=(
+            PartnerLine(
+                sku="TV-55",
+                name="Television 55 inch",
+                quantity=1,
+                unit_price=eur("500.00"),
+                total=eur("500.00"),
+                merchant_category="electronics",
+            ),
+            PartnerLine(
+                sku="HDMI",
+                name="Cable",
+                quantity=2,
+                unit_price=eur("50.00"),
+                total=eur("100.00"),
+                merchant_category="electronics",
+            ),
+        ),
+        product=RequestedProduct(code="partner-12m", installment_count=12, frequency="monthly"),
+    )
+
+
+def submit(account, reference_id: str, key: str, app: PartnerApplication | None = None):
+    return partner_application_submit(
+        account=account,
+        reference_type=REFERENCE_TYPE,
+        reference_id=reference_id,
+        application=app or application(),
+        idempotency_key=key,
+    )
+
+
+def sandbox_applications(sandbox) -> list[dict]:
+    return requests.get(f"{sandbox}/partner/sandbox/applications", timeout=5).json()["data"]
+
+
+@pytest.fixture
+def partner(sandbox):
+    now = clock.now()
+    account = ProviderAccount.objects.create(
+        provider=Provider.LENDING_PARTNER,
+        enabled=True,
+        base_url=f"{sandbox}/partner",
+        credentials_encrypted=crypto.encrypt({"secret": "pk_test_partner"}),
+        currency="EUR",
+        created_at=now,
+        updated_at=now,
+    )
+    account.secret = provider_webhook_secret_rotate(account_id=account.pk)
+    return account
+
+
+@pytest.fixture
+def decisions():
+    """What the owner's registered handler was told: [(reference_id, decision), …]."""
+    told: list = []
+    events.register_partner_decision(REFERENCE_TYPE, lambda ref, d: told.append((ref, d)))
+    yield told
+    events._partner_decisions.pop(REFERENCE_TYPE, None)
+
+
+@pytest.fixture
+def wired(sandbox, partner, live_server):
+    """The sandbox partner notifies the live app; tasks run at once."""
+    requests.post(
+        f"{sandbox}/partner/sandbox/config",
+        json={
+            "webhook_url": f"{live_server.url}/webhooks/lending_partner/",
+            "webhook_secret": partner.secret,
+        },
+        timeout=5,
+    )
+    previous = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True
+    yield
+    current_app.conf.task_always_eager = previous
+
+
+def test_an_approval_stores_the_partners_terms_reference_and_funding(partner, sandbox, decisions):
+    decision = submit(partner, "1", "pa-1")
+
+    assert decision.decision == PartnerDecisionKind.APPROVED
+    [sent] = sandbox_applications(sandbox)
+    assert decision.partner_reference == sent["id"]
+    # Minor units on the wire, the currency once, the customer and lines as given.
+    assert (sent["amount"], sent["currency"]) == (60000, "EUR")
+    assert sent["merchant_reference"] == f"{REFERENCE_TYPE}:1"
+    assert sent["idempotency_key"] == "pa-1"
+    assert decision.terms.installment_count == 12
+    assert decision.terms.frequency == "monthly"
+    assert decision.terms.apr == Decimal("19.99")
+    assert decision.terms.origination_fee == eur("6.00")
+    assert decision.terms.installment_fee == eur("0.99")
+    assert decision.terms.total_repayable == Money(sent["terms"]["total_repayable"], "EUR")
+    assert decision.funded_amount == eur("600.00")
+
+    record = PartnerApplicationRecord.objects.get()
+    assert (record.status, record.partner_reference) == ("approved", sent["id"])
+    assert record.terms["apr"] == "19.99"
+    assert record.funded_amount == 60000
+    assert record.request["items"][1] == {
+        "sku": "HDMI",
+        "name": "Cable",
+        "quantity": 2,
+        "unit_price": 5000,
+        "total_amount": 10000,
+        "merchant_category": "electronics",
+    }
+    assert record.decided_at is not None
+    assert AuditEntry.objects.filter(action="payments.partner_decided").count() == 1
+    # The owner is told once, with the same decision.
+    assert decisions == [("1", decision)]
+    assert partner_decision_for(reference_type=REFERENCE_TYPE, reference_id="1") == decision
+
+
+@pytest.mark.parametrize(
+    ("email", "kyc", "codes"),
+    [
+        ("bob+decline@example.com", "verified", ["insufficient_credit_history"]),
+        ("carl@example.com", "pending", ["kyc_incomplete"]),
+    ],
+)
+def test_a_decline_carries_the_partners_reasons(partner, sandbox, decisions, email, kyc, codes):
+    decision = submit(partner, "2", "pd-2", application(email, kyc=kyc))
+
+    assert decision.decision == PartnerDecisionKind.DECLINED
+    assert [r.code for r in decision.reasons] == codes
+    assert all(r.message for r in decision.reasons)
+    assert (decision.terms, decision.funded_amount) == (None, None)
+    record = PartnerApplicationRecord.objects.get()
+    assert record.status == "declined"
+    assert [r["code"] for r in record.reasons] == codes
+    assert (record.terms, record.funded_amount) == ({}, None)
+    assert decisions == [("2", decision)]
+
+
+@pytest.mark.parametrize(("outcome", "status"), [("approve", "approved"), ("decline", "declined")])
+def test_a_referred_application_is_decided_once_by_the_signed_webhook(
+    wired, partner, sandbox, decisions, outcome, status
+):
+    referred = submit(partner, "3", "pr-3", application("cara+refer@example.com"))
+    assert referred.decision == PartnerDecisionKind.REFERRED
+    assert PartnerApplicationRecord.objects.get().status == "referred"
+    assert decisions == []  # nothing final yet
+
+    decided = requests.post(
+        f"{sandbox}/partner/sandbox/applications/{referred.partner_reference}/decide",
+        json={"decision": outcome},
+        timeout=15,
+    ).json()
+    assert decided["webhook_status"] == 200, decided
+    record = PartnerApplicationRecord.objects.get()
+    assert record.status == status
+    assert WebhookEvent.objects.get().status == "processed"
+    [(reference_id, decision)] = decisions
+    assert (reference_id, decision.decision) == ("3", status)
+    if status == "approved":
+        assert decision.terms.apr == Decimal("19.99")
+        assert record.funded_amount == 60000
+    else:
+        assert [r.code for r in decision.reasons] == ["affordability"]
+
+    # The same notification again: stored once, nothing changes, nobody is told twice.
+    again = requests.post(
+        f"{sandbox}/partner/sandbox/applications/{referred.partner_reference}/redeliver",
+        timeout=15,
+    ).json()
+    assert (again["webhook_status"], again["webhook_answer"]["duplicate"]) == (200, True)
+    assert WebhookEvent.objects.count() == 1
+    assert len(decisions) == 1
+    [sent] = sandbox_applications(sandbox)
+    assert sent["notifications"] == [decided["event_id"]]
+
+
+def test_a_decision_for_a_decided_application_is_ignored_and_recorded(
+    wired, partner, sandbox, decisions
+):
+    referred = submit(partner, "4", "pr-4", application("dora+refer@example.com"))
+    decided = requests.post(
+        f"{sandbox}/partner/sandbox/applications/{referred.partner_reference}/decide",
+        json={"decision": "approve"},
+        timeout=15,
+    ).json()
+    # A contradicting decision under another event id, validly signed, arrives later.
+    late = {
+        "id": "evt_late_1",
+        "type": "application.declined",
+        "data": {**decided["application"], "status": "declined", "reasons": [{"code": "x"}]},
+    }
+    response = deliver(Client(), late, partner.secret, provider="lending_partner")
+    assert (response.status_code, response.json()["duplicate"]) == (200, False)
+
+    record = PartnerApplicationRecord.objects.get()
+    assert record.status == "approved"
+    assert record.funded_amount == 60000
+    assert [(r["source"], r["decision"]) for r in record.ignored_reports] == [
+        ("webhook", "declined")
+    ]
+    assert record.flagged
+    assert "declined after the decision approved" in record.flag_reason
+    assert WebhookEvent.objects.get(event_id="evt_late_1").status == "processed"
+    assert [d.decision for _, d in decisions] == ["approved"]
+
+
+def test_a_badly_signed_decision_is_rejected_and_changes_nothing(
+    wired, partner, sandbox, decisions
+):
+    referred = submit(partner, "5", "pr-5", application("emil+refer@example.com"))
+    [sent] = sandbox_applications(sandbox)
+    forged = {
+        "id": "evt_forged",
+        "type": "application.approved",
+        "data": {**sent, "status": "approved", "funding": {"amount": 60000}},
+    }
+    response = deliver(Client(), forged, "whsec_not_the_partners", provider="lending_partner")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "webhooks.signature_invalid"
+    assert WebhookEvent.objects.count() == 0
+    assert PartnerApplicationRecord.objects.get().status == "referred"
+    assert referred.decision == PartnerDecisionKind.REFERRED
+    assert decisions == []
+
+
+def test_an_unanswered_application_is_unknown_then_read_back_not_resubmitted(
+    partner, sandbox, decisions
+):
+    decision = submit(partner, "6", "pt-6", application("finn+timeout@example.com"))
+
+    assert decision.decision == PartnerDecisionKind.UNKNOWN
+    record = PartnerApplicationRecord.objects.get()
+    assert (record.status, record.partner_reference) == ("unknown", None)
+    assert decisions == []
+    # Too young: an answer may still be on its way, the reconciler leaves it alone.
+    assert reconcile_partner_applications() == {"looked_at": 0}
+
+    with clock.travel(PAST_RECONCILE_AGE):
+        assert reconcile_partner_applications() == {"looked_at": 1, "approved": 1}
+
+    [sent] = sandbox_applications(sandbox)  # read back by key: still one application
+    record.refresh_from_db()
+    assert (record.status, record.partner_reference) == ("approved", sent["id"])
+    assert record.funded_amount == 60000
+    [(reference_id, told)] = decisions
+    assert (reference_id, told.decision, told.partner_reference) == ("6", "approved", sent["id"])
+
+
+def test_a_referred_application_whose_webhook_is_lost_is_read_back(partner, sandbox, decisions):
+    referred = submit(partner, "7", "pr-7", application("gus+refer@example.com"))
+    # No webhook URL is configured: the partner's notification goes nowhere.
+    decided = requests.post(
+        f"{sandbox}/partner/sandbox/applications/{referred.partner_reference}/decide",
+        json={"decision": "decline"},
+        timeout=15,
+    ).json()
+    assert decided["webhook_status"] == 0
+
+    with clock.travel(PAST_RECONCILE_AGE):
+        assert reconcile_partner_applications() == {"looked_at": 1, "declined": 1}
+        assert reconcile_partner_applications() == {"looked_at": 0}
+    assert PartnerApplicationRecord.objects.get().status == "declined"
+    assert [(ref, d.decision) for ref, d in decisions] == [("7", "declined")]
+
+
+def test_an_application_the_partner_never_received_fails_after_the_reconcile_age(
+    partner, sandbox, decisions
+):
+    real_url = partner.base_url
+    ProviderAccount.objects.filter(pk=partner.pk).update(base_url="http://127.0.0.1:9/partner")
+    partner.refresh_from_db()
+    decision = submit(partner, "8", "pn-8")
+    assert decision.decision == PartnerDecisionKind.UNKNOWN  # retried, and still no partner
+    assert PartnerApplicationRecord.objects.get().request["merchant_reference"].endswith(":8")
+
+    ProviderAccount.objects.filter(pk=partner.pk).update(base_url=real_url)
+    with clock.travel(PAST_RECONCILE_AGE):
+        assert reconcile_partner_applications() == {"looked_at": 1, "failed": 1}
+    record = PartnerApplicationRecord.objects.get()
+    assert record.status == "failed"
+    assert [r["code"] for r in record.reasons] == ["not_received"]
+    assert sandbox_applications(sandbox) == []  # read back, never sent again
+    assert [(ref, d.decision) for ref, d in decisions] == [("8", "failed")]
+
+
+def test_resubmitting_with_the_same_key_makes_one_application(partner, sandbox, decisions):
+    first = submit(partner, "9", "pi-9", application("hana+error-once@example.com"))
+    assert first.decision == PartnerDecisionKind.APPROVED  # a 500, retried with the same key
+    again = submit(partner, "9", "pi-9", application("hana+error-once@example.com"))
+
+    assert again == first
+    assert len(sandbox_applications(sandbox)) == 1
+    assert PartnerApplicationRecord.objects.count() == 1
+    assert len(decisions) == 1
+    with pytest.raises(IdempotencyKeyReused):
+        submit(partner, "10", "pi-9")
+    assert len(sandbox_applications(sandbox)) == 1
+
+
+def test_a_partner_account_is_configured_in_the_admin_and_its_applications_shown(
+    admin_client, sandbox
+):
+    form = {
+        "provider": "lending_partner",
+        "enabled": "on",
+        "mode": "sandbox",
+        "region": "eu",
+        "base_url": f"{sandbox}/partner",
+        "currency": "EUR",
+        "merchant_categories": "[]",
+        "rotation_overlap_hours": "24",
+        "credential_id": "",
+        "credential_secret": "pk_test_from_admin",
+    }
+    response = admin_client.post(reverse("admin:payments_provideraccount_add"), form)
+    assert response.status_code == 302, response.content[:3000]
+    account = ProviderAccount.objects.get()
+    assert crypto.decrypt(account.credentials_encrypted) == {"secret": "pk_test_from_admin"}
+    assert check_provider_health() == {"lending_partner": True}
+
+    submit(account, "11", "pa-11")
+    page = admin_client.get(reverse("admin:payments_partnerapplication_changelist"))
+    assert page.status_code == 200
+    assert "600.00 EUR" in page.content.decode()
+    record = PartnerApplicationRecord.objects.get()
+    detail = admin_client.get(reverse("admin:payments_partnerapplication_change", args=[record.pk]))
+    assert detail.status_code == 200
+    assert b'name="_save"' not in detail.content
