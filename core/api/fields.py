@@ -27,7 +27,8 @@ MONEY_SCHEMA = {
 @extend_schema_field(MONEY_SCHEMA)
 class MoneyField(serializers.Field):
     default_error_messages = {
-        "not_object": 'Expected {"amount": "12.34", "currency": "EUR"}.',
+        # Braces doubled: DRF formats these messages with str.format.
+        "not_object": 'Expected {{"amount": "12.34", "currency": "EUR"}}.',
         "not_positive": "Must be greater than zero.",
         "negative": "Must not be negative.",
     }
