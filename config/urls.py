@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("customers.api.urls")),
     path("", include("wallet.api.urls")),
     path("", include("oms.api.urls")),
+    path("", include("bnpl.api.urls")),
 ]
 
 urlpatterns = [
