@@ -1,0 +1,306 @@
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin
+from django.utils.html import format_html, format_html_join
+
+from bnpl.models import PlanProduct, Promotion, PromotionKind
+from bnpl.pricing import price_schedule
+from core import clock
+from core.admin import AuditedAdmin
+from core.money import CURRENCY_EXPONENTS, Money, MoneyError
+from customers.models import Tier
+
+# --- products and promotions ----------------------------------------------------------
+
+# Product fields kept in minor units, edited in major units of the product's currency.
+PRODUCT_MONEY_FIELDS = (
+    "min_amount",
+    "max_amount",
+    "origination_fee_flat",
+    "installment_fee",
+    "late_fee_amount",
+    "late_fee_cap_installment",
+    "reschedule_fee",
+)
+PRODUCT_MONEY_NOTES = {
+    "installment_fee": "; added to every installment",
+    "origination_fee_flat": "; added to the first installment",
+    "late_fee_amount": "; per late installment",
+    "late_fee_cap_installment": "; 0: no cap of its own",
+}
+# The amount the change form prices as a preview (1,000 in major units), kept within limits.
+PREVIEW_MAJOR_AMOUNT = 1000
+
+
+class PlanProductForm(forms.ModelForm):
+    """Amounts in major units ("12.50"); the terms must price (consistent method and APR …)."""
+
+    class Meta:
+        model = PlanProduct
+        fields = (
+            "code", "name", "active", "currency", "min_amount", "max_amount",
+            "installment_count", "frequency", "down_payment", "down_payment_percent",
+            "cash_flow_aware", "interest_method", "apr", "origination_fee_flat",
+            "origination_fee_percent", "installment_fee", "late_fee_amount",
+            "late_fee_grace_days", "late_fee_cap_installment", "late_fee_cap_plan_percent",
+            "refund_allocation", "reschedule_max_days", "reschedule_max_count", "reschedule_fee",
+            "decider", "partner_account",
+        )  # fmt: skip
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        currency = self.instance.currency if self.instance.pk else "EUR"
+        for name in PRODUCT_MONEY_FIELDS:
+            model_field = PlanProduct._meta.get_field(name)
+            self.fields[name] = forms.DecimalField(
+                label=self.fields[name].label,
+                min_value=Decimal(0),
+                decimal_places=3,
+                help_text="In the product's currency, e.g. 12.50"
+                + PRODUCT_MONEY_NOTES.get(name, ""),
+            )
+            self.initial[name] = Money(
+                getattr(self.instance, name) if self.instance.pk else model_field.default,
+                currency,
+            ).to_decimal()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        currency = data.get("currency")
+        if currency not in CURRENCY_EXPONENTS:
+            self.add_error("currency", "Use an ISO 4217 code the product accepts, e.g. EUR.")
+            return data
+        for name in PRODUCT_MONEY_FIELDS:
+            if data.get(name) is None:
+                continue
+            try:
+                data[name] = Money.parse(data[name], currency).minor
+            except MoneyError as exc:
+                self.add_error(name, exc.message)
+        if self.errors:
+            return data
+        candidate = PlanProduct(**{k: v for k, v in data.items() if k != "partner_account"})
+        try:
+            candidate.terms()
+        except ValueError as exc:
+            raise forms.ValidationError(f"These terms cannot be priced: {exc}.") from None
+        return data
+
+
+@admin.register(PlanProduct)
+class PlanProductAdmin(AuditedAdmin):
+    """Installment products. Editing one never changes running plans (they keep a snapshot)."""
+
+    form = PlanProductForm
+    list_display = (
+        "code",
+        "name",
+        "active",
+        "currency",
+        "installment_count",
+        "frequency",
+        "down_payment",
+        "interest_method",
+        "apr",
+        "limits",
+        "decider",
+    )
+    list_filter = ("active", "currency", "frequency", "interest_method", "decider")
+    search_fields = ("code", "name")
+    readonly_fields = ("preview",)
+    fieldsets = [
+        (None, {"fields": ("code", "name", "active", "currency", "min_amount", "max_amount")}),
+        (
+            "Schedule",
+            {
+                "fields": (
+                    "installment_count",
+                    "frequency",
+                    "down_payment",
+                    "down_payment_percent",
+                    "cash_flow_aware",
+                )
+            },
+        ),
+        (
+            "Interest and fees",
+            {
+                "fields": (
+                    "interest_method",
+                    "apr",
+                    "origination_fee_flat",
+                    "origination_fee_percent",
+                    "installment_fee",
+                )
+            },
+        ),
+        (
+            "Late fees",
+            {
+                "fields": (
+                    "late_fee_amount",
+                    "late_fee_grace_days",
+                    "late_fee_cap_installment",
+                    "late_fee_cap_plan_percent",
+                )
+            },
+        ),
+        (
+            "Servicing",
+            {
+                "fields": (
+                    "refund_allocation",
+                    "reschedule_max_days",
+                    "reschedule_max_count",
+                    "reschedule_fee",
+                )
+            },
+        ),
+        ("Credit decision", {"fields": ("decider", "partner_account")}),
+        ("Preview", {"fields": ("preview",)}),
+    ]
+
+    @admin.display(description="Amount limits")
+    def limits(self, obj: PlanProduct) -> str:
+        return f"{Money(obj.min_amount, obj.currency)} – {Money(obj.max_amount, obj.currency)}"
+
+    @admin.display(description="Schedule for a sample amount, starting today")
+    def preview(self, obj: PlanProduct) -> str:
+        if not obj.pk:
+            return "Save the product to see a sample schedule."
+        sample = Money.parse(PREVIEW_MAJOR_AMOUNT, obj.currency).minor
+        sample = max(obj.min_amount, min(obj.max_amount, sample)) or 1
+        try:
+            schedule = price_schedule(
+                terms=obj.terms(),
+                amount=Money(sample, obj.currency),
+                start_date=clock.business_date(),
+            )
+        except ValueError as exc:
+            return f"These terms cannot be priced: {exc}."
+
+        def money(minor: int) -> str:
+            return str(Money(minor, obj.currency))
+
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    line.number,
+                    line.due_date,
+                    money(line.principal),
+                    money(line.interest),
+                    money(line.fee),
+                    money(line.total),
+                )
+                for line in schedule.lines
+            ),
+        )
+        return format_html(
+            "<p>{} over {} line(s): interest {}, fees {}, total {}, APR {} %.</p>"
+            "<table><thead><tr><th>#</th><th>Due</th><th>Principal</th><th>Interest</th>"
+            "<th>Fee</th><th>Total</th></tr></thead><tbody>{}</tbody></table>",
+            money(sample),
+            len(schedule.lines),
+            money(schedule.interest),
+            money(schedule.fees),
+            money(schedule.total),
+            schedule.apr,
+            rows,
+        )
+
+    def save_model(self, request, obj, form, change) -> None:
+        obj.updated_at = clock.now()
+        if not change:
+            obj.created_at = obj.updated_at
+        super().save_model(request, obj, form, change)
+
+
+class CommaSeparatedField(forms.CharField):
+    """A list of strings typed as "a, b, c"; blank is the empty list."""
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value) -> list[str]:
+        text = super().to_python(value)
+        return sorted({part.strip() for part in text.split(",") if part.strip()})
+
+
+class PromotionForm(forms.ModelForm):
+    merchant_categories = CommaSeparatedField(
+        required=False,
+        help_text="Comma-separated merchant categories; blank: any cart. A cart qualifies "
+        "only when every line's category is listed.",
+    )
+    customer_tiers = forms.MultipleChoiceField(
+        required=False,
+        choices=Tier.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every tier.",
+    )
+
+    class Meta:
+        model = Promotion
+        fields = (
+            "code", "name", "active", "kind", "apr", "merchant_categories", "customer_tiers",
+            "products", "valid_from", "valid_until", "priority",
+        )  # fmt: skip
+
+    def clean(self) -> dict:
+        data = super().clean()
+        kind, apr = data.get("kind"), data.get("apr")
+        if kind == PromotionKind.REDUCED_APR and apr is None:
+            self.add_error("apr", "A reduced-APR promotion needs the APR it offers.")
+        if kind != PromotionKind.REDUCED_APR and apr:
+            self.add_error("apr", "Only a reduced-APR promotion has an APR; leave it at 0.")
+        return data
+
+
+@admin.register(Promotion)
+class PromotionAdmin(AuditedAdmin):
+    """Promotions: the lowest priority number among those that apply to a quote wins."""
+
+    form = PromotionForm
+    list_display = (
+        "code",
+        "name",
+        "kind",
+        "active",
+        "priority",
+        "valid_from",
+        "valid_until",
+        "categories",
+        "tiers",
+    )
+    list_filter = ("active", "kind")
+    search_fields = ("code", "name")
+    filter_horizontal = ("products",)
+    fields = (
+        "code",
+        "name",
+        "active",
+        "kind",
+        "apr",
+        "merchant_categories",
+        "customer_tiers",
+        "products",
+        "valid_from",
+        "valid_until",
+        "priority",
+    )
+
+    @admin.display(description="Merchant categories")
+    def categories(self, obj: Promotion) -> str:
+        return ", ".join(obj.merchant_categories) or "any"
+
+    @admin.display(description="Customer tiers")
+    def tiers(self, obj: Promotion) -> str:
+        return ", ".join(obj.customer_tiers) or "any"
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj.created_at = clock.now()
+        super().save_model(request, obj, form, change)
