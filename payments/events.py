@@ -24,8 +24,9 @@ Lending partner decisions: an owner that delegates a credit decision to a lendin
 ``register_partner_decision(reference_type, handler)``. When the partner's final decision
 (approved, declined, or failed: never received) is recorded, whatever the route (the
 submit's answer, a signed webhook for a referred application, the reconciler), the handler
-is called once, after the recording transaction commits, with ``(reference_id, decision)``
-(a ``payments.adapters.lending_partner.PartnerDecision``).
+is called after the recording transaction commits with ``(reference_id, decision)`` (a
+``payments.adapters.lending_partner.PartnerDecision``): once, unless it raises, in which case
+the partner reconciler calls it again later. It must be idempotent.
 """
 
 from __future__ import annotations
@@ -81,10 +82,9 @@ def register_partner_decision(reference_type: str, handler: PartnerDecisionHandl
     _partner_decisions[reference_type] = handler
 
 
-def partner_decision_settled(
-    *, reference_type: str, reference_id: str, decision: PartnerDecision
-) -> None:
-    """Call the owner's handler once the current transaction commits."""
-    handler = _partner_decisions.get(reference_type)
-    if handler is not None:
-        transaction.on_commit(lambda: handler(reference_id, decision))
+def partner_decision_handler(reference_type: str) -> PartnerDecisionHandler | None:
+    return _partner_decisions.get(reference_type)
+
+
+def partner_decision_reference_types() -> list[str]:
+    return list(_partner_decisions)

@@ -81,7 +81,7 @@ _DECISION_OF = {
 
 class NotALendingPartner(InvalidInput):
     code = "payments.not_a_lending_partner"
-    default_message = "This provider account is not a lending partner."
+    default_message = "This provider account is not an enabled lending partner."
 
 
 class IdempotencyKeyReused(Conflict):
@@ -183,8 +183,9 @@ def _record(
             record.terms = decision.terms.to_json()
             record.funded_amount = decision.funded_amount.minor
             fields += ["terms", "funded_amount"]
-            if decision.funded_amount.currency != record.currency:
-                _flag(record, f"funded in {decision.funded_amount.currency}, not {record.currency}")
+            funded = decision.funded_amount
+            if funded.currency != record.currency or funded.minor > record.amount:
+                _flag(record, f"funded {funded}, {Money(record.amount, record.currency)} asked")
     elif kind == PartnerDecisionKind.REFERRED or (
         kind == PartnerDecisionKind.UNKNOWN and record.status == PartnerApplicationStatus.SUBMITTING
     ):
@@ -201,12 +202,26 @@ def _record(
             actor_label=f"lending partner ({source})",
             changes={"status": record.status, "reasons": record.reasons, **(detail or {})},
         )
-        events.partner_decision_settled(
-            reference_type=record.reference_type,
-            reference_id=record.reference_id,
-            decision=partner_decision_of(record),
-        )
+        transaction.on_commit(lambda: partner_decision_hand_up(application_id=record.pk))
     return record
+
+
+def partner_decision_hand_up(*, application_id: int) -> bool:
+    """Tell the owner about a final decision (its registered handler), outside any
+    transaction; True once it is told. A handler that raises is logged and left for the
+    reconciler to call again, so a decision is never lost between payments and its owner.
+    """
+    record = PartnerApplicationRecord.objects.get(pk=application_id)
+    handler = events.partner_decision_handler(record.reference_type)
+    if record.status in PartnerApplicationRecord.OPEN or handler is None:
+        return False
+    try:
+        handler(record.reference_id, partner_decision_of(record))
+    except Exception:
+        log.exception("the owner of partner application %s failed on its decision", record.pk)
+        return False
+    PartnerApplicationRecord.objects.filter(pk=record.pk).update(owner_notified_at=clock.now())
+    return True
 
 
 # --- submit -----------------------------------------------------------------------------
@@ -228,8 +243,8 @@ def partner_application_submit(
     is read back from the partner. The same key for another reference is
     ``payments.idempotency_key_reused``.
     """
-    if account.provider != Provider.LENDING_PARTNER:
-        raise NotALendingPartner(f"{account} is not a lending partner.")
+    if account.provider != Provider.LENDING_PARTNER or not account.enabled:
+        raise NotALendingPartner(f"{account} is not an enabled lending partner.")
     if application.currency != account.currency:
         raise InvalidInput(
             f"{account} lends in {account.currency}, not {application.currency}.",
@@ -387,7 +402,8 @@ def partner_application_reconcile(*, application_id: int) -> PartnerDecision:
 
 def partner_applications_reconcile(*, older_than: timedelta | None = None) -> dict[str, Any]:
     """Read back every application still open (referred, unknown, submitting) that is
-    older than ``older_than`` (default ``reconcile_after()``). Returns counts by status."""
+    older than ``older_than`` (default ``reconcile_after()``), and hand up again decisions
+    whose owner's handler failed. Returns counts by decision."""
     cutoff = clock.now() - (older_than if older_than is not None else reconcile_after())
     ids = list(
         PartnerApplicationRecord.objects.filter(
@@ -397,6 +413,15 @@ def partner_applications_reconcile(*, older_than: timedelta | None = None) -> di
         .values_list("id", flat=True)
     )
     counts: dict[str, Any] = {"looked_at": len(ids)}
+    untold = list(
+        PartnerApplicationRecord.objects.exclude(status__in=PartnerApplicationRecord.OPEN)
+        .filter(owner_notified_at__isnull=True, decided_at__lte=cutoff)
+        .filter(reference_type__in=events.partner_decision_reference_types())
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    if untold:
+        counts["handed_up"] = sum(partner_decision_hand_up(application_id=i) for i in untold)
     for application_id in ids:
         try:
             decision = partner_application_reconcile(application_id=application_id)

@@ -247,6 +247,9 @@ class PartnerApplication(models.Model):
     created_at = models.DateTimeField(db_index=True)
     updated_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
+    # When the owner's decision handler last ran through; a final decision without it is
+    # handed up again by the reconciler (handlers are idempotent).
+    owner_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import requests
 
+from core.errors import InvalidInput
 from core.money import Money
 from payments.gateway import GatewayTechnicalError
 
@@ -36,6 +37,11 @@ from payments.gateway import GatewayTechnicalError
 # timeout the outcome is unknown and is read back. The sandbox's slow answer
 # (``payments.sandbox.partner.SLOW_SECONDS``) outlasts it.
 TIMEOUT = (2.0, 2.5)
+
+
+class InvalidPartnerApplication(InvalidInput):
+    code = "payments.invalid_partner_application"
+    default_message = "The application to the lending partner is incomplete."
 
 
 class PartnerDecisionKind(enum.StrEnum):
@@ -89,15 +95,22 @@ class PartnerApplication:
     product: RequestedProduct
 
     def __post_init__(self) -> None:
+        problems: dict[str, list[str]] = {}
         if not self.amount.is_positive():
-            raise ValueError("a partner application needs a positive amount")
+            problems["amount"] = ["Must be positive."]
         if not self.lines:
-            raise ValueError("a partner application needs at least one line")
+            problems["lines"] = ["At least one line is needed."]
         for line in self.lines:
             if {line.unit_price.currency, line.total.currency} != {self.amount.currency}:
-                raise ValueError(f"line {line.sku} is not in {self.amount.currency}")
+                problems.setdefault("lines", []).append(
+                    f"{line.sku} is not in {self.amount.currency}."
+                )
             if line.quantity < 1:
-                raise ValueError(f"line {line.sku} needs a positive quantity")
+                problems.setdefault("lines", []).append(f"{line.sku} needs a quantity of 1+.")
+        if self.product.installment_count < 1:
+            problems["product"] = ["At least one installment."]
+        if problems:
+            raise InvalidPartnerApplication(fields=problems)
 
     @property
     def currency(self) -> str:

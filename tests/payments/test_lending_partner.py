@@ -1,6 +1,7 @@
 """A lending partner decides and funds plans: the real adapter and services against the
 payment sandbox over HTTP, its decisions coming back as signed webhooks to a live server."""
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,6 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from core import clock
+from core.errors import InvalidInput
 from core.models import AuditEntry
 from core.money import Money
 from payments import crypto, events
@@ -24,6 +26,7 @@ from payments.adapters.lending_partner import (
 )
 from payments.lending import (
     IdempotencyKeyReused,
+    NotALendingPartner,
     partner_application_submit,
     partner_decision_for,
 )
@@ -380,3 +383,59 @@ def test_a_partner_account_is_configured_in_the_admin_and_its_applications_shown
     detail = admin_client.get(reverse("admin:payments_partnerapplication_change", args=[record.pk]))
     assert detail.status_code == 200
     assert b'name="_save"' not in detail.content
+
+
+def test_a_failing_owner_is_told_again_by_the_reconciler(partner, sandbox):
+    told: list = []
+
+    def flaky(reference_id, decision):
+        told.append((reference_id, decision.decision))
+        if len(told) == 1:
+            raise RuntimeError("the owner's database was busy")
+
+    events.register_partner_decision(REFERENCE_TYPE, flaky)
+    try:
+        assert submit(partner, "12", "pf-12").decision == PartnerDecisionKind.APPROVED
+        assert PartnerApplicationRecord.objects.get().owner_notified_at is None
+        assert reconcile_partner_applications() == {"looked_at": 0}  # not yet due
+        with clock.travel(PAST_RECONCILE_AGE):
+            assert reconcile_partner_applications() == {"looked_at": 0, "handed_up": 1}
+            assert reconcile_partner_applications() == {"looked_at": 0}
+    finally:
+        events._partner_decisions.pop(REFERENCE_TYPE, None)
+    assert told == [("12", "approved"), ("12", "approved")]
+    assert PartnerApplicationRecord.objects.get().owner_notified_at is not None
+
+
+def test_bad_input_is_refused_and_nothing_is_written_or_sent(partner, sandbox, unchanged_db):
+    check = unchanged_db()
+    with pytest.raises(InvalidInput) as wrong_currency:
+        submit(partner, "13", "pb-13", replace(application(), amount=Money(60000, "USD")))
+    assert wrong_currency.value.code == "payments.invalid_partner_application"
+    dollars = replace(
+        application(),
+        amount=Money(60000, "USD"),
+        lines=(PartnerLine("A", "a", 1, Money(60000, "USD"), Money(60000, "USD")),),
+    )
+    with pytest.raises(InvalidInput) as not_lent:
+        submit(partner, "13", "pb-13", dollars)
+    assert not_lent.value.code == "payments.currency_mismatch"
+    ProviderAccount.objects.filter(pk=partner.pk).update(enabled=False)
+    partner.refresh_from_db()
+    with pytest.raises(NotALendingPartner):
+        submit(partner, "13", "pb-13")
+    ProviderAccount.objects.filter(pk=partner.pk).update(enabled=True)
+    check()
+    assert sandbox_applications(sandbox) == []
+
+
+def test_a_request_the_partner_refuses_as_invalid_is_a_decline_with_its_code(partner, sandbox):
+    weekly_daily = replace(
+        application(), product=RequestedProduct(code="x", installment_count=4, frequency="daily")
+    )
+    decision = submit(partner, "14", "pv-14", weekly_daily)
+    assert decision.decision == PartnerDecisionKind.DECLINED
+    assert [r.code for r in decision.reasons] == ["invalid_request:invalid_request"]
+    assert "frequency" in decision.reasons[0].message
+    assert PartnerApplicationRecord.objects.get().partner_reference is None
+    assert sandbox_applications(sandbox) == []
