@@ -18,7 +18,8 @@ ISO 4217 ``currency``; APRs are decimal strings. Errors are ``{"error": {code, m
   → ``{"data": [Application]}`` (empty when the key was never received).
 - ``GET /v1/health`` → ``{"status": "ok"}``.
 - Writes need ``Authorization: Bearer …`` (else 401) and ``Idempotency-Key`` (else 400); a
-  repeated key answers the first answer (200) and never opens a second application.
+  repeated key answers the application it opened, as it is now (200), and never
+  opens a second one; a refused request is refused again the same way.
 
 Scripted outcomes, by the customer's email: the part after ``+`` of the local part, or the
 whole local part (``anna+decline@…`` or ``decline@…``):

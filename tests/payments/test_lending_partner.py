@@ -439,3 +439,21 @@ def test_a_request_the_partner_refuses_as_invalid_is_a_decline_with_its_code(par
     assert "frequency" in decision.reasons[0].message
     assert PartnerApplicationRecord.objects.get().partner_reference is None
     assert sandbox_applications(sandbox) == []
+
+
+def test_a_decision_that_overtakes_the_answer_is_matched_by_its_key(
+    wired, partner, sandbox, decisions
+):
+    decision = submit(partner, "15", "po-15", application("ivo+timeout@example.com"))
+    assert decision.decision == PartnerDecisionKind.UNKNOWN
+    [sent] = sandbox_applications(sandbox)
+    # The partner's notification arrives before any answer named its reference.
+    notice = {"id": "evt_early_1", "type": "application.approved", "data": sent}
+    assert deliver(Client(), notice, partner.secret, provider="lending_partner").status_code == 200
+
+    record = PartnerApplicationRecord.objects.get()
+    assert (record.status, record.partner_reference) == ("approved", sent["id"])
+    assert [(ref, d.decision) for ref, d in decisions] == [("15", "approved")]
+    with clock.travel(PAST_RECONCILE_AGE):
+        assert reconcile_partner_applications() == {"looked_at": 0}
+    assert len(decisions) == 1
