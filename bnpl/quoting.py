@@ -30,8 +30,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Prefetch
-
 from bnpl.models import PlanProduct, Promotion, PromotionKind
 from bnpl.pricing import Schedule, Terms, apply_promotion, price_schedule
 from core import clock
@@ -121,12 +119,14 @@ def current_promotions(*, at: datetime) -> list[Promotion]:
         Promotion.objects.filter(active=True, valid_from__lte=at)
         .exclude(valid_until__lte=at)
         .order_by("priority", "code")
-        .prefetch_related(
-            Prefetch("products", queryset=PlanProduct.objects.only("id"), to_attr="scoped")
-        )
     )
+    scoped: dict[int, set[int]] = {promotion.id: set() for promotion in promotions}
+    if promotions:
+        links = Promotion.products.through.objects.filter(promotion_id__in=scoped)
+        for promotion_id, product_id in links.values_list("promotion_id", "planproduct_id"):
+            scoped[promotion_id].add(product_id)
     for promotion in promotions:
-        promotion.product_ids = frozenset(product.id for product in promotion.scoped)
+        promotion.product_ids = frozenset(scoped[promotion.id])
     return promotions
 
 
