@@ -144,6 +144,29 @@ def test_declining_balance_interest_is_the_rate_on_the_balance_still_owed(terms,
     assert balance == 0
 
 
+@settings(max_examples=100, deadline=None)
+@given(terms=terms_strategy(), amount=st.integers(min_value=10_000, max_value=10**9), start=starts)
+def test_apr_is_the_rate_at_which_the_lines_repay_the_amount(terms, amount, start):
+    schedule = price_schedule(terms=terms, amount=Money(amount, terms.currency), start_date=start)
+    if schedule.apr in (0, APR_CEILING):
+        return
+    period = {"weekly": Decimal(7) / 365, "biweekly": Decimal(14) / 365}.get(
+        terms.frequency, Decimal(1) / 12
+    )
+    first = 0 if terms.down_payment in ("percent", "first_installment") else 1
+
+    def present_value(percent: Decimal) -> Decimal:
+        growth = 1 + percent / 100
+        return sum(
+            Decimal(line.total) / growth ** (period * (first + k))
+            for k, line in enumerate(schedule.lines)
+        )
+
+    # The reported rate is the root rounded to two decimals.
+    assert present_value(schedule.apr - Decimal("0.005")) >= amount
+    assert present_value(schedule.apr + Decimal("0.005")) <= amount
+
+
 @settings(max_examples=200, deadline=None)
 @given(terms=terms_strategy())
 def test_terms_survive_a_json_round_trip(terms):
