@@ -18,7 +18,7 @@ class QuoteInputSerializer(serializers.Serializer):
     )
 
 
-class ScheduleLineOutputSerializer(serializers.Serializer):
+class QuoteLineOutputSerializer(serializers.Serializer):
     number = serializers.IntegerField(help_text="0: a percent down payment")
     due_date = serializers.DateField()
     principal = MoneyField()
@@ -27,7 +27,7 @@ class ScheduleLineOutputSerializer(serializers.Serializer):
     total = MoneyField()
 
 
-class TermsOutputSerializer(serializers.Serializer):
+class QuoteTermsOutputSerializer(serializers.Serializer):
     installment_count = serializers.IntegerField(
         help_text="Installments after any percent down payment"
     )
@@ -43,19 +43,19 @@ class TermsOutputSerializer(serializers.Serializer):
     installment_fee = MoneyField()
 
 
-class PromotionOutputSerializer(serializers.Serializer):
+class QuotePromotionOutputSerializer(serializers.Serializer):
     code = serializers.CharField()
     name = serializers.CharField()
     kind = serializers.ChoiceField(choices=PromotionKind.choices)
     reason = serializers.CharField(help_text="Why the promotion applies to this cart")
 
 
-class ProductOutputSerializer(serializers.Serializer):
+class QuoteProductOutputSerializer(serializers.Serializer):
     code = serializers.CharField()
     name = serializers.CharField()
 
 
-class TotalsOutputSerializer(serializers.Serializer):
+class QuoteTotalsOutputSerializer(serializers.Serializer):
     principal = MoneyField()
     interest = MoneyField()
     fees = MoneyField()
@@ -67,11 +67,11 @@ class TotalsOutputSerializer(serializers.Serializer):
 
 
 class QuoteOutputSerializer(serializers.Serializer):
-    product = ProductOutputSerializer()
-    terms = TermsOutputSerializer()
-    promotion = PromotionOutputSerializer(allow_null=True)
-    schedule = ScheduleLineOutputSerializer(many=True)
-    totals = TotalsOutputSerializer()
+    product = QuoteProductOutputSerializer()
+    terms = QuoteTermsOutputSerializer()
+    promotion = QuotePromotionOutputSerializer(allow_null=True)
+    schedule = QuoteLineOutputSerializer(many=True)
+    totals = QuoteTotalsOutputSerializer()
     apr = serializers.DecimalField(
         max_digits=8,
         decimal_places=2,
