@@ -1,6 +1,7 @@
 """A lending partner decides and funds plans: the real adapter and services against the
 payment sandbox over HTTP, its decisions coming back as signed webhooks to a live server."""
 
+import threading
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -9,6 +10,7 @@ import pytest
 import requests
 from celery import current_app
 from django.conf import settings
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -16,7 +18,7 @@ from core import clock
 from core.errors import InvalidInput
 from core.models import AuditEntry
 from core.money import Money
-from payments import crypto, events
+from payments import crypto, events, reliability
 from payments.adapters.lending_partner import (
     PartnerApplication,
     PartnerCustomer,
@@ -457,3 +459,59 @@ def test_a_decision_that_overtakes_the_answer_is_matched_by_its_key(
     with clock.travel(PAST_RECONCILE_AGE):
         assert reconcile_partner_applications() == {"looked_at": 0}
     assert len(decisions) == 1
+
+
+def test_an_open_circuit_fails_the_application_without_sending_it(partner, sandbox, decisions):
+    breaker = reliability.breaker_for(Provider.LENDING_PARTNER)
+    for _ in range(breaker.failure_threshold):
+        breaker._after(ok=False)
+    assert breaker.state == "open"
+
+    decision = submit(partner, "16", "pc-16")
+
+    assert decision.decision == PartnerDecisionKind.FAILED
+    assert [r.code for r in decision.reasons] == ["partner_unavailable"]
+    assert PartnerApplicationRecord.objects.get().status == "failed"
+    assert sandbox_applications(sandbox) == []
+    assert [(ref, d.decision) for ref, d in decisions] == [("16", "failed")]
+
+
+def test_two_submissions_racing_with_one_key_open_one_application(partner, sandbox, decisions):
+    barrier = threading.Barrier(2)
+    results: list = []
+
+    def race() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(submit(partner, "17", "pk-17").decision)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=race) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(results) == 2
+    # The loser reads back by key: it sees the decision, or that it is not in yet.
+    assert PartnerDecisionKind.APPROVED in results
+    assert set(results) <= {PartnerDecisionKind.APPROVED, PartnerDecisionKind.UNKNOWN}
+    assert len(sandbox_applications(sandbox)) == 1
+    assert PartnerApplicationRecord.objects.get().status == "approved"
+    assert [(ref, d.decision) for ref, d in decisions] == [("17", "approved")]
+
+
+def test_a_referral_the_partner_decides_on_its_own_is_notified(wired, partner, sandbox):
+    requests.post(f"{sandbox}/partner/sandbox/config", json={"refer_delay_ms": 0}, timeout=5)
+    told = threading.Event()
+    events.register_partner_decision(REFERENCE_TYPE, lambda ref, d: told.set())
+    try:
+        referred = submit(partner, "18", "ps-18", application("jan+refer-decline@example.com"))
+        # With no delay the notification may even overtake the answer.
+        assert referred.decision in (PartnerDecisionKind.REFERRED, PartnerDecisionKind.DECLINED)
+        assert told.wait(timeout=15)  # the partner's own timer sent the webhook
+    finally:
+        events._partner_decisions.pop(REFERENCE_TYPE, None)
+    assert PartnerApplicationRecord.objects.get().status == "declined"
+    assert WebhookEvent.objects.get().status == "processed"
