@@ -6,6 +6,7 @@ test suite set ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis or
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -194,6 +195,29 @@ PAYMENTS_ENCRYPTION_KEY = os.environ.get("PAYMENTS_ENCRYPTION_KEY", "")
 PAYMENTS_PARTNER_RECONCILE_AFTER_SECONDS = int(
     os.environ.get("PAYMENTS_PARTNER_RECONCILE_AFTER_SECONDS", "600")
 )
+
+# Installment credit (bnpl/underwriting.py documents each rule and its reason code).
+# An order on hold for a credit decision is released (cancelled) after this long.
+BNPL_DECISION_TIMEOUT = timedelta(hours=int(os.environ.get("BNPL_DECISION_TIMEOUT_HOURS", "24")))
+# The credit policy: (CreditFacts) -> CreditDecision; a lender may plug in its own model.
+BNPL_CREDIT_POLICY = os.environ.get("BNPL_CREDIT_POLICY", "bnpl.underwriting.default_policy")
+# Exposure limit by customer tier, major units of the plan's currency (a borrower profile's
+# credit_limit_override, in minor units, replaces it).
+BNPL_INSTALLMENT_CREDIT_LIMITS = {
+    "standard": "1500",
+    "silver": "3000",
+    "gold": "5000",
+    "platinum": "10000",
+}
+BNPL_SCORE_DECLINE_BELOW = 450
+BNPL_SCORE_REVIEW_BELOW = 550
+BNPL_VELOCITY_MAX_24H = 3
+BNPL_HISTORY_MULTIPLIER = 3
+BNPL_NEW_ACCOUNT_DAYS = 14
+BNPL_NEW_ACCOUNT_MAX_AMOUNT = "300"
+BNPL_SHARED_TOKEN_MAX_CUSTOMERS = 0
+# Risk signals go to staff review unless listed here as "decline".
+BNPL_RISK_ACTIONS: dict[str, str] = {}
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "no-reply@oms.example")
