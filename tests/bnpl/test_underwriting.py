@@ -89,9 +89,7 @@ def plan_paid(customer, *, count: int, days_late: int, amount: str = "100.00"):
 # --- approve, and what the explanation says ------------------------------------------
 
 
-def test_a_kyc_approved_customer_without_history_is_approved_with_the_base_score(
-    borrower, product
-):
+def test_a_kyc_approved_customer_without_history_is_approved_with_the_base_score(borrower, product):
     decision = decide(borrower, "200.00", product)
     assert (decision.outcome, decision.reasons, decision.score) == (APPROVE, [], 600)
     explanation = decision.explanation
