@@ -533,6 +533,7 @@ class Installment(models.Model):
 class DebitRequestStatus(models.TextChoices):
     SCHEDULED = "scheduled", "Waiting for its date (or its next retry)"
     ACTION_REQUIRED = "action_required", "Hard decline: waiting for a new payment method"
+    EXHAUSTED = "exhausted", "Soft retries used up: delinquency follows up (or a new method)"
     SETTLED = "settled", "The installment is paid"
     CANCELLED = "cancelled", "Nothing to collect any more"
 

@@ -41,11 +41,11 @@ Rules (the contract in the shared design, written out):
   (interest and fees): the rate ``i`` at which the present value of every line's total
   equals the amount, each line discounted by ``(1+i)^−t`` with ``t`` its time after the start
   in years (a period is 1/12, 7/365 or 14/365 of a year, as in the EU consumer-credit APRC
-  convention of equal months). It is found by bisection on the periodic rate to 10^−12 and
-  reported in percent, rounded half-even to two decimals and capped at ``APR_CEILING``
-  (9,999.99 %: tiny amounts with large fees over a week reach absurd rates). A plan
-  without cost has an APR of 0; so has a plan where nothing is owed after the start date
-  (no credit is extended).
+  convention of equal months). It is found by Newton's method on the periodic rate to
+  10^−12 (``effective_apr``) and reported in percent, rounded half-even to two decimals
+  and capped at ``APR_CEILING`` (9,999.99 %: tiny amounts with large fees over a week reach
+  absurd rates). A plan without cost has an APR of 0; so has a plan where nothing is owed
+  after the start date (no credit is extended).
 """
 
 from __future__ import annotations
@@ -93,6 +93,14 @@ _APR_TOLERANCE = Decimal("1e-12")
 # Highest APR reported (percent): beyond it a rate says nothing more and fits no column.
 APR_CEILING = Decimal("9999.99")
 _HUNDRED = Decimal(100)
+_NEWTON_STEPS = 60
+# The periodic rate that annualizes to APR_CEILING, per frequency.
+_CEILING_RATE = {
+    frequency: _CONTEXT.subtract(
+        _CONTEXT.power(_CONTEXT.add(1, APR_CEILING / _HUNDRED), years), Decimal(1)
+    )
+    for frequency, years in PERIOD_YEARS.items()
+}
 
 _DECIMAL_FIELDS = frozenset(
     {"down_payment_percent", "apr", "origination_fee_percent", "late_fee_cap_plan_percent"}
@@ -415,8 +423,12 @@ def effective_apr(*, amount: int, flows: list[tuple[int, int]], frequency: str) 
     """The effective annual rate, in percent, at which ``flows`` repay ``amount``.
 
     ``flows`` are ``(period index, total paid)`` pairs in minor units, period 0 being the
-    start date. Bisection on the periodic rate ``r`` solves
-    ``Σ total·(1+r)^−period = amount``; the annual rate is ``(1+r)^(periods a year) − 1``.
+    start date. It solves ``f(r) = Σ total·(1+r)^−period − amount = 0`` for the periodic rate
+    ``r`` and annualizes it: ``(1+r)^(periods a year) − 1``. ``f`` falls and is convex, and
+    ``f(0)`` (the cost) is positive, so Newton's steps from 0 rise monotonically towards the
+    root without passing it: every step is a lower bound, and once it annualizes above
+    ``APR_CEILING`` the answer is the ceiling. Newton stops when a step is below 10^−12; a
+    bisection takes over should it not within ``_NEWTON_STEPS``.
     """
     ctx = _CONTEXT
     cost = sum(total for _, total in flows) - amount
@@ -426,32 +438,46 @@ def effective_apr(*, amount: int, flows: list[tuple[int, int]], frequency: str) 
     by_period: dict[int, int] = {}
     for period, total in flows:
         by_period[period] = by_period.get(period, 0) + total
-    last = max(by_period)
+    dated = sorted((period, Decimal(total)) for period, total in by_period.items())
     target = Decimal(amount)
+    one = Decimal(1)
+    periods_a_year = ctx.divide(one, PERIOD_YEARS[frequency])
 
-    def present_value(rate: Decimal) -> Decimal:
-        discount = ctx.divide(Decimal(1), ctx.add(Decimal(1), rate))
-        factor, value = Decimal(1), Decimal(0)
-        for period in range(last + 1):
-            total = by_period.get(period)
-            if total:
-                value = ctx.add(value, ctx.multiply(Decimal(total), factor))
-            factor = ctx.multiply(factor, discount)
-        return value
+    def annual_percent(rate: Decimal) -> Decimal:
+        growth = ctx.power(ctx.add(one, rate), periods_a_year)
+        return ctx.multiply(ctx.subtract(growth, one), _HUNDRED)
 
-    low, high = Decimal(0), Decimal(1)
-    while present_value(high) > target:  # present value falls as the rate rises
-        low, high = high, high * 2
-    while high - low > _APR_TOLERANCE:
-        middle = ctx.divide(ctx.add(low, high), Decimal(2))
-        if present_value(middle) > target:
-            low = middle
-        else:
-            high = middle
-    rate = ctx.divide(ctx.add(low, high), Decimal(2))
-    periods_a_year = ctx.divide(Decimal(1), PERIOD_YEARS[frequency])
-    annual = ctx.subtract(ctx.power(ctx.add(Decimal(1), rate), periods_a_year), Decimal(1))
-    percent = ctx.multiply(annual, _HUNDRED)
-    if percent > APR_CEILING:
-        return APR_CEILING
-    return percent.quantize(Decimal("0.01"), rounding=ROUNDING)
+    def excess(rate: Decimal) -> tuple[Decimal, Decimal]:
+        """``f(rate)`` and ``f'(rate)``."""
+        discount = ctx.divide(one, ctx.add(one, rate))
+        value, slope = -target, Decimal(0)
+        factor, at = one, 0  # factor = discount ** at
+        for period, total in dated:
+            while at < period:
+                factor, at = ctx.multiply(factor, discount), at + 1
+            discounted = ctx.multiply(total, factor)
+            value = ctx.add(value, discounted)
+            slope = ctx.subtract(slope, ctx.multiply(discounted, period * discount))
+        return value, slope
+
+    rate = Decimal(0)
+    for _ in range(_NEWTON_STEPS):
+        value, slope = excess(rate)
+        step = ctx.divide(value, slope)  # negative: value > 0 > slope left of the root
+        rate = ctx.subtract(rate, step)
+        if rate > _CEILING_RATE[frequency]:
+            return APR_CEILING
+        if -step < _APR_TOLERANCE:
+            break
+    else:
+        low, high = rate, ctx.multiply(ctx.add(rate, one), 2)
+        while excess(high)[0] > 0:
+            low, high = high, ctx.multiply(high, 2)
+        while high - low > _APR_TOLERANCE:
+            middle = ctx.divide(ctx.add(low, high), Decimal(2))
+            if excess(middle)[0] > 0:
+                low = middle
+            else:
+                high = middle
+        rate = ctx.divide(ctx.add(low, high), Decimal(2))
+    return min(APR_CEILING, annual_percent(rate).quantize(Decimal("0.01"), rounding=ROUNDING))

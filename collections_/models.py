@@ -92,6 +92,28 @@ class DebitRun(models.Model):
         return f"Debit run {self.business_date} #{self.pk}"
 
 
+class DebitRunChunk(models.Model):
+    """One Celery task's share of a run: the request ids it was handed.
+
+    Kept so that a run whose chunk messages were lost can be resumed, and so that a chunk
+    redelivered after a worker crash counts towards progress once.
+    """
+
+    run = models.ForeignKey(DebitRun, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField()
+    request_ids = models.JSONField()
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="debit_run_chunk_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Chunk {self.number} of {self.run}"
+
+
 class AttemptStatus(models.TextChoices):
     PENDING = "pending", "Committed before the charge was sent"
     SUCCEEDED = "succeeded", "Charged; the installment is paid"

@@ -311,6 +311,23 @@ def payment_reconcile(*, transaction_id: int) -> int:
             amount=amount,
             result=found,
         )
+        if (
+            event.detail.get("capture")
+            and found.decision == Decision.APPROVED
+            and found.captured is not None
+            and found.captured.is_positive()
+        ):
+            # An off-session charge the provider captured: the same capture fact (and key)
+            # that ``payment_authorize`` records when the answer arrives in time.
+            with transaction.atomic(durable=True):
+                payment_event_record(
+                    transaction_id=txn.pk,
+                    kind=EventKind.CAPTURE,
+                    outcome=Outcome.SUCCEEDED,
+                    amount=found.captured,
+                    idempotency_key=f"{event.idempotency_key}:capture",
+                    source=Source.RECONCILE,
+                )
     return len(open_requests)
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bnpl import pricing
 from bnpl.pricing import (
     APR_CEILING,
     DOWN_PAYMENTS,
@@ -165,6 +166,16 @@ def test_apr_is_the_rate_at_which_the_lines_repay_the_amount(terms, amount, star
     # The reported rate is the root rounded to two decimals.
     assert present_value(schedule.apr - Decimal("0.005")) >= amount
     assert present_value(schedule.apr + Decimal("0.005")) <= amount
+
+
+@settings(max_examples=100, deadline=None)
+@given(terms=terms_strategy(), amount=st.integers(min_value=10_000, max_value=10**9), start=starts)
+def test_the_bisection_fallback_finds_the_same_apr_as_newton(terms, amount, start):
+    schedule = price_schedule(terms=terms, amount=Money(amount, terms.currency), start_date=start)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pricing, "_NEWTON_STEPS", 1)  # Newton gives up at once
+        again = price_schedule(terms=terms, amount=Money(amount, terms.currency), start_date=start)
+    assert again.apr == schedule.apr
 
 
 @settings(max_examples=200, deadline=None)

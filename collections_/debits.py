@@ -1,0 +1,696 @@
+"""The daily debit run, retries and dunning: charging installments off-session, once.
+
+A run selects what is due with one keyset query over ids, stores it as chunks of
+``CollectionsSettings.chunk_size`` request ids and hands each chunk to one Celery task
+(``collections.debit_chunk``). A chunk is worked in three steps, none of which holds a row
+lock across a network call:
+
+1. **Claim** (one short transaction): the chunk's requests that are still due are locked
+   (``SKIP LOCKED``: a concurrent run or a redelivered chunk takes the others), one attempt
+   per request is inserted in one statement (``attempt_no = attempts_made + 1``, unique per
+   request; key ``"<request key>:<n>"``; the retry calendar snapshotted), and the requests
+   are marked in flight (``next_attempt_at`` cleared). Committed before anything is sent.
+2. **Charge**: each attempt goes to ``payments.processing.payment_authorize`` with
+   ``capture=True`` and the attempt's key, a few at a time from a small thread pool (each
+   thread its own connection). A succeeded capture is booked by bnpl's settlement handler
+   inside the transaction that records the capture: the installment is paid and the ledger
+   entry written together with the payment fact.
+3. **Record** (one short transaction per chunk): every attempt's outcome, classified:
+   technical (minutes-scale retries), soft decline (day-scale retries), hard decline (no
+   retry, the customer is asked for a new payment method), or unknown (reconciled with the
+   provider by key before anything else is tried).
+
+A worker killed anywhere leaves at worst ``pending`` attempts: their charge may or may not
+have reached the provider, so they are never sent again under a new key; the reconciler
+asks the provider (``payment_reconcile``, by key) once they are old enough not to be in
+flight, and records what it says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.db.models import F
+
+from bnpl.models import (
+    DebitRequest,
+    DebitRequestStatus,
+    InstallmentStatus,
+)
+from collections_ import selectors
+from collections_.models import (
+    AttemptStatus,
+    DebitAttempt,
+    DebitRun,
+    DebitRunChunk,
+    FailureClass,
+    RunStatus,
+)
+from core import clock
+from core.audit import audit_record
+from core.money import Money
+from core.notifications import EmailDraft, email_queue
+from payments.gateway import Decision, GatewayResult, GatewayTechnicalError
+from payments.models import EventKind, Outcome, PaymentEvent, Provider, Source
+from payments.processing import (
+    ProviderNotSupported,
+    payment_authorize,
+    payment_reconcile,
+    payment_request_failed,
+)
+from payments.reliability import CircuitOpen
+from payments.selectors import enabled_account
+from payments.services import payment_event_record
+
+log = logging.getLogger(__name__)
+
+INSTALLMENT_REFERENCE = "bnpl.installment"  # bnpl's settlement handler books these captures
+
+# Declines that no retry can turn around: the card is gone. Everything else a provider
+# declines (insufficient funds, do not honor, generic) may pass another day.
+HARD_DECLINES = frozenset(
+    {
+        "card_lost",
+        "lost_card",
+        "card_stolen",
+        "stolen_card",
+        "card_closed",
+        "account_closed",
+        "closed_account",
+        "card_expired",
+        "expired_card",
+        "pickup_card",
+        "invalid_account",
+        "invalid_card",
+        "revocation_of_authorization",
+        "do_not_try_again",
+    }
+)
+# Reasons we give ourselves when no provider decided anything: technical, not the card.
+TECHNICAL_CODES = frozenset({"not_found", "not_sent", "circuit_open", "provider_error"})
+
+# A ``pending`` attempt younger than this may still be in flight in a live worker.
+PENDING_GRACE = timedelta(minutes=5)
+
+
+def charge_threads() -> int:
+    return max(1, int(getattr(settings, "COLLECTIONS_CHARGE_THREADS", 4)))
+
+
+# --- classification -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What became of one attempt, as recorded on it."""
+
+    status: AttemptStatus
+    failure_class: str = ""
+    decline_code: str = ""
+    transaction_id: int | None = None
+
+
+def classify_decline(code: str) -> FailureClass:
+    if code in TECHNICAL_CODES:
+        return FailureClass.TECHNICAL
+    if code in HARD_DECLINES:
+        return FailureClass.HARD
+    return FailureClass.SOFT
+
+
+def outcome_from_result(result: GatewayResult, transaction_id: int | None) -> AttemptOutcome:
+    if result.decision == Decision.APPROVED:
+        return AttemptOutcome(AttemptStatus.SUCCEEDED, transaction_id=transaction_id)
+    if result.decision == Decision.DECLINED:
+        code = result.decline_code or "declined"
+        return AttemptOutcome(
+            AttemptStatus.FAILED, classify_decline(code), code, transaction_id=transaction_id
+        )
+    # UNKNOWN (no answer in time) or PENDING (an off-session charge under review): only the
+    # provider can say; the reconciler asks it by key.
+    return AttemptOutcome(
+        AttemptStatus.UNKNOWN,
+        FailureClass.TECHNICAL,
+        result.status or str(result.decision),
+        transaction_id=transaction_id,
+    )
+
+
+# --- retry calendar -------------------------------------------------------------------
+
+
+def retry_schedule_snapshot() -> dict[str, list[int]]:
+    current = selectors.collections_settings()
+    return {
+        "soft_retry_days": [int(d) for d in current.soft_retry_days],
+        "technical_retry_minutes": [int(m) for m in current.technical_retry_minutes],
+    }
+
+
+def _due_moment(day: date) -> datetime:
+    """Start of ``day`` in the business time zone: when that day's run picks a request."""
+    return selectors.run_cutoff(day - timedelta(days=1))
+
+
+def _next_retry(
+    *,
+    outcome: AttemptOutcome,
+    history: Sequence[tuple[str, str, datetime]],
+    schedule: dict[str, list[int]],
+    now: datetime,
+) -> datetime | None:
+    """When to try again after a failed attempt, or ``None`` (no automatic retry).
+
+    ``history`` is the request's attempts, oldest first, as (status, failure_class,
+    created_at), the current one last. Technical failures in a row step through
+    ``technical_retry_minutes``, then wait for the next day's run. Soft declines step
+    through ``soft_retry_days`` counted from the business date of the first attempt
+    (+1, +3, +7 by default); after the last, delinquency takes over. Hard: never.
+    """
+    if outcome.failure_class == FailureClass.HARD:
+        return None
+    today = now.astimezone(clock.business_tz()).date()
+    if outcome.failure_class == FailureClass.TECHNICAL:
+        in_a_row = 0
+        for _status, failure_class, _created in reversed(history):
+            if failure_class != FailureClass.TECHNICAL:
+                break
+            in_a_row += 1
+        minutes = schedule.get("technical_retry_minutes") or []
+        if in_a_row <= len(minutes):
+            return now + timedelta(minutes=minutes[in_a_row - 1])
+        return _due_moment(today + timedelta(days=1))
+    soft = sum(1 for _s, failure_class, _c in history if failure_class == FailureClass.SOFT)
+    days = schedule.get("soft_retry_days") or []
+    if soft > len(days):
+        return None
+    anchor = history[0][2].astimezone(clock.business_tz()).date()
+    return max(
+        _due_moment(anchor + timedelta(days=days[soft - 1])),
+        _due_moment(today + timedelta(days=1)),
+    )
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+def debit_run_start(*, business_date: date, actor: Any = None) -> DebitRun:
+    """Start the debit run for ``business_date``: select what is due, fan it out in chunks.
+
+    Running it again (or concurrently) for the same date charges nobody twice: a request
+    with an attempt in flight or settled is not due, and claiming locks each request.
+    """
+    chunk_size = selectors.collections_settings().chunk_size
+    cutoff = selectors.run_cutoff(business_date)
+    now = clock.now()
+    with transaction.atomic(durable=True):
+        run = DebitRun.objects.create(business_date=business_date, started_at=now)
+        due = chunks = 0
+        for page in selectors.due_request_id_pages(cutoff=cutoff, page_size=chunk_size):
+            DebitRunChunk.objects.create(run=run, number=chunks, request_ids=page)
+            due += len(page)
+            chunks += 1
+        run.due_count, run.chunks_total = due, chunks
+        if not chunks:
+            run.status, run.finished_at = RunStatus.FINISHED, now
+        run.save(update_fields=["due_count", "chunks_total", "status", "finished_at"])
+        audit_record(
+            actor=actor,
+            actor_label="" if actor else "debit run",
+            action="collections.debit_run_started",
+            target=run,
+            changes={"business_date": business_date.isoformat(), "due": due, "chunks": chunks},
+        )
+        transaction.on_commit(lambda: _enqueue_chunks(run.pk, range(chunks)))
+    return run
+
+
+def _enqueue_chunks(run_id: int, numbers: Iterable[int]) -> None:
+    from collections_.tasks import debit_chunk
+
+    for number in numbers:
+        debit_chunk.delay(run_id, number)
+
+
+def debit_runs_resume(*, older_than: timedelta = PENDING_GRACE) -> int:
+    """Enqueue again the unfinished chunks of runs started more than ``older_than`` ago.
+
+    For a run whose chunk messages were lost (a crash between commit and enqueue). A chunk
+    still being worked is harmless to send twice. Returns how many chunks were sent.
+    """
+    cutoff = clock.now() - older_than
+    pending = list(
+        DebitRunChunk.objects.filter(
+            run__status=RunStatus.RUNNING, run__started_at__lt=cutoff, done_at__isnull=True
+        ).values_list("run_id", "number")
+    )
+    by_run: dict[int, list[int]] = defaultdict(list)
+    for run_id, number in pending:
+        by_run[run_id].append(number)
+    for run_id, numbers in by_run.items():
+        _enqueue_chunks(run_id, numbers)
+    return len(pending)
+
+
+def debit_chunk_process(*, run_id: int, chunk_no: int) -> dict[str, int]:
+    """Work one chunk of a run; idempotent (a redelivered chunk charges nobody again)."""
+    chunk = DebitRunChunk.objects.select_related("run").get(run_id=run_id, number=chunk_no)
+    counts = debit_requests_charge(
+        request_ids=chunk.request_ids,
+        cutoff=selectors.run_cutoff(chunk.run.business_date),
+        run_id=run_id,
+    )
+    _chunk_done(chunk)
+    return counts
+
+
+def _chunk_done(chunk: DebitRunChunk) -> None:
+    """Count the chunk towards the run's progress once, and finish the run with the last."""
+    now = clock.now()
+    with transaction.atomic(durable=True):
+        first_time = DebitRunChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(
+            done_at=now
+        )
+        if first_time:
+            DebitRun.objects.filter(pk=chunk.run_id).update(chunks_done=F("chunks_done") + 1)
+            DebitRun.objects.filter(
+                pk=chunk.run_id, status=RunStatus.RUNNING, chunks_done__gte=F("chunks_total")
+            ).update(status=RunStatus.FINISHED, finished_at=now)
+
+
+# --- claim, charge, record ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Charge:
+    attempt_id: int
+    request_id: int
+    installment_id: int
+    amount: Money
+    payment_method: str
+    idempotency_key: str
+
+
+def debit_requests_charge(
+    *, request_ids: Sequence[int], cutoff: datetime, run_id: int | None = None
+) -> dict[str, int]:
+    """Claim the requests still due before ``cutoff``, charge them, record the outcomes.
+
+    Returns counts by attempt status. Requests no longer due (settled, in flight, paused,
+    claimed by a concurrent caller) are skipped.
+    """
+    account = enabled_account(Provider.CARD)
+    if account is None:  # before claiming: nothing is left in flight
+        raise ProviderNotSupported("No card processor is enabled.")
+    charges = _claim(request_ids=request_ids, cutoff=cutoff, run_id=run_id)
+    if not charges:
+        return {}
+    outcomes = _charge_all(charges, account)
+    _record(list(zip(charges, outcomes, strict=True)))
+    counts: dict[str, int] = defaultdict(int)
+    for outcome in outcomes:
+        counts[str(outcome.status)] += 1
+    return dict(counts)
+
+
+def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) -> list[Charge]:
+    now = clock.now()
+    with transaction.atomic(durable=True):
+        requests = list(
+            selectors.due_requests(cutoff=cutoff)
+            .filter(pk__in=list(request_ids))
+            .select_related("installment", "plan")
+            .select_for_update(no_key=True, skip_locked=True, of=("self",))
+            .order_by("pk")
+        )
+        if not requests:
+            return []
+        retried = [r.pk for r in requests if r.attempts_made]
+        snapshots = dict(
+            DebitAttempt.objects.filter(request_id__in=retried, attempt_no=1).values_list(
+                "request_id", "retry_schedule"
+            )
+        )
+        current = retry_schedule_snapshot()
+        attempts: list[DebitAttempt] = []
+        closed: dict[str, list[int]] = defaultdict(list)
+        for request in requests:
+            installment = request.installment
+            if installment.status not in (InstallmentStatus.SCHEDULED, InstallmentStatus.OVERDUE):
+                # Paid or cancelled by another route (servicing, a refund, a write-off).
+                status = (
+                    DebitRequestStatus.SETTLED
+                    if installment.status == InstallmentStatus.PAID
+                    else DebitRequestStatus.CANCELLED
+                )
+                closed[status].append(request.pk)
+                continue
+            if installment.outstanding <= 0:
+                closed[DebitRequestStatus.SETTLED].append(request.pk)
+                continue
+            number = request.attempts_made + 1
+            attempts.append(
+                DebitAttempt(
+                    request=request,
+                    attempt_no=number,
+                    run_id=run_id,
+                    currency=request.plan.currency,
+                    amount=installment.outstanding,
+                    idempotency_key=f"{request.idempotency_key}:{number}",
+                    retry_schedule=snapshots.get(request.pk) or current,
+                    created_at=now,
+                )
+            )
+        for status, ids in closed.items():
+            DebitRequest.objects.filter(pk__in=ids).update(status=status, next_attempt_at=None)
+        DebitAttempt.objects.bulk_create(attempts)
+        DebitRequest.objects.filter(pk__in=[a.request_id for a in attempts]).update(
+            attempts_made=F("attempts_made") + 1, next_attempt_at=None
+        )
+    return [
+        Charge(
+            attempt_id=a.pk,
+            request_id=a.request_id,
+            installment_id=a.request.installment_id,
+            amount=Money(a.amount, a.currency),
+            payment_method=a.request.payment_method,
+            idempotency_key=a.idempotency_key,
+        )
+        for a in attempts
+    ]
+
+
+def _charge_one(charge: Charge, account) -> AttemptOutcome:
+    """Send one attempt to the provider; outside any transaction."""
+    try:
+        txn, result = payment_authorize(
+            account=account,
+            reference_type=INSTALLMENT_REFERENCE,
+            reference_id=str(charge.installment_id),
+            amount=charge.amount,
+            payment_method=charge.payment_method,
+            idempotency_key=charge.idempotency_key,
+            capture=True,
+        )
+    except CircuitOpen:
+        # Refused before anything was sent: the provider never saw this key.
+        payment_request_failed(
+            reference_type=INSTALLMENT_REFERENCE,
+            reference_id=str(charge.installment_id),
+            idempotency_key=charge.idempotency_key,
+            reason="circuit_open",
+        )
+        return AttemptOutcome(AttemptStatus.FAILED, FailureClass.TECHNICAL, "circuit_open")
+    except GatewayTechnicalError:
+        # 5xx after the retries with the same key: it may or may not have been charged.
+        return AttemptOutcome(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "provider_error")
+    return outcome_from_result(result, txn.pk)
+
+
+def _charge_all(charges: list[Charge], account) -> list[AttemptOutcome]:
+    threads = min(charge_threads(), len(charges))
+    if threads <= 1 or connection.in_atomic_block:
+        # Inside a caller's transaction (tests) other connections cannot see the rows.
+        return [_charge_one(c, account) for c in charges]
+    slices = [charges[i::threads] for i in range(threads)]
+
+    def work(part: list[Charge]) -> list[AttemptOutcome]:
+        try:
+            return [_charge_one(c, account) for c in part]
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="debit") as pool:
+        results = list(pool.map(work, slices))
+    outcomes: list[AttemptOutcome | None] = [None] * len(charges)
+    for offset, part in enumerate(results):
+        for j, outcome in enumerate(part):
+            outcomes[offset + j * threads] = outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def _record(results: list[tuple[Charge, AttemptOutcome]]) -> None:
+    """Record outcomes in one short transaction; requests are locked in id order."""
+    if not results:
+        return
+    attempt_ids = [charge.attempt_id for charge, _ in results]
+    with transaction.atomic(durable=True):
+        attempts_record_outcomes(
+            outcomes={charge.attempt_id: outcome for charge, outcome in results},
+            attempt_ids=attempt_ids,
+        )
+
+
+def attempts_record_outcomes(
+    *, outcomes: dict[int, AttemptOutcome], attempt_ids: Sequence[int]
+) -> None:
+    """Write outcomes onto open attempts and move their requests on; caller's transaction.
+
+    An attempt whose outcome is already recorded (a concurrent reconciler got there first)
+    is left as it is. Succeeded attempts touch only the attempt: bnpl's settlement handler
+    has already settled the request with the payment.
+    """
+    now = clock.now()
+    request_ids = list(
+        DebitAttempt.objects.filter(pk__in=attempt_ids).values_list("request_id", flat=True)
+    )
+    locked = {
+        r.pk: r
+        for r in DebitRequest.objects.select_for_update(no_key=True)
+        .filter(pk__in=request_ids)
+        .select_related("plan__customer__user", "installment")
+        .order_by("pk")
+    }
+    attempts = list(
+        DebitAttempt.objects.select_for_update(no_key=True)
+        .filter(pk__in=attempt_ids, status__in=(AttemptStatus.PENDING, AttemptStatus.UNKNOWN))
+        .order_by("pk")
+    )
+    failing = [a.request_id for a in attempts if outcomes[a.pk].status != AttemptStatus.SUCCEEDED]
+    history: dict[int, list[tuple[int, str, str, datetime]]] = defaultdict(list)
+    for request_id, number, status, failure_class, created_at in (
+        DebitAttempt.objects.filter(request_id__in=failing)
+        .order_by("request_id", "attempt_no")
+        .values_list("request_id", "attempt_no", "status", "failure_class", "created_at")
+    ):
+        history[request_id].append((number, status, failure_class, created_at))
+    changed_attempts: list[DebitAttempt] = []
+    changed_requests: list[DebitRequest] = []
+    emails: list[EmailDraft] = []
+    for attempt in attempts:
+        outcome = outcomes[attempt.pk]
+        request = locked[attempt.request_id]
+        attempt.status = outcome.status
+        attempt.failure_class = outcome.failure_class
+        attempt.decline_code = outcome.decline_code[:60]
+        if outcome.transaction_id:
+            attempt.payment_transaction_id = outcome.transaction_id
+        if outcome.status != AttemptStatus.UNKNOWN:
+            attempt.finished_at = now
+        changed_attempts.append(attempt)
+        if outcome.status == AttemptStatus.SUCCEEDED:
+            if request.status == DebitRequestStatus.SCHEDULED and request.next_attempt_at is None:
+                # Paid less than now owed (a late fee arrived meanwhile): the rest is due.
+                request.next_attempt_at = now
+                changed_requests.append(request)
+            continue
+        # The request's attempts up to this one, this one with its new outcome.
+        past = [
+            (outcome.status, outcome.failure_class, created)
+            if number == attempt.attempt_no
+            else (status, failure_class, created)
+            for number, status, failure_class, created in history[attempt.request_id]
+            if number <= attempt.attempt_no
+        ]
+        if outcome.status == AttemptStatus.UNKNOWN:
+            # Ask the provider before anything else: at the first technical step.
+            minutes = attempt.retry_schedule.get("technical_retry_minutes") or [5]
+            attempt.next_retry_at = now + timedelta(minutes=minutes[0])
+            continue
+        if request.status != DebitRequestStatus.SCHEDULED or request.next_attempt_at is not None:
+            continue  # moved on meanwhile (settled, new method, paused); nothing to plan
+        retry_at = _next_retry(
+            outcome=outcome, history=past, schedule=attempt.retry_schedule, now=now
+        )
+        attempt.next_retry_at = retry_at
+        if retry_at is not None:
+            request.next_attempt_at = retry_at
+        elif outcome.failure_class == FailureClass.HARD:
+            request.status = DebitRequestStatus.ACTION_REQUIRED
+            emails.append(_payment_method_email(request, attempt))
+        else:
+            request.status = DebitRequestStatus.EXHAUSTED
+        changed_requests.append(request)
+    DebitAttempt.objects.bulk_update(
+        changed_attempts,
+        [
+            "status",
+            "failure_class",
+            "decline_code",
+            "payment_transaction",
+            "finished_at",
+            "next_retry_at",
+        ],
+        batch_size=1000,
+    )
+    if changed_requests:
+        DebitRequest.objects.bulk_update(
+            changed_requests, ["status", "next_attempt_at"], batch_size=1000
+        )
+    if emails and email_queue(emails):
+        from core.tasks import deliver_emails
+
+        transaction.on_commit(deliver_emails.delay)
+
+
+def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> EmailDraft:
+    user = request.plan.customer.user
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
+    return EmailDraft(
+        dedupe_key=f"collections.payment_method_required:{request.pk}:{attempt.attempt_no}",
+        template="collections/payment_method_required",
+        to=user.email,
+        user_id=user.pk,
+        subject="Your installment could not be charged: please update your card",
+        context={
+            "user": user,
+            "plan": request.plan,
+            "installment": request.installment,
+            "amount": Money(attempt.amount, attempt.currency),
+            "decline_code": attempt.decline_code,
+            "update_url": f"{base}/api/v1/bnpl/plans/{request.plan_id}/payment-method",
+        },
+    )
+
+
+# --- reconciliation and retries -------------------------------------------------------
+
+
+def _attempt_payment_event(attempt: DebitAttempt, installment_id: int, key: str):
+    return (
+        PaymentEvent.objects.filter(
+            transaction__reference_type=INSTALLMENT_REFERENCE,
+            transaction__reference_id=str(installment_id),
+            idempotency_key=key,
+        )
+        .select_related("transaction")
+        .first()
+    )
+
+
+def _outcome_from_records(attempt: DebitAttempt, installment_id: int) -> AttemptOutcome | None:
+    """What the payment records say of the attempt's charge; ``None`` while unknown."""
+    requested = _attempt_payment_event(attempt, installment_id, attempt.idempotency_key)
+    if requested is None:
+        # The request was never recorded, so never sent (the record commits first).
+        return AttemptOutcome(AttemptStatus.FAILED, FailureClass.TECHNICAL, "not_sent")
+    txn_id = requested.transaction_id
+    events = {
+        e.idempotency_key: e
+        for e in PaymentEvent.objects.filter(
+            transaction_id=txn_id,
+            idempotency_key__in=[
+                f"{attempt.idempotency_key}:result",
+                f"{attempt.idempotency_key}:capture",
+            ],
+        )
+    }
+    result = events.get(f"{attempt.idempotency_key}:result")
+    if result is None:
+        return None
+    if result.outcome == Outcome.FAILED:
+        code = str(result.detail.get("decline_code") or "declined")
+        return AttemptOutcome(AttemptStatus.FAILED, classify_decline(code), code, txn_id)
+    if f"{attempt.idempotency_key}:capture" in events:
+        return AttemptOutcome(AttemptStatus.SUCCEEDED, transaction_id=txn_id)
+    if result.detail.get("status") == "captured":
+        # The provider said "captured" but the capture fact was not written (a crash in
+        # between): write it now, under the key payment_authorize uses.
+        with transaction.atomic(durable=True):
+            payment_event_record(
+                transaction_id=txn_id,
+                kind=EventKind.CAPTURE,
+                outcome=Outcome.SUCCEEDED,
+                amount=Money(result.amount, result.currency),
+                idempotency_key=f"{attempt.idempotency_key}:capture",
+                source=Source.RECONCILE,
+            )
+        return AttemptOutcome(AttemptStatus.SUCCEEDED, transaction_id=txn_id)
+    return None
+
+
+def debit_attempt_reconcile(*, attempt_id: int) -> AttemptStatus:
+    """Find out what became of an attempt without an outcome, by its key; record it.
+
+    Asks the provider only if the payment records do not already say (``payment_reconcile``
+    reads the charge back by the same key, or replays the request under it). Never sends a
+    new key: a new attempt is only made once this one is known to have failed.
+    """
+    attempt = DebitAttempt.objects.select_related("request").get(pk=attempt_id)
+    if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.UNKNOWN):
+        return AttemptStatus(attempt.status)
+    installment_id = attempt.request.installment_id
+    outcome = _outcome_from_records(attempt, installment_id)
+    if outcome is None:
+        requested = _attempt_payment_event(attempt, installment_id, attempt.idempotency_key)
+        try:
+            payment_reconcile(transaction_id=requested.transaction_id)
+        except (GatewayTechnicalError, CircuitOpen):
+            log.warning("provider still unreachable for attempt %s", attempt_id)
+        outcome = _outcome_from_records(attempt, installment_id)
+    if outcome is None:
+        outcome = AttemptOutcome(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "unknown")
+    with transaction.atomic(durable=True):
+        if outcome.status == AttemptStatus.UNKNOWN:
+            _unknown_again(attempt)
+        else:
+            attempts_record_outcomes(outcomes={attempt.pk: outcome}, attempt_ids=[attempt.pk])
+    attempt.refresh_from_db(fields=["status"])
+    return AttemptStatus(attempt.status)
+
+
+def _unknown_again(attempt: DebitAttempt) -> None:
+    """Still no answer: ask again after the next technical step (then hourly)."""
+    locked = DebitAttempt.objects.select_for_update(no_key=True).get(pk=attempt.pk)
+    if locked.status not in (AttemptStatus.PENDING, AttemptStatus.UNKNOWN):
+        return
+    minutes = locked.retry_schedule.get("technical_retry_minutes") or [60]
+    asked = (
+        0
+        if locked.next_retry_at is None
+        else max(0, int((locked.next_retry_at - locked.created_at).total_seconds() // 60))
+    )
+    later = next((m for m in minutes if m > asked), max(minutes[-1], 60))
+    locked.status = AttemptStatus.UNKNOWN
+    locked.failure_class = FailureClass.TECHNICAL
+    locked.next_retry_at = max(locked.created_at + timedelta(minutes=later), clock.now())
+    locked.save(update_fields=["status", "failure_class", "next_retry_at"])
+
+
+def debit_attempts_reconcile(
+    *, pending_older_than: timedelta = PENDING_GRACE, limit: int = 1000
+) -> dict[str, int]:
+    """Reconcile every attempt without an outcome that is due a question; counts by result."""
+    counts: dict[str, int] = defaultdict(int)
+    for attempt_id in selectors.attempts_to_reconcile(
+        now=clock.now(), pending_older_than=pending_older_than, limit=limit
+    ):
+        counts[str(debit_attempt_reconcile(attempt_id=attempt_id))] += 1
+    return dict(counts)
+
+
+def debit_retries_process(*, limit: int | None = None) -> dict[str, int]:
+    """Charge the technical retries that are due now (minutes-scale; day-scale retries and
+    first attempts belong to the daily run)."""
+    now = clock.now()
+    size = limit or selectors.collections_settings().chunk_size
+    ids = selectors.technical_retries_due(now=now, limit=size)
+    return debit_requests_charge(request_ids=ids, cutoff=now) if ids else {}
