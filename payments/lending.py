@@ -240,8 +240,8 @@ def partner_application_submit(
     Must not run inside a transaction (the partner is called between two short ones). The
     partner knows it as ``"<reference_type>:<reference_id>"``. Calling again with the same
     key never opens a second application: a decided one answers its decision, an open one
-    is read back from the partner. The same key for another reference is
-    ``payments.idempotency_key_reused``.
+    is read back from the partner. The same key for another reference or application is
+    ``payments.idempotency_key_reused`` (409).
     """
     if account.provider != Provider.LENDING_PARTNER or not account.enabled:
         raise NotALendingPartner(f"{account} is not an enabled lending partner.")
@@ -269,11 +269,7 @@ def partner_application_submit(
             )
     except IntegrityError:
         record = PartnerApplicationRecord.objects.get(idempotency_key=idempotency_key)
-        if (record.account_id, record.reference_type, record.reference_id) != (
-            account.pk,
-            reference_type,
-            reference_id,
-        ):
+        if (record.account_id, record.request) != (account.pk, wire):
             raise IdempotencyKeyReused() from None
         if record.status in PartnerApplicationRecord.OPEN:
             return partner_application_reconcile(application_id=record.pk)

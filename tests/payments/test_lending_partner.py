@@ -352,8 +352,11 @@ def test_resubmitting_with_the_same_key_makes_one_application(partner, sandbox, 
     assert PartnerApplicationRecord.objects.count() == 1
     assert len(decisions) == 1
     with pytest.raises(IdempotencyKeyReused):
-        submit(partner, "10", "pi-9")
+        submit(partner, "10", "pi-9", application("hana+error-once@example.com"))
+    with pytest.raises(IdempotencyKeyReused):
+        submit(partner, "9", "pi-9", replace(application(), customer=PartnerCustomer("42", "x@y")))
     assert len(sandbox_applications(sandbox)) == 1
+    assert PartnerApplicationRecord.objects.count() == 1
 
 
 def test_a_partner_account_is_configured_in_the_admin_and_its_applications_shown(
