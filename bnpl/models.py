@@ -406,6 +406,8 @@ class Plan(models.Model):
     write_off_flagged_at = models.DateTimeField(null=True, blank=True)
     written_off_amount = models.BigIntegerField(default=0, help_text="Minor units of principal")
     recovered_amount = models.BigIntegerField(default=0, help_text="Minor units after write-off")
+    # Merchant refunds of the financed order (bnpl.servicing.plan_refund), never above amount.
+    refunded_amount = models.BigIntegerField(default=0, help_text="Minor units refunded")
     created_at = models.DateTimeField(db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
@@ -425,6 +427,10 @@ class Plan(models.Model):
             models.CheckConstraint(
                 condition=models.Q(written_off_amount__gte=0, recovered_amount__gte=0),
                 name="plan_write_off_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(refunded_amount__gte=0, refunded_amount__lte=models.F("amount")),
+                name="plan_refunded_within_amount",
             ),
         ]
         indexes = [models.Index(fields=["customer", "-created_at"])]

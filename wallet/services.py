@@ -23,7 +23,7 @@ from core.money import Money
 from core.notifications import EmailDraft, email_queue
 from customers.models import Customer, Feature
 from customers.services import customer_require_kyc_for
-from ledger.models import Account, Purpose
+from ledger.models import Account, JournalEntry, Purpose
 from ledger.services import AccountLike, account_get_or_create, credit, debit, ledger_post, system
 from wallet import signals
 from wallet.bnpl import (
@@ -449,6 +449,36 @@ def wallet_plan_funding(*, customer: Customer, wallet: Wallet, amount: Money) ->
             reasons=[{"code": r.code, "message": r.message} for r in verdict.reasons],
         )
     return Funding(wallet, balance, shortfall)
+
+
+def wallet_record_payment(
+    *,
+    wallet: Wallet,
+    amount: Money,
+    journal_entry: JournalEntry,
+    reference_type: str,
+    reference_id: str,
+    actor: AbstractBaseUser | None = None,
+    note: str = "",
+) -> WalletTransaction:
+    """The activity row of a payment out of a wallet locked by ``wallet_lock`` whose journal
+    entry the caller posted in the same transaction (debiting the wallet's account by
+    ``amount``): a higher app that splits the money over its own accounts (an installment
+    paid from the wallet) books it, and the wallet keeps its activity line."""
+    wallet.account.balance -= amount.minor
+    return WalletTransaction.objects.create(
+        wallet=wallet,
+        kind=TransactionKind.PAYMENT,
+        direction=Direction.DEBIT,
+        amount=amount.minor,
+        balance_after=wallet.account.balance,
+        journal_entry=journal_entry,
+        reference_type=reference_type,
+        reference_id=str(reference_id),
+        actor=_actor(actor),
+        note=note[:255],
+        created_at=clock.now(),
+    )
 
 
 def wallet_ensure_covers(*, wallet: Wallet | None, amount: Money) -> None:

@@ -68,6 +68,7 @@ class Migration(migrations.Migration):
                 ('write_off_flagged_at', models.DateTimeField(blank=True, null=True)),
                 ('written_off_amount', models.BigIntegerField(default=0, help_text='Minor units of principal')),
                 ('recovered_amount', models.BigIntegerField(default=0, help_text='Minor units after write-off')),
+                ('refunded_amount', models.BigIntegerField(default=0, help_text='Minor units refunded')),
                 ('created_at', models.DateTimeField(db_index=True)),
                 ('completed_at', models.DateTimeField(blank=True, null=True)),
                 ('cancelled_at', models.DateTimeField(blank=True, null=True)),
@@ -279,6 +280,10 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='plan',
             constraint=models.CheckConstraint(condition=models.Q(('recovered_amount__gte', 0), ('written_off_amount__gte', 0)), name='plan_write_off_non_negative'),
+        ),
+        migrations.AddConstraint(
+            model_name='plan',
+            constraint=models.CheckConstraint(condition=models.Q(('refunded_amount__gte', 0), ('refunded_amount__lte', models.F('amount'))), name='plan_refunded_within_amount'),
         ),
         migrations.AddIndex(
             model_name='creditapplication',
