@@ -161,7 +161,10 @@ def test_zero_interest_promotion_applies_to_its_category_and_not_to_another(buye
     plan = electronics["pay-in-12"]
     assert plan["promotion"]["code"] == "electronics-0"
     assert plan["promotion"]["kind"] == "zero_interest"
-    assert "(electronics)" in plan["promotion"]["reason"]
+    assert plan["promotion"]["reason"] == (
+        "Electronics 0 (electronics-0): no interest; every line's merchant category "
+        "(electronics) is one the promotion covers; for every customer tier; priority 100."
+    )
     assert plan["terms"]["interest_method"] == "zero"
     assert {line["total"]["amount"] for line in plan["schedule"]} == {"100.00"}
     assert plan["totals"]["interest"] == eur("0.00")
@@ -273,6 +276,12 @@ def test_a_channel_acting_for_a_customer_may_quote(buyer, pay_in_12):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}", HTTP_X_CUSTOMER_ID=str(buyer.pk))
     assert "pay-in-12" in plans_by_code(quote(client, "1200.00"))
+
+
+def test_staff_without_a_customer_profile_cannot_quote(admin_client, pay_in_12):
+    response = admin_client.post(URL, {"amount": eur("1200.00")}, content_type="application/json")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "auth.permission_denied"
 
 
 def test_anonymous_callers_get_401(pay_in_12):
