@@ -578,3 +578,34 @@ class DebitRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Debit request for {self.installment}"
+
+
+class PlanRecovery(models.Model):
+    """Money received for a plan after its write-off (bank transfer, cash, a late charge).
+
+    Each reduces the write-off expense; their sum is ``Plan.recovered_amount``, never more
+    than ``Plan.written_off_amount``. ``key`` makes recording the same receipt twice a no-op.
+    """
+
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="recoveries")
+    key = models.CharField(max_length=120, unique=True)
+    currency = models.CharField(max_length=3)
+    amount = models.BigIntegerField(help_text="Minor units")
+    # The system account code the money arrived on, e.g. "cash_clearing:EUR".
+    source = models.CharField(max_length=64)
+    note = models.CharField(max_length=255, blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0), name="plan_recovery_amount_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Recovery of {self.amount} on plan {self.plan_id}"

@@ -151,3 +151,4 @@ class DebitAttemptAdmin(ReadOnlyAdmin):
 
 
 # The delinquency screens (write-off, recovery, late fees) live in their own module.
+from collections_ import admin_delinquency  # noqa: E402, F401

@@ -6,6 +6,8 @@ attempts (``collections_.selectors``), so progress is live and can never drift.
 
 from django.db import models
 
+from bnpl.models import Plan
+
 
 def default_soft_retry_days() -> list[int]:
     return [1, 3, 7]
@@ -172,3 +174,105 @@ class DebitAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"Attempt {self.attempt_no} of {self.request}"
+
+
+# --- delinquency ----------------------------------------------------------------------
+
+
+class BucketAction(models.TextChoices):
+    REMINDER = "reminder", "Email the customer that the plan is past due"
+    BLOCK_BNPL = "block_bnpl", "Refuse new installment plans until the plan is current"
+    LATE_FEE = "late_fee", "Charge each late installment a fee, within the product's caps"
+    FLAG_WRITE_OFF = "flag_write_off", "Flag the plan for a staff write-off decision"
+
+
+class DelinquencyTransition(models.Model):
+    """A plan moving from one delinquency bucket to another ("" is current). Never edited."""
+
+    plan = models.ForeignKey(
+        "bnpl.Plan", on_delete=models.PROTECT, related_name="delinquency_transitions"
+    )
+    from_bucket = models.CharField(max_length=20, blank=True)
+    to_bucket = models.CharField(max_length=20, blank=True)
+    days_past_due = models.PositiveIntegerField()
+    business_date = models.DateField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["plan", "-created_at"])]
+
+    def __str__(self) -> str:
+        before, after = self.from_bucket or "current", self.to_bucket or "current"
+        return f"Plan {self.plan_id}: {before} → {after}"
+
+
+class BucketActionDone(models.Model):
+    """An action of a bucket carried out for a plan: at most once per (plan, bucket, action).
+
+    Late fees are per installment (``LateFeeCharge``); this row records the first one the
+    bucket charged for the plan.
+    """
+
+    plan = models.ForeignKey(
+        "bnpl.Plan", on_delete=models.PROTECT, related_name="delinquency_actions"
+    )
+    bucket = models.CharField(max_length=20)
+    action = models.CharField(max_length=20, choices=BucketAction.choices)
+    business_date = models.DateField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "bucket", "action"], name="bucket_action_once_per_plan"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} for plan {self.plan_id} in {self.bucket}"
+
+
+class LateFeeCharge(models.Model):
+    """A late fee added to an installment's ``late_fee``; one per installment and reason.
+
+    The reason is the delinquency bucket the installment had reached, so an installment that
+    stays unpaid is charged at most once per bucket that charges late fees, and never past
+    the product's caps. Nothing is posted to the ledger: a late fee is income when it is
+    paid (cash basis, like interest and fees).
+    """
+
+    installment = models.ForeignKey(
+        "bnpl.Installment", on_delete=models.PROTECT, related_name="late_fee_charges"
+    )
+    plan = models.ForeignKey("bnpl.Plan", on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=40)
+    currency = models.CharField(max_length=3)
+    amount = models.BigIntegerField(help_text="Minor units")
+    days_past_due = models.PositiveIntegerField()
+    business_date = models.DateField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["installment", "reason"], name="late_fee_once_per_installment_reason"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0), name="late_fee_amount_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Late fee {self.amount} on installment {self.installment_id} ({self.reason})"
+
+
+class DelinquentPlan(Plan):
+    """Plans seen by collections: buckets, days past due, write-off and recovery."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "Delinquent plan"
+        verbose_name_plural = "Delinquent plans"

@@ -13,8 +13,9 @@ from datetime import date, timedelta
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from collections_ import debits
+from collections_ import debits, delinquency, reminders
 from core import clock
+from core.tasks import deliver_emails
 
 RETRYABLE = (OperationalError, InterfaceError)
 
@@ -70,3 +71,36 @@ def reconcile_attempts(pending_older_than_seconds: int = 300) -> dict[str, int]:
 
 
 # --- delinquency and reminders (collections_.delinquency, collections_.reminders) -------
+
+
+@shared_task(name="collections.delinquency_run", acks_late=True)
+def delinquency_run(business_date: str | None = None) -> dict[str, int]:
+    """Daily: mark overdue installments, update days past due and buckets, run their actions.
+
+    Idempotent: a second run the same day marks, charges and sends nothing more.
+    """
+    day = date.fromisoformat(business_date) if business_date else clock.business_date()
+    result = delinquency.delinquency_run(business_date=day)
+    if result.delinquency.reminders:
+        deliver_emails.delay()
+    found = result.delinquency
+    return {
+        "marked_overdue": result.marked_overdue,
+        "plans": found.plans,
+        "transitions": found.transitions,
+        "late_fees": found.late_fees,
+        "blocked": found.blocked,
+        "unblocked": found.unblocked,
+        "flagged": found.flagged,
+        "reminders": found.reminders,
+    }
+
+
+@shared_task(name="collections.reminders_run", acks_late=True)
+def reminders_run(business_date: str | None = None) -> dict[str, int]:
+    """Hourly: queue the failed-debit, upcoming-debit and overdue emails not yet queued."""
+    day = date.fromisoformat(business_date) if business_date else clock.business_date()
+    queued = reminders.reminders_run(business_date=day)
+    if any(queued.values()):
+        deliver_emails.delay()
+    return queued

@@ -188,6 +188,12 @@ MAX_ORDER_LINES = 200
 
 # Where providers reach this deployment (shown as the webhook URL to register).
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+# Where a customer updates the card their installments are debited from: the link in a
+# failed-debit email. The storefront's own page in production; "{plan_id}" is filled in.
+COLLECTIONS_PAYMENT_METHOD_URL = os.environ.get(
+    "COLLECTIONS_PAYMENT_METHOD_URL",
+    PUBLIC_BASE_URL.rstrip("/") + "/api/v1/bnpl/plans/{plan_id}/payment-method",
+)
 # Fernet key for payment secrets at rest (payments/crypto.py); required with DEBUG off.
 PAYMENTS_ENCRYPTION_KEY = os.environ.get("PAYMENTS_ENCRYPTION_KEY", "")
 # A lending partner's application still referred or unanswered after this long is read

@@ -6,16 +6,23 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
 from payments import views as payments_views
+from reports import admin_views as reports_admin_views
 
 api_v1 = [
     path("", include("customers.api.urls")),
     path("", include("wallet.api.urls")),
     path("", include("oms.api.urls")),
     path("", include("bnpl.api.urls")),
+    path("", include("reports.api.urls")),
 ]
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="my-wallet", permanent=False)),
+    path(
+        "admin/reports/collections/",
+        admin.site.admin_view(reports_admin_views.collections_kpis),
+        name="reports-collections-admin",
+    ),
     path("admin/", admin.site.urls),
     path("wallet/", include("wallet.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
