@@ -1,9 +1,11 @@
 """Quotes: every installment plan a customer can get for a cart, each fully priced.
 
-A product is offered when it is active, in the cart's currency, and the amount lies within
-its ``min_amount``..``max_amount`` (inclusive). Each offered product gets the best promotion
-that applies to it, and its schedule from ``bnpl.pricing.price_schedule`` starting on the
-business date of the quote.
+A product is offered when it is active, in the cart's currency, the amount lies within
+its ``min_amount``..``max_amount`` (inclusive), and whoever decides its credit can: the
+internal decision always, a lending partner while its provider account is enabled. (A
+partner may approve other terms than the product's; the quote shows the product's.) Each
+offered product gets the best promotion that applies to it, and its schedule from
+``bnpl.pricing.price_schedule`` starting on the business date of the quote.
 
 When a promotion applies (all of these hold):
 
@@ -30,7 +32,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bnpl.models import PlanProduct, Promotion, PromotionKind
+from django.db.models import Q
+
+from bnpl.models import Decider, PlanProduct, Promotion, PromotionKind
 from bnpl.pricing import Schedule, Terms, apply_promotion, price_schedule
 from core import clock
 from core.money import Money
@@ -70,6 +74,7 @@ def quote_plans(
     at = at or clock.now()
     products = list(
         PlanProduct.objects.filter(
+            Q(decider=Decider.INTERNAL) | Q(partner_account__enabled=True),
             active=True,
             currency=amount.currency,
             min_amount__lte=amount.minor,

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from bnpl.models import DownPayment, Frequency, InterestMethod, PromotionKind
+from bnpl.models import Decider, DownPayment, Frequency, InterestMethod, PromotionKind
 from bnpl.quoting import Quote
 from core.api.fields import MoneyField
 from core.money import Money
@@ -53,6 +53,10 @@ class QuotePromotionOutputSerializer(serializers.Serializer):
 class QuoteProductOutputSerializer(serializers.Serializer):
     code = serializers.CharField()
     name = serializers.CharField()
+    decider = serializers.ChoiceField(
+        choices=Decider.choices,
+        help_text="partner: a lending partner decides, and the terms it approves replace these",
+    )
 
 
 class QuoteTotalsOutputSerializer(serializers.Serializer):
@@ -96,7 +100,11 @@ def _present(quote: Quote) -> dict:
     down = schedule.down_payment_line
     promotion = quote.promotion
     return {
-        "product": {"code": quote.product.code, "name": quote.product.name},
+        "product": {
+            "code": quote.product.code,
+            "name": quote.product.name,
+            "decider": quote.product.decider,
+        },
         "terms": {
             "installment_count": terms.installment_count,
             "frequency": terms.frequency,

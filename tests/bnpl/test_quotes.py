@@ -9,6 +9,8 @@ from rest_framework.test import APIClient
 from bnpl.models import PlanProduct, Promotion
 from core import clock
 from oms.models import ChannelKind
+from payments import crypto
+from payments.models import Provider, ProviderAccount
 from tests.factories import channel_with_key, make_customer, money, token_for
 
 pytestmark = pytest.mark.django_db
@@ -260,6 +262,27 @@ def test_a_promotion_that_changes_nothing_does_not_hide_one_that_would(buyer_api
     plans = plans_by_code(quote(buyer_api, "1200.00"))
     assert plans["pay-in-12"]["promotion"]["code"] == "apr-5"
     assert plans[free.code]["promotion"] is None
+
+
+def test_a_partner_decided_product_is_offered_while_its_partner_is_enabled(buyer_api):
+    now = clock.now()
+    partner = ProviderAccount.objects.create(
+        provider=Provider.LENDING_PARTNER,
+        enabled=False,
+        base_url="http://127.0.0.1:9/partner",
+        credentials_encrypted=crypto.encrypt({"secret": "not-used"}),
+        created_at=now,
+        updated_at=now,
+    )
+    product("partner-6", installment_count=6, decider="partner", partner_account=partner)
+    product("ours-6", installment_count=6)
+    assert sorted(plans_by_code(quote(buyer_api, "600.00"))) == ["ours-6"]
+
+    ProviderAccount.objects.filter(pk=partner.pk).update(enabled=True)
+    plans = plans_by_code(quote(buyer_api, "600.00"))
+    assert sorted(plans) == ["ours-6", "partner-6"]
+    assert plans["partner-6"]["product"]["decider"] == "partner"
+    assert plans["ours-6"]["product"]["decider"] == "internal"
 
 
 def test_inactive_promotion_is_ignored(buyer_api, pay_in_12):
