@@ -45,6 +45,16 @@ def _owned_debt(owner, client: APIClient) -> dict:
     return {"debt_id": borrow(owner, "30.00", sku="BOLA")}
 
 
+def _owned_plan(owner, client: APIClient) -> dict:
+    from tests.bnpl.factories import make_plan
+
+    return {"plan_id": make_plan(customer=owner, amount="300.00").pk}
+
+
+def _owned_installment(owner, client: APIClient) -> dict:
+    return {**_owned_plan(owner, client), "number": 1}
+
+
 # URL name → (how to create an object owned by the client, the methods to try with it).
 # The page routes are driven with a logged-in session instead of a token.
 CASES: dict[str, tuple[Callable[..., dict], list[tuple[str, dict]]]] = {
@@ -55,6 +65,25 @@ CASES: dict[str, tuple[Callable[..., dict], list[tuple[str, dict]]]] = {
         [("post", {"amount": {"amount": "1.00", "currency": "EUR"}})],
     ),
     "my-wallet-repay": (_owned_debt, [("post", {"amount": "1.00"})]),
+    "bnpl-plan-detail": (_owned_plan, [("get", {})]),
+    "bnpl-plan-reschedule": (
+        _owned_plan,
+        [
+            ("post", {"number": 1, "due_date": "2027-01-03"}),
+            ("post", {"number": 1, "due_date": "2027-01-03", "confirm": True}),
+        ],
+    ),
+    "bnpl-plan-suggested-dates": (_owned_plan, [("get", {})]),
+    "bnpl-installment-payments": (
+        _owned_installment,
+        [("post", {"amount": {"amount": "1.00", "currency": "EUR"}, "source": "wallet"})],
+    ),
+    "bnpl-plan-payoff": (
+        _owned_plan,
+        [("get", {}), ("post", {}), ("post", {"confirm": True})],
+    ),
+    "bnpl-plan-cancel": (_owned_plan, [("post", {"reason": "not mine"})]),
+    "bnpl-plan-payment-method": (_owned_plan, [("post", {"payment_method": "pm_card_visa"})]),
 }
 PAGE_ROUTES = {"my-wallet-repay"}
 # URLs with a parameter that names no customer's object, and why.
