@@ -1,13 +1,17 @@
 from decimal import Decimal
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.utils.html import format_html, format_html_join
 
-from bnpl.models import PlanProduct, Promotion, PromotionKind
+from bnpl import servicing
+from bnpl.models import Installment, Plan, PlanProduct, Promotion, PromotionKind
 from bnpl.pricing import price_schedule
+from bnpl.selectors import plan_view
 from core import clock
-from core.admin import AuditedAdmin
+from core.admin import ActionsOnlyAdmin, AuditedAdmin
+from core.errors import ApplicationError
 from core.money import CURRENCY_EXPONENTS, Money, MoneyError
 from customers.models import Tier
 
@@ -304,3 +308,181 @@ class PromotionAdmin(AuditedAdmin):
         if not change:
             obj.created_at = clock.now()
         super().save_model(request, obj, form, change)
+
+
+# --- plans: servicing actions ---------------------------------------------------------
+
+
+class PlanServicingActionForm(ActionForm):
+    """Inputs of the servicing actions, next to the action menu."""
+
+    number = forms.IntegerField(
+        required=False, min_value=0, help_text="Reschedule: the installment to move"
+    )
+    new_date = forms.DateField(
+        required=False, help_text="Reschedule: its new due date (YYYY-MM-DD)"
+    )
+    amount = forms.DecimalField(
+        required=False, min_value=0, decimal_places=3, help_text="Refund: in the plan's currency"
+    )
+    note = forms.CharField(required=False, max_length=200)
+
+
+class InstallmentInline(admin.TabularInline):
+    model = Installment
+    extra = 0
+    can_delete = False
+    fields = (
+        "number",
+        "due_date",
+        "original_due_date",
+        "principal",
+        "interest",
+        "fee",
+        "late_fee",
+        "paid_principal",
+        "paid_interest",
+        "paid_fee",
+        "paid_late_fee",
+        "status",
+        "paid_at",
+    )
+    readonly_fields = fields
+    ordering = ["number"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Plan)
+class PlanAdmin(ActionsOnlyAdmin):
+    """Plans are changed only by the servicing actions (audited, ledgered), never by a form.
+
+    Amounts in the inline are minor units.
+    """
+
+    list_display = (
+        "id",
+        "customer",
+        "status",
+        "amount_display",
+        "outstanding_display",
+        "start_date",
+        "reschedule_count",
+        "created_at",
+    )
+    list_filter = ("status", "currency", "funded_by")
+    search_fields = ("=id", "customer__user__email", "reference_id")
+    list_select_related = ("customer__user",)
+    inlines = [InstallmentInline]
+    action_form = PlanServicingActionForm
+    actions = ["reschedule", "pay_off_received", "cancel_plans", "refund"]
+    readonly_fields = (
+        "customer",
+        "product",
+        "promotion",
+        "reference_type",
+        "reference_id",
+        "currency",
+        "amount",
+        "down_payment",
+        "refunded_amount",
+        "apr",
+        "status",
+        "payment_method",
+        "funded_by",
+        "start_date",
+        "reschedule_count",
+        "terms",
+        "created_at",
+        "completed_at",
+        "cancelled_at",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="Amount")
+    def amount_display(self, obj: Plan) -> str:
+        return str(obj.amount_money)
+
+    @admin.display(description="Outstanding today")
+    def outstanding_display(self, obj: Plan) -> str:
+        return str(plan_view(obj).outstanding)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("installments")
+
+    def _run(self, request, queryset, verb: str, call) -> None:
+        done = 0
+        for plan in queryset:
+            try:
+                call(plan)
+                done += 1
+            except ApplicationError as exc:
+                self.message_user(request, f"Plan #{plan.pk}: {exc.message}", messages.ERROR)
+        if done:
+            self.message_user(request, f"{verb} {done} plan(s).", messages.SUCCESS)
+
+    @admin.action(
+        description="Reschedule an installment (number and new date above)",
+        permissions=["change"],
+    )
+    def reschedule(self, request, queryset) -> None:
+        form = PlanServicingActionForm(request.POST)
+        form.is_valid()
+        number, new_date = form.cleaned_data.get("number"), form.cleaned_data.get("new_date")
+        if number is None or new_date is None:
+            self.message_user(
+                request, "Enter the installment number and its new date.", messages.ERROR
+            )
+            return
+        self._run(
+            request,
+            queryset,
+            "Rescheduled",
+            lambda plan: servicing.plan_reschedule(
+                plan_id=plan.pk, number=number, new_date=new_date, actor=request.user
+            ),
+        )
+
+    @admin.action(
+        description="Pay off: the payoff amount was received outside the gateways",
+        permissions=["change"],
+    )
+    def pay_off_received(self, request, queryset) -> None:
+        note = request.POST.get("note", "")
+        self._run(
+            request,
+            queryset,
+            "Paid off",
+            lambda plan: servicing.plan_pay_off(
+                plan_id=plan.pk, source=servicing.MANUAL, actor=request.user, note=note
+            ),
+        )
+
+    @admin.action(description="Cancel (only before the first debit)", permissions=["change"])
+    def cancel_plans(self, request, queryset) -> None:
+        note = request.POST.get("note", "")
+        self._run(
+            request,
+            queryset,
+            "Cancelled",
+            lambda plan: servicing.plan_cancel(plan_id=plan.pk, actor=request.user, reason=note),
+        )
+
+    @admin.action(description="Refund part of the order (amount above)", permissions=["change"])
+    def refund(self, request, queryset) -> None:
+        raw = request.POST.get("amount")
+        if not raw:
+            self.message_user(request, "Enter the amount refunded.", messages.ERROR)
+            return
+        note = request.POST.get("note", "")
+
+        def call(plan: Plan) -> None:
+            servicing.plan_refund(
+                plan_id=plan.pk,
+                amount=Money.parse(raw, plan.currency),
+                actor=request.user,
+                note=note,
+            )
+
+        self._run(request, queryset, "Refunded", call)
