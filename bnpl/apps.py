@@ -12,3 +12,19 @@ class BnplConfig(AppConfig):
         # A captured installment charge pays the installment down in the same transaction
         # as the payment fact (payments.events, "Money that an owner books itself").
         events.register_settlement(INSTALLMENT_REFERENCE, installment_settle)
+
+        from bnpl.applications import PARTNER_REFERENCE, partner_decision_received
+        from core.schedules import Schedule, register
+
+        # A lending partner's decision on an application, whatever route brings it.
+        events.register_partner_decision(PARTNER_REFERENCE, partner_decision_received)
+        register(
+            Schedule(
+                name="Installments: expire credit applications past their timeout",
+                task="bnpl.expire_applications",
+                crontab="*/5 * * * *",
+                description="Releases orders whose credit decision did not come within "
+                "BNPL_DECISION_TIMEOUT (24 h), and decides pending applications a crash "
+                "left undecided.",
+            )
+        )

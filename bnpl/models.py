@@ -283,6 +283,9 @@ class CreditApplication(models.Model):
     terms = models.JSONField()
     # The saved card token debited for the installments.
     payment_method = models.CharField(max_length=64)
+    # What is financed, for a lending partner and the reviewer: [{"sku", "name", "quantity",
+    # "unit_price", "total", "merchant_category"}], amounts in minor units.
+    lines = models.JSONField(default=list, blank=True)
     status = FSMField(
         default=ApplicationStatus.PENDING,
         choices=ApplicationStatus.choices,

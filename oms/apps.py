@@ -12,6 +12,11 @@ class OmsConfig(AppConfig):
 
         # Payments hands card outcomes up to the orders they pay for (ARCHITECTURE.md).
         events.register("oms.order", split_order_card_settled)
+        # Credit decisions on orders paid in installments are applied under the order's lock.
+        from bnpl.applications import register_owner
+        from oms.services import installments_settle
+
+        register_owner("oms.order", installments_settle)
         register(
             Schedule(
                 name="Orders: settle split-payment orders left new",

@@ -91,10 +91,19 @@ class StockItem(models.Model):
 class PaymentMethod(models.TextChoices):
     WALLET = "wallet", "Store wallet (a short balance may use wallet BNPL)"
     WALLET_CARD = "wallet_card", "Wallet balance first, the rest authorized on a card"
+    INSTALLMENTS = "installments", "Installment plan: a credit decision, then scheduled debits"
+    KLARNA = "klarna", "Klarna: authorized at checkout, captured at fulfilment"
+    AFTERPAY = "afterpay", "Afterpay / Clearpay: authorized at checkout, captured at fulfilment"
+
+    @classmethod
+    def held(cls) -> tuple[str, ...]:
+        """The methods whose orders wait on hold for a credit or provider decision."""
+        return (cls.INSTALLMENTS, cls.KLARNA, cls.AFTERPAY)
 
 
 class OrderStatus(models.TextChoices):
     NEW = "new", "Placed, not yet paid"
+    ON_HOLD = "on_hold", "Waiting for a credit decision; stock reserved, nothing captured"
     CONFIRMED = "confirmed", "Paid; stock reserved; awaiting fulfilment"
     FULFILLED = "fulfilled", "Shipped or handed over; stock consumed"
     CANCELLED = "cancelled", "Cancelled; stock released, payment returned"
@@ -122,6 +131,14 @@ class Order(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     cancel_reason = models.CharField(max_length=255, blank=True)
+    # With installments: the credit decision behind the order (its plan, once approved).
+    credit_application = models.OneToOneField(
+        "bnpl.CreditApplication",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
     created_at = models.DateTimeField(db_index=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     fulfilled_at = models.DateTimeField(null=True, blank=True)
@@ -151,12 +168,22 @@ class Order(models.Model):
     def confirm(self, *, at) -> None:
         self.confirmed_at = at
 
+    @transition(field=status, source=OrderStatus.NEW, target=OrderStatus.ON_HOLD)
+    def hold(self) -> None:
+        pass
+
+    @transition(field=status, source=OrderStatus.ON_HOLD, target=OrderStatus.CONFIRMED)
+    def release_hold(self, *, at) -> None:
+        self.confirmed_at = at
+
     @transition(field=status, source=OrderStatus.CONFIRMED, target=OrderStatus.FULFILLED)
     def fulfil(self, *, at) -> None:
         self.fulfilled_at = at
 
     @transition(
-        field=status, source=[OrderStatus.NEW, OrderStatus.CONFIRMED], target=OrderStatus.CANCELLED
+        field=status,
+        source=[OrderStatus.NEW, OrderStatus.ON_HOLD, OrderStatus.CONFIRMED],
+        target=OrderStatus.CANCELLED,
     )
     def cancel(self, *, at, reason: str) -> None:
         self.cancelled_at = at

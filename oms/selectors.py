@@ -7,14 +7,19 @@ from oms.errors import OrderNotFound
 from oms.models import Channel, Order, OrderLine
 
 
+def orders_with_details() -> QuerySet[Order]:
+    """Orders with what the API shows: channel, lines, credit decision and plan."""
+    return Order.objects.select_related(
+        "channel", "credit_application", "credit_application__plan"
+    ).prefetch_related(Prefetch("lines", queryset=OrderLine.objects.order_by("line_no")))
+
+
 def orders_for_caller(*, customer: Customer, channel: Channel | None) -> QuerySet[Order]:
     """The caller's orders; a channel key sees only what its own channel placed."""
-    orders = Order.objects.filter(customer=customer)
+    orders = orders_with_details().filter(customer=customer)
     if channel is not None:
         orders = orders.filter(channel=channel)
-    return orders.select_related("channel").prefetch_related(
-        Prefetch("lines", queryset=OrderLine.objects.order_by("line_no"))
-    )
+    return orders
 
 
 def order_for_caller(*, customer: Customer, channel: Channel | None, order_id: int) -> Order:

@@ -16,6 +16,17 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
+from bnpl.applications import (
+    application_decide,
+    application_submit,
+    application_withdraw,
+    plan_cancel_checkout_failed,
+    plan_checkout_installment,
+    product_for_application,
+)
+from bnpl.models import ApplicationStatus, Plan
+from bnpl.quoting import quote_product
+from bnpl.services import installment_checkout_charge
 from core import clock
 from core.audit import audit_record
 from core.db import prefetch_rows, violated_constraint
@@ -23,7 +34,7 @@ from core.idempotency import IdempotencyClaim
 from core.money import MAX_MINOR, Money
 from customers.models import Customer, Feature
 from customers.services import customer_require_kyc_for
-from oms import inventory
+from oms import inventory, signals
 from oms.errors import (
     CardDeclined,
     CardUnavailable,
@@ -32,6 +43,7 @@ from oms.errors import (
     InvalidTransition,
 )
 from oms.models import Channel, Order, OrderLine, OrderStatus, PaymentMethod, StockItem
+from oms.selectors import orders_with_details
 from payments.gateway import Decision, GatewayResult, GatewayTechnicalError
 from payments.models import Provider
 from payments.processing import (
@@ -165,8 +177,13 @@ def _place_order(
     renewal_of: Order | None,
     actor: AbstractBaseUser | None,
     confirm: bool,
+    hold: bool = False,
 ) -> Order:
-    """Reserve the stock and write the order and its lines, in the caller's transaction."""
+    """Reserve the stock and write the order and its lines, in the caller's transaction.
+
+    ``confirm``: the order is paid (confirmed); ``hold``: it waits on hold for a credit or
+    provider decision; neither: it is new (a split payment's card is being asked).
+    """
     now = clock.now()
     allocations = inventory.stock_allocate(demands=[(line.sku, line.quantity) for line in lines])
     if (
@@ -188,6 +205,8 @@ def _place_order(
     )
     if confirm:
         order.confirm(at=now)
+    elif hold:
+        order.hold()
     order.save()
     order_lines = OrderLine.objects.bulk_create(
         OrderLine(
@@ -269,8 +288,9 @@ def order_cancel(
     is voided (or refunded) after it, outside any lock.
     """
     order = _cancel(order_id=order_id, reason=reason, actor=actor, actor_label=actor_label)
-    if order.payment_method == PaymentMethod.WALLET_CARD:
-        _release_card(order.pk)
+    provider = _PROVIDER_OF.get(order.payment_method)
+    if provider is not None:
+        _release_card(order.pk, provider=provider)
     return order
 
 
@@ -279,8 +299,14 @@ def _cancel(
     *, order_id: int, reason: str, actor: AbstractBaseUser | None, actor_label: str
 ) -> Order:
     order, wallet = _locked_order(order_id)
-    if order.status not in (OrderStatus.NEW, OrderStatus.CONFIRMED):
+    if order.status not in (OrderStatus.NEW, OrderStatus.ON_HOLD, OrderStatus.CONFIRMED):
         raise InvalidTransition(f"A {order.status} order cannot be cancelled.")
+    if order.payment_method == PaymentMethod.INSTALLMENTS and order.status == OrderStatus.CONFIRMED:
+        raise InvalidTransition(
+            "An order financed by an installment plan is cancelled by refunding it.",
+            code="oms.financed_order",
+        )
+    before = order.status
     was_paid = order.status == OrderStatus.CONFIRMED
     inventory.stock_release(order=order)
     order.cancel(at=clock.now(), reason=reason)
@@ -298,29 +324,37 @@ def _cancel(
         _release_wallet_part(
             order=order, wallet=wallet, actor=actor, reason=f"Order cancelled: {reason}"
         )
+    elif order.credit_application_id is not None:
+        application_withdraw(
+            application_id=order.credit_application_id,
+            reason=f"Order cancelled: {reason}",
+            actor=actor,
+        )
     audit_record(
         actor=actor,
         actor_label=actor_label,
         action="oms.cancel",
         target=order,
         changes={
-            "status": [
-                OrderStatus.CONFIRMED if was_paid else OrderStatus.NEW,
-                OrderStatus.CANCELLED,
-            ],
+            "status": [before, OrderStatus.CANCELLED],
             "refunded": str(order.total_money) if was_paid else "0",
         },
         note=reason,
     )
+    _send_on_commit(signals.order_cancelled, order, reason=order.cancel_reason)
     return order
 
 
 def order_fulfil(*, order_id: int, actor: AbstractBaseUser | None = None) -> Order:
-    """Mark a confirmed order shipped: a card part is captured first, then stock leaves."""
-    if Order.objects.filter(
-        pk=order_id, status=OrderStatus.CONFIRMED, payment_method=PaymentMethod.WALLET_CARD
-    ).exists():
-        _capture_card_part(order_id)
+    """Mark a confirmed order shipped: what a card or a provider authorized is captured
+    first, then stock leaves."""
+    method = (
+        Order.objects.filter(pk=order_id, status=OrderStatus.CONFIRMED)
+        .values_list("payment_method", flat=True)
+        .first()
+    )
+    if method in _PROVIDER_OF:
+        _capture_card_part(order_id, provider=_PROVIDER_OF[method])
     return _fulfil(order_id=order_id, actor=actor)
 
 
@@ -521,16 +555,26 @@ def _finish_split(
 
 
 def split_order_card_settled(reference_id: str, approved: bool) -> None:
-    """Registered with payments: a card authorization of a split order was decided."""
+    """Registered with payments: an authorization for an order was decided.
+
+    A split order is confirmed or cancelled (``_finish_split``); an order on hold for
+    Klarna or Afterpay is released or cancelled (``_provider_settle``).
+    """
     if not reference_id.isdigit():
         return
-    order = Order.objects.filter(
-        pk=int(reference_id), payment_method=PaymentMethod.WALLET_CARD
-    ).first()
-    if order is not None:
+    order = (
+        Order.objects.filter(pk=int(reference_id), payment_method__in=tuple(_PROVIDER_OF))
+        .only("pk", "payment_method")
+        .first()
+    )
+    if order is None:
+        return
+    if order.payment_method == PaymentMethod.WALLET_CARD:
         _finish_split(
             order_id=order.pk, approved=approved, reason="Card declined" if not approved else ""
         )
+    else:
+        _provider_settle(order_id=order.pk, approved=approved)
 
 
 def order_checkout_split(
@@ -620,11 +664,10 @@ def _answer_pending(*, order_id: int, idempotency: IdempotencyClaim | None) -> O
     return order
 
 
-def _release_card(order_id: int) -> None:
-    """Void what the card still holds for an order and refund what it captured (no lock)."""
-    txn = transaction_for(
-        reference_type="oms.order", reference_id=str(order_id), provider=Provider.CARD
-    )
+def _release_card(order_id: int, provider: str = Provider.CARD) -> None:
+    """Void what the card (or provider) still holds for an order and refund what it
+    captured (no lock)."""
+    txn = transaction_for(reference_type="oms.order", reference_id=str(order_id), provider=provider)
     if txn is None or txn.provider_reference is None:
         return
     amounts = payment_amounts(txn)
@@ -638,11 +681,9 @@ def _release_card(order_id: int) -> None:
         )
 
 
-def _capture_card_part(order_id: int) -> None:
-    """Before shipping, capture what a split payment authorized on the card (no lock held)."""
-    txn = transaction_for(
-        reference_type="oms.order", reference_id=str(order_id), provider=Provider.CARD
-    )
+def _capture_card_part(order_id: int, provider: str = Provider.CARD) -> None:
+    """Before shipping, capture what the card (or provider) authorized (no lock held)."""
+    txn = transaction_for(reference_type="oms.order", reference_id=str(order_id), provider=provider)
     if txn is None:
         return
     capturable = payment_amounts(txn).capturable
@@ -694,3 +735,405 @@ def split_orders_settle(*, older_than_minutes: int = 15, give_up_hours: int = 24
             continue
         settled += 1
     return settled
+
+
+# --- orders on hold: installments (a credit decision), Klarna and Afterpay --------------
+
+# The payment provider that holds an order's money, by payment method.
+_PROVIDER_OF: dict[str, str] = {
+    PaymentMethod.WALLET_CARD: Provider.CARD,
+    PaymentMethod.KLARNA: Provider.KLARNA,
+    PaymentMethod.AFTERPAY: Provider.AFTERPAY,
+}
+
+
+def _send_on_commit(signal, order: Order, **kwargs) -> None:
+    transaction.on_commit(lambda: signal.send(sender=Order, order=order, **kwargs))
+
+
+def _release_hold(*, order: Order, actor: AbstractBaseUser | None, actor_label: str) -> None:
+    """Confirm a locked order on hold: its stock stays reserved, its payment is in place."""
+    order.release_hold(at=clock.now())
+    order.save(update_fields=["status", "confirmed_at"])
+    audit_record(
+        actor=actor,
+        actor_label=actor_label,
+        action="oms.hold_released",
+        target=order,
+        changes={"status": [OrderStatus.ON_HOLD, OrderStatus.CONFIRMED]},
+    )
+    _send_on_commit(signals.order_hold_released, order)
+
+
+def _cancel_locked(
+    *, order: Order, reason: str, actor: AbstractBaseUser | None, actor_label: str
+) -> None:
+    """Cancel a locked order that holds no wallet money: release its stock. Audited."""
+    before = order.status
+    inventory.stock_release(order=order)
+    order.cancel(at=clock.now(), reason=reason)
+    order.save(update_fields=["status", "cancelled_at", "cancel_reason"])
+    audit_record(
+        actor=actor,
+        actor_label=actor_label,
+        action="oms.cancel",
+        target=order,
+        changes={"status": [before, OrderStatus.CANCELLED], "refunded": "0"},
+        note=reason,
+    )
+    _send_on_commit(signals.order_cancelled, order, reason=order.cancel_reason)
+
+
+def _reload(order_id: int) -> Order:
+    """The order as the API shows it (lines, channel, credit decision and plan)."""
+    return orders_with_details().get(pk=order_id)
+
+
+def order_checkout_installments(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    plan_product: str,
+    card_payment_method: str,
+    external_reference: str | None = None,
+    renewal_of: Order | None = None,
+    actor: AbstractBaseUser | None = None,
+    idempotency: IdempotencyClaim | None = None,
+) -> Order:
+    """Pay an order with an installment plan: hold the order, then decide the credit.
+
+    1. Checks that write nothing: the lines, ``customers.kyc_required`` (when an admin put
+       installments behind KYC), the product (``bnpl.unknown_product``,
+       ``bnpl.product_currency_mismatch``, ``bnpl.amount_outside_limits``), a card processor
+       when the terms charge a down payment.
+    2. One durable transaction: the stock is reserved, the order is written ``on_hold`` and
+       a pending credit application (the terms priced with the best promotion) points at it.
+       The idempotency key is completed here, so a retry never places a second order.
+    3. After commit, the decision runs in this request (``bnpl.applications.
+       application_decide``): the internal decision answers at once, a lending partner
+       answers or refers. The order comes back ``confirmed`` (plan created, down payment
+       charged), ``cancelled`` (declined, with the reason) or still ``on_hold`` (staff
+       review, a partner's referral): poll ``GET /api/v1/orders/{id}``.
+    """
+    total = _order_total(lines)
+    customer_require_kyc_for(customer=customer, feature=Feature.INSTALLMENTS)
+    product = product_for_application(code=plan_product, amount=total)
+    quote = quote_product(
+        customer=customer,
+        product=product,
+        amount=total,
+        merchant_categories=[line.merchant_category for line in lines],
+    )
+    if quote.schedule.down_payment_line is not None and enabled_account(Provider.CARD) is None:
+        raise CardUnavailable(
+            "The down payment needs a card processor; none is available.",
+            fields={"card_payment_method": ["Card payments are not available right now."]},
+        )
+    try:
+        order = _hold_for_credit(
+            customer=customer,
+            channel=channel,
+            lines=lines,
+            total=total,
+            quote=quote,
+            card_payment_method=card_payment_method,
+            external_reference=external_reference,
+            renewal_of=renewal_of,
+            actor=actor,
+            idempotency=idempotency,
+        )
+    except IntegrityError as exc:
+        if violated_constraint(exc) == "order_external_reference_unique_per_channel":
+            raise DuplicateExternalReference(
+                fields={"external_reference": ["Already used."]}
+            ) from None
+        raise
+    application_decide(application_id=order.credit_application_id)
+    return _reload(order.pk)
+
+
+@transaction.atomic(durable=True)
+def _hold_for_credit(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    total: Money,
+    quote,
+    card_payment_method: str,
+    external_reference: str | None,
+    renewal_of: Order | None,
+    actor: AbstractBaseUser | None,
+    idempotency: IdempotencyClaim | None,
+) -> Order:
+    order = _place_order(
+        customer=customer,
+        channel=channel,
+        lines=lines,
+        total=total,
+        payment_method=PaymentMethod.INSTALLMENTS,
+        external_reference=external_reference,
+        renewal_of=renewal_of,
+        actor=actor,
+        confirm=False,
+        hold=True,
+    )
+    application = application_submit(
+        customer=customer,
+        product=quote.product,
+        terms=quote.terms,
+        amount=total,
+        reference_type="oms.order",
+        reference_id=str(order.pk),
+        payment_method=card_payment_method,
+        lines=[
+            {
+                "sku": line.sku,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price.minor,
+                "total": line.total.minor,
+                "merchant_category": line.merchant_category,
+            }
+            for line in lines
+        ],
+        promotion=quote.promotion.promotion if quote.promotion else None,
+        actor=actor,
+    )
+    order.credit_application = application
+    order.save(update_fields=["credit_application"])
+    audit_record(
+        actor=actor,
+        actor_label=f"channel:{channel.code}",
+        action="oms.checkout",
+        target=order,
+        changes={
+            "total": str(total),
+            "lines": len(lines),
+            "payment_method": PaymentMethod.INSTALLMENTS,
+            "plan_product": quote.product.code,
+            "promotion": quote.promotion.code if quote.promotion else "",
+        },
+    )
+    if idempotency is not None:
+        idempotency.complete(order)
+    return order
+
+
+def _credit_cancel_reason(application) -> str:
+    codes = ", ".join(r.get("code", "") for r in application.reasons if r.get("code"))
+    if application.status == ApplicationStatus.EXPIRED:
+        return "No credit decision in time"
+    if application.status == ApplicationStatus.DECLINED:
+        return f"Credit declined ({codes or 'no reason given'})"
+    return f"Credit application {application.status}"
+
+
+def installments_settle(*, reference_id: str, apply) -> None:
+    """Registered with bnpl as the owner of ``oms.order`` applications.
+
+    One durable transaction, in the documented lock order: wallet → order (here), then the
+    application and the plan (``apply``). An approval confirms the order on hold; a
+    decline, an expiry or a withdrawal cancels it with the reason and releases its stock.
+    After commit an approved plan's down payment is charged on the card; a declined
+    charge cancels the plan and the order.
+    """
+    order_id = int(reference_id)
+    with transaction.atomic(durable=True):
+        order, _ = _locked_order(order_id)
+        application = apply()
+        approved_now = False
+        if order.status == OrderStatus.ON_HOLD:
+            if application.status == ApplicationStatus.APPROVED:
+                _release_hold(order=order, actor=None, actor_label="credit decision")
+                approved_now = True
+            elif application.status not in application.OPEN:
+                _cancel_locked(
+                    order=order,
+                    reason=_credit_cancel_reason(application),
+                    actor=None,
+                    actor_label="credit decision",
+                )
+    if approved_now:
+        _charge_down_payment(order_id=order_id, application_id=application.pk)
+
+
+def _charge_down_payment(*, order_id: int, application_id: int) -> None:
+    """Charge an approved plan's down payment now (outside any lock).
+
+    A declined charge cancels the plan and the order; an unanswered one is left to the
+    payments reconciler (the installment is paid when the capture is recorded).
+    """
+    plan = Plan.objects.filter(application_id=application_id).first()
+    installment = plan_checkout_installment(plan=plan) if plan is not None else None
+    if installment is None:
+        return
+    try:
+        result = installment_checkout_charge(installment_id=installment.pk)
+    except CircuitOpen:
+        result = GatewayResult(Decision.DECLINED, decline_code="provider_unavailable")
+    except GatewayTechnicalError:
+        return
+    if result.decision == Decision.DECLINED:
+        _down_payment_failed(
+            order_id=order_id,
+            plan_id=plan.pk,
+            reason=f"Down payment declined ({result.decline_code or 'no reason given'})",
+        )
+
+
+@transaction.atomic(durable=True)
+def _down_payment_failed(*, order_id: int, plan_id: int, reason: str) -> None:
+    order, _ = _locked_order(order_id)
+    plan_cancel_checkout_failed(plan_id=plan_id, reason=reason)
+    if order.status == OrderStatus.CONFIRMED:
+        _cancel_locked(order=order, reason=reason, actor=None, actor_label="down payment")
+
+
+# --- Klarna and Afterpay: authorized at checkout, held while the provider reviews -------
+
+
+def order_checkout_provider(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    provider: str,
+    authorization_token: str,
+    external_reference: str | None = None,
+    renewal_of: Order | None = None,
+    actor: AbstractBaseUser | None = None,
+    idempotency: IdempotencyClaim | None = None,
+) -> Order:
+    """Pay an order with Klarna or Afterpay: hold it, authorize, release on approval.
+
+    The order is written ``on_hold`` (stock reserved, nothing captured) and committed; the
+    provider is asked outside any transaction. Its outcome settles the order by whatever
+    route it comes (this call's answer, a webhook, the reconciler) through the ``oms.order``
+    payments hand-up: approved → ``confirmed``; declined → ``cancelled`` with the reason. A
+    pending fraud review (Klarna's ``PENDING``) keeps the order on hold until the
+    provider's notification. Capture happens at fulfilment, a cancellation voids.
+    """
+    total = _order_total(lines)
+    account = enabled_account(provider)
+    if account is None:
+        raise CardUnavailable(
+            f"{Provider(provider).label} is not available right now.",
+            fields={"payment_method": ["Not available right now."]},
+        )
+    refusal = account_refusal(
+        account,
+        amount=total,
+        categories={line.merchant_category for line in lines if line.merchant_category},
+    )
+    if refusal:
+        raise CardUnavailable(refusal, fields={"payment_method": [refusal]})
+    try:
+        order = _hold_for_provider(
+            customer=customer,
+            channel=channel,
+            lines=lines,
+            total=total,
+            payment_method=provider,
+            external_reference=external_reference,
+            renewal_of=renewal_of,
+            actor=actor,
+            idempotency=idempotency,
+        )
+    except IntegrityError as exc:
+        if violated_constraint(exc) == "order_external_reference_unique_per_channel":
+            raise DuplicateExternalReference(
+                fields={"external_reference": ["Already used."]}
+            ) from None
+        raise
+    key = f"order:{order.pk}:{provider}"
+    try:
+        payment_authorize(
+            account=account,
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            amount=total,
+            payment_method=authorization_token,
+            idempotency_key=key,
+        )
+    except CircuitOpen:
+        # Nothing reached the provider: the authorization failed and the order is settled.
+        payment_request_failed(
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            idempotency_key=key,
+            reason="provider_unavailable",
+        )
+    except GatewayTechnicalError:
+        pass  # unknown: the reconciler asks the provider; the order stays on hold
+    return _reload(order.pk)
+
+
+@transaction.atomic(durable=True)
+def _hold_for_provider(
+    *,
+    customer: Customer,
+    channel: Channel,
+    lines: Sequence[LineInput],
+    total: Money,
+    payment_method: str,
+    external_reference: str | None,
+    renewal_of: Order | None,
+    actor: AbstractBaseUser | None,
+    idempotency: IdempotencyClaim | None,
+) -> Order:
+    order = _place_order(
+        customer=customer,
+        channel=channel,
+        lines=lines,
+        total=total,
+        payment_method=payment_method,
+        external_reference=external_reference,
+        renewal_of=renewal_of,
+        actor=actor,
+        confirm=False,
+        hold=True,
+    )
+    audit_record(
+        actor=actor,
+        actor_label=f"channel:{channel.code}",
+        action="oms.checkout",
+        target=order,
+        changes={"total": str(total), "lines": len(lines), "payment_method": payment_method},
+    )
+    if idempotency is not None:
+        idempotency.complete(order)
+    return order
+
+
+def _provider_decline_reason(order: Order) -> str:
+    provider = _PROVIDER_OF[order.payment_method]
+    txn = transaction_for(reference_type="oms.order", reference_id=str(order.pk), provider=provider)
+    detail = {}
+    if txn is not None:
+        failed = txn.events.filter(kind="authorization", outcome="failed").order_by("-id").first()
+        detail = failed.detail if failed is not None else {}
+    why = detail.get("decline_code") or str(detail.get("status", "")).lower() or "declined"
+    return f"{Provider(provider).label} declined the payment ({why})"
+
+
+def _provider_settle(*, order_id: int, approved: bool) -> None:
+    """Release or cancel an order on hold for its provider's decision; idempotent.
+
+    An approval that arrives for an order cancelled meanwhile is voided after commit.
+    """
+    with transaction.atomic(durable=True):
+        order, _ = _locked_order(order_id)
+        release = approved and order.status == OrderStatus.CANCELLED
+        if order.status == OrderStatus.ON_HOLD and approved:
+            _release_hold(order=order, actor=None, actor_label=f"provider:{order.payment_method}")
+        elif order.status == OrderStatus.ON_HOLD:
+            _cancel_locked(
+                order=order,
+                reason=_provider_decline_reason(order),
+                actor=None,
+                actor_label=f"provider:{order.payment_method}",
+            )
+    if release:
+        _release_card(order_id, provider=_PROVIDER_OF[order.payment_method])

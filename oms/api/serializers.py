@@ -37,17 +37,39 @@ class CheckoutInputSerializer(serializers.Serializer):
     card_payment_method = serializers.CharField(
         required=False,
         max_length=128,
-        help_text="With wallet_card: the card processor's token for the customer's card "
-        "(never a card number)",
+        help_text="With wallet_card and installments: the card processor's token for the "
+        "customer's saved card (never a card number); installments are debited from it",
+    )
+    plan_product = serializers.SlugField(
+        required=False,
+        max_length=40,
+        help_text="With installments: the code of the installment product (see the quotes)",
+    )
+    authorization_token = serializers.CharField(
+        required=False,
+        max_length=255,
+        help_text="With klarna: the authorization_token from Klarna's widget; with afterpay: "
+        "the checkout token the customer approved",
     )
 
     def validate(self, attrs: dict) -> dict:
-        if attrs["payment_method"] == PaymentMethod.WALLET_CARD and not attrs.get(
-            "card_payment_method"
-        ):
-            raise serializers.ValidationError(
-                {"card_payment_method": ["Required with payment_method wallet_card."]}
-            )
+        method = attrs["payment_method"]
+        needs = {
+            PaymentMethod.WALLET_CARD: ("card_payment_method",),
+            PaymentMethod.INSTALLMENTS: ("plan_product", "card_payment_method"),
+            PaymentMethod.KLARNA: ("authorization_token",),
+            PaymentMethod.AFTERPAY: ("authorization_token",),
+        }.get(method, ())
+        missing = {
+            name: [f"Required with payment_method {method}."]
+            for name in needs
+            if not attrs.get(name)
+        }
+        token = attrs.get("card_payment_method") or ""
+        if method == PaymentMethod.INSTALLMENTS and len(token) > 64:
+            missing["card_payment_method"] = ["At most 64 characters with installments."]
+        if missing:
+            raise serializers.ValidationError(missing)
         return attrs
 
     def validate_lines(self, lines: list[dict]) -> list[dict]:
@@ -85,10 +107,38 @@ class LineOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class CreditReasonSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class CreditDecisionSerializer(serializers.Serializer):
+    """The credit decision behind an order paid in installments."""
+
+    application = serializers.IntegerField(source="pk")
+    status = serializers.CharField(
+        help_text="pending | review | referred | approved | declined | expired | cancelled"
+    )
+    reasons = CreditReasonSerializer(many=True)
+    decided_by = serializers.CharField(help_text="internal | partner; empty while open")
+    expires_at = serializers.DateTimeField(help_text="The hold ends then without a decision")
+    decided_at = serializers.DateTimeField(allow_null=True)
+    plan = serializers.SerializerMethodField(help_text="The plan's id once approved")
+
+    def get_plan(self, application) -> int | None:
+        plan = getattr(application, "plan", None)
+        return plan.pk if plan is not None else None
+
+
 class OrderOutputSerializer(serializers.ModelSerializer):
     channel = serializers.CharField(source="channel.code")
     total = MoneyField(source="total_money")
     lines = LineOutputSerializer(many=True)
+    credit_decision = CreditDecisionSerializer(
+        source="credit_application",
+        allow_null=True,
+        help_text="With installments: the credit decision and the plan; null otherwise",
+    )
 
     class Meta:
         model = Order
@@ -102,6 +152,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "payment_method",
             "renewal_of",
             "cancel_reason",
+            "credit_decision",
             "created_at",
             "confirmed_at",
             "fulfilled_at",

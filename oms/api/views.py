@@ -60,33 +60,62 @@ class OrderListCreateApi(ListAPIView):
         channel = _caller_channel(request) or self._customer_channel(values.get("channel"))
         lines = [services.LineInput(**line) for line in values["lines"]]
         renewal_of = self._renewed_order(request, values.get("renewal_of"))
+        method = values["payment_method"]
+        common = {
+            "customer": request.user.customer,
+            "channel": channel,
+            "lines": lines,
+            "external_reference": values.get("external_reference"),
+            "renewal_of": renewal_of,
+            "actor": request.user,
+        }
+        if method in PaymentMethod.held():
+            return self._checkout_held(request, method, values, common)
         return idempotent(
             request,
             render=_render_created,
             perform=lambda claim: (
                 services.order_checkout_split(
-                    customer=request.user.customer,
-                    channel=channel,
-                    lines=lines,
                     card_payment_method=values["card_payment_method"],
-                    external_reference=values.get("external_reference"),
-                    renewal_of=renewal_of,
-                    actor=request.user,
                     idempotency=claim,
+                    **common,
                 )
-                if values["payment_method"] == PaymentMethod.WALLET_CARD
-                else services.order_checkout(
-                    customer=request.user.customer,
-                    channel=channel,
-                    lines=lines,
-                    payment_method=values["payment_method"],
-                    external_reference=values.get("external_reference"),
-                    renewal_of=renewal_of,
-                    actor=request.user,
-                    idempotency=claim,
-                )
+                if method == PaymentMethod.WALLET_CARD
+                else services.order_checkout(payment_method=method, idempotency=claim, **common)
             ),
         )
+
+    @staticmethod
+    def _checkout_held(request: Request, method: str, values: dict, common: dict) -> Response:
+        """Installments, Klarna, Afterpay: the order is held, then decided in this request.
+
+        The idempotency key is completed when the order is placed (on hold), so a replay
+        answers that snapshot; the first answer shows the order as the decision left it.
+        """
+        placed: list[Order] = []
+
+        def perform(claim):
+            if method == PaymentMethod.INSTALLMENTS:
+                order = services.order_checkout_installments(
+                    plan_product=values["plan_product"],
+                    card_payment_method=values["card_payment_method"],
+                    idempotency=claim,
+                    **common,
+                )
+            else:
+                order = services.order_checkout_provider(
+                    provider=method,
+                    authorization_token=values["authorization_token"],
+                    idempotency=claim,
+                    **common,
+                )
+            placed.append(order)
+            return order
+
+        response = idempotent(request, render=_render_created, perform=perform)
+        if placed:
+            return Response(OrderOutputSerializer(placed[0]).data, status=status.HTTP_201_CREATED)
+        return response
 
     @staticmethod
     def _renewed_order(request: Request, order_id: int | None) -> Order | None:

@@ -1,0 +1,543 @@
+"""Checkout with installments: the order waits on hold for the credit decision.
+
+Real commits (``transaction=True``), the card processor and the lending partner in the
+payment sandbox over HTTP. Each step checks the order, its stock reservation, the ledger,
+the scheduled debit requests, the signals and ``GET /api/v1/orders/{id}``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import requests
+from celery import current_app
+from rest_framework.test import APIClient
+
+from bnpl import signals as bnpl_signals
+from bnpl.applications import application_review
+from bnpl.models import (
+    ApplicationStatus,
+    CreditApplication,
+    DebitRequest,
+    DebitRequestStatus,
+    InstallmentStatus,
+    Plan,
+    PlanStatus,
+)
+from bnpl.pricing import due_date
+from bnpl.services import due_moment, plan_receivable
+from bnpl.tasks import expire_applications
+from core import clock
+from core.models import AuditEntry
+from ledger.models import Account, Purpose
+from oms import signals as oms_signals
+from oms.models import Order, OrderStatus, ReservationStatus, StockItem, StockReservation
+from payments import crypto
+from payments.models import Provider, ProviderAccount
+from payments.services import provider_webhook_secret_rotate
+from tests.bnpl.factories import make_product
+from tests.factories import approve_kyc, line, make_customer, money, token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MERCHANT = f"{Purpose.MERCHANT}:EUR"
+GATEWAY = f"{Purpose.GATEWAY_CLEARING}:EUR"
+PROVIDER = f"{Purpose.PROVIDER_CLEARING}:EUR"
+
+
+def balance(code: str) -> int:
+    account = Account.objects.filter(code=code).first()
+    return account.balance if account else 0
+
+
+def owed(customer) -> int:
+    """The customer's installment receivable: principal still owed, minor units."""
+    return plan_receivable(customer_id=customer.pk, currency="EUR").balance
+
+
+@pytest.fixture
+def eager():
+    previous = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True
+    yield
+    current_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def borrower(customer):
+    return approve_kyc(customer)
+
+
+@pytest.fixture
+def product():
+    """Pay in 3 monthly, 25 % down at checkout, 0 %, 10.00 to 5000.00."""
+    return make_product(
+        code="pay-in-3",
+        down_payment="percent",
+        down_payment_percent=Decimal(25),
+        min_amount=1_000,
+        max_amount=500_000,
+    )
+
+
+@pytest.fixture
+def seen():
+    """Every integrator signal sent, as (name, id, extra)."""
+    got: list[tuple] = []
+    receivers = {
+        "order_hold_released": (
+            oms_signals.order_hold_released,
+            lambda sender, order, **kw: got.append(("order_hold_released", order.pk)),
+        ),
+        "order_cancelled": (
+            oms_signals.order_cancelled,
+            lambda sender, order, reason, **kw: got.append(("order_cancelled", order.pk, reason)),
+        ),
+        "plan_approved": (
+            bnpl_signals.plan_approved,
+            lambda sender, plan, **kw: got.append(("plan_approved", plan.reference_id)),
+        ),
+        "plan_declined": (
+            bnpl_signals.plan_declined,
+            lambda sender, application, reasons, **kw: got.append(
+                ("plan_declined", application.reference_id, [r["code"] for r in reasons])
+            ),
+        ),
+    }
+    for signal, receiver in receivers.values():
+        signal.connect(receiver, weak=False)
+    yield got
+    for signal, receiver in receivers.values():
+        signal.disconnect(receiver)
+
+
+def checkout(client, price: str = "300.00", *, product: str = "pay-in-3", card="pm_card_ok"):
+    body = {"payment_method": "installments", "lines": [line("A", 1, price)]}
+    if product is not None:
+        body["plan_product"] = product
+    if card is not None:
+        body["card_payment_method"] = card
+    return client.post("/api/v1/orders", body, format="json")
+
+
+def reserved(sku: str = "A") -> int:
+    return StockItem.objects.get(sku=sku).reserved
+
+
+def reservation_states(order_id: int) -> list[str]:
+    return list(StockReservation.objects.filter(order_id=order_id).values_list("status", flat=True))
+
+
+def assert_scheduled_debits(plan: Plan, *, numbers: list[int], amount_each: int) -> None:
+    """One scheduled debit request per later installment: its date, card and own key."""
+    rows = list(
+        DebitRequest.objects.filter(plan=plan)
+        .order_by("installment__number")
+        .values_list(
+            "installment__number",
+            "installment__principal",
+            "next_attempt_at",
+            "payment_method",
+            "idempotency_key",
+            "status",
+        )
+    )
+    assert [r[0] for r in rows] == numbers
+    assert [r[1] for r in rows] == [amount_each] * len(numbers)
+    assert [r[2] for r in rows] == [
+        due_moment(due_date(plan.start_date, "monthly", n)) for n in numbers
+    ]
+    assert {r[3] for r in rows} == {plan.payment_method}
+    assert len({r[4] for r in rows}) == len(numbers)
+    assert {r[5] for r in rows} == {DebitRequestStatus.SCHEDULED}
+
+
+# --- approve ----------------------------------------------------------------------------
+
+
+def test_an_approved_order_is_confirmed_with_a_plan_a_charged_down_payment_and_debits(
+    borrower, customer_api, stock, product, card_processor, sandbox, seen
+):
+    stock("A", 10)
+    merchant_before = balance(MERCHANT)
+    response = checkout(customer_api, "300.00")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    order = Order.objects.get(pk=body["id"])
+    plan = Plan.objects.get(reference_type="oms.order", reference_id=str(order.pk))
+
+    assert (order.status, body["status"]) == (OrderStatus.CONFIRMED, "confirmed")
+    assert body["payment_method"] == "installments"
+    assert body["credit_decision"]["status"] == "approved"
+    assert body["credit_decision"]["decided_by"] == "internal"
+    assert body["credit_decision"]["reasons"] == []
+    assert body["credit_decision"]["plan"] == plan.pk
+    assert reservation_states(order.pk) == [ReservationStatus.ACTIVE]
+    assert reserved() == 1
+
+    # The down payment (line 0) was charged on the card now; three debits remain.
+    down = plan.installments.get(number=0)
+    assert (down.status, down.paid_principal) == (InstallmentStatus.PAID, 7_500)
+    [charge] = requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]
+    assert (charge["amount"], charge["status"]) == (7_500, "captured")
+    assert_scheduled_debits(plan, numbers=[1, 2, 3], amount_each=7_500)
+
+    # Ledger: the merchant has sold 300.00; the customer owes what is not yet paid.
+    assert owed(borrower) == 22_500
+    assert balance(MERCHANT) - merchant_before == 30_000
+    assert balance(GATEWAY) == 7_500
+
+    assert sorted(seen) == [("order_hold_released", order.pk), ("plan_approved", str(order.pk))]
+    polled = customer_api.get(f"/api/v1/orders/{order.pk}").json()
+    assert polled["status"] == "confirmed"
+    assert polled["credit_decision"]["plan"] == plan.pk
+    assert polled["cancel_reason"] == ""
+
+
+def test_a_declined_down_payment_cancels_the_plan_and_the_order(
+    borrower, customer_api, stock, product, card_processor, seen
+):
+    stock("A", 10)
+    merchant_before = balance(MERCHANT)
+    body = checkout(customer_api, "300.00", card="pm_decline").json()
+    order = Order.objects.get(pk=body["id"])
+    plan = Plan.objects.get(reference_id=str(order.pk))
+
+    assert body["status"] == "cancelled"
+    assert order.cancel_reason == "Down payment declined (insufficient_funds)"
+    assert body["credit_decision"]["status"] == "approved"  # credit was fine; the card not
+    assert plan.status == PlanStatus.CANCELLED
+    assert set(plan.installments.values_list("status", flat=True)) == {InstallmentStatus.CANCELLED}
+    assert set(plan.debit_requests.values_list("status", flat=True)) == {
+        DebitRequestStatus.CANCELLED
+    }
+    assert reservation_states(order.pk) == [ReservationStatus.RELEASED]
+    assert reserved() == 0
+    # The funding was reversed: nobody owes anybody anything.
+    assert owed(borrower) == 0
+    assert balance(MERCHANT) == merchant_before
+    assert ("order_cancelled", order.pk, order.cancel_reason) in seen
+
+
+# --- decline ----------------------------------------------------------------------------
+
+
+def test_a_declined_order_is_cancelled_with_the_reason_and_can_be_paid_another_way(
+    customer, customer_api, stock, product, card_processor, seen
+):
+    stock("A", 10)  # the customer's KYC is still pending
+    body = checkout(customer_api, "300.00").json()
+    order = Order.objects.get(pk=body["id"])
+    assert body["status"] == "cancelled"
+    assert order.cancel_reason == "Credit declined (kyc_not_approved)"
+    decision = body["credit_decision"]
+    assert (decision["status"], decision["plan"]) == ("declined", None)
+    assert [r["code"] for r in decision["reasons"]] == ["kyc_not_approved"]
+    assert reservation_states(order.pk) == [ReservationStatus.RELEASED]
+    assert reserved() == 0
+    assert not Plan.objects.exists()
+    assert not DebitRequest.objects.exists()
+    assert owed(customer) == 0
+    assert sorted(seen) == sorted(
+        [
+            ("order_cancelled", order.pk, "Credit declined (kyc_not_approved)"),
+            ("plan_declined", str(order.pk), ["kyc_not_approved"]),
+        ]
+    )
+    assert customer_api.get(f"/api/v1/orders/{order.pk}").json()["status"] == "cancelled"
+
+    # The storefront offers another method: the wallet pays.
+    again = customer_api.post(
+        "/api/v1/orders",
+        {"payment_method": "wallet", "lines": [line("A", 1, "300.00")]},
+        format="json",
+    )
+    assert (again.status_code, again.json()["status"]) == (201, "confirmed")
+    assert reserved() == 1
+
+
+# --- review → approve, review → timeout, withdrawal ---------------------------------------
+
+
+def test_review_then_staff_approval_releases_the_hold(
+    borrower, customer_api, stock, product, card_processor, seen, admin_user
+):
+    stock("A", 10)
+    body = checkout(customer_api, "1000.00").json()  # a new account's large first order
+    order = Order.objects.get(pk=body["id"])
+    assert body["status"] == "on_hold"
+    assert body["credit_decision"]["status"] == "review"
+    assert [r["code"] for r in body["credit_decision"]["reasons"]] == ["new_account_large_order"]
+    assert reservation_states(order.pk) == [ReservationStatus.ACTIVE]
+    assert reserved() == 1
+    assert not Plan.objects.exists()
+    assert not DebitRequest.objects.exists()
+    assert (
+        requests.get(
+            f"{card_processor.base_url.rsplit('/card', 1)[0]}/sandbox/charges", timeout=5
+        ).json()["data"]
+        == []
+    )
+    assert seen == []
+
+    application = CreditApplication.objects.get(pk=body["credit_decision"]["application"])
+    application_review(
+        application_id=application.pk, approve=True, reviewer=admin_user, note="Known buyer"
+    )
+    order = Order.objects.get(pk=order.pk)
+    application = CreditApplication.objects.get(pk=application.pk)
+    plan = Plan.objects.get(reference_id=str(order.pk))
+    assert order.status == OrderStatus.CONFIRMED
+    assert (application.status, application.reviewer) == (ApplicationStatus.APPROVED, admin_user)
+    assert AuditEntry.objects.filter(
+        action="bnpl.application_reviewed", target_id=str(application.pk), actor=admin_user
+    ).exists()
+    assert plan.installments.get(number=0).status == InstallmentStatus.PAID
+    assert_scheduled_debits(plan, numbers=[1, 2, 3], amount_each=25_000)
+    assert owed(borrower) == 75_000
+    assert reservation_states(order.pk) == [ReservationStatus.ACTIVE]
+    assert ("order_hold_released", order.pk) in seen
+    polled = customer_api.get(f"/api/v1/orders/{order.pk}").json()
+    assert (polled["status"], polled["credit_decision"]["plan"]) == ("confirmed", plan.pk)
+
+
+def test_review_then_timeout_cancels_the_order_and_releases_the_stock(
+    borrower, customer_api, stock, product, card_processor, seen, eager
+):
+    stock("A", 10)
+    order_id = checkout(customer_api, "1000.00").json()["id"]
+    assert expire_applications.delay().get() == {"expire": 0, "decide": 0}  # not yet due
+    assert Order.objects.get(pk=order_id).status == OrderStatus.ON_HOLD
+
+    with clock.travel(timedelta(hours=24, minutes=1)):
+        assert expire_applications.delay().get() == {"expire": 1, "decide": 0}
+        assert expire_applications.delay().get() == {"expire": 0, "decide": 0}  # idempotent
+    order = Order.objects.get(pk=order_id)
+    application = order.credit_application
+    assert order.status == OrderStatus.CANCELLED
+    assert order.cancel_reason == "No credit decision in time"
+    assert application.status == ApplicationStatus.EXPIRED
+    assert [r["code"] for r in application.reasons] == [
+        "new_account_large_order",
+        "decision_timeout",
+    ]
+    assert reservation_states(order_id) == [ReservationStatus.RELEASED]
+    assert reserved() == 0
+    assert not Plan.objects.exists()
+    assert owed(borrower) == 0
+    assert ("order_cancelled", order_id, "No credit decision in time") in seen
+    assert (
+        "plan_declined",
+        str(order_id),
+        ["new_account_large_order", "decision_timeout"],
+    ) in seen
+    polled = customer_api.get(f"/api/v1/orders/{order_id}").json()
+    assert (polled["status"], polled["credit_decision"]["status"]) == ("cancelled", "expired")
+
+
+def test_cancelling_an_order_on_hold_withdraws_its_application(
+    borrower, customer_api, stock, product, card_processor
+):
+    stock("A", 10)
+    order_id = checkout(customer_api, "1000.00").json()["id"]
+    response = customer_api.post(f"/api/v1/orders/{order_id}/cancel", {}, format="json")
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["credit_decision"]["status"] == "cancelled"
+    assert reserved() == 0
+    # A staff decision that comes too late changes nothing.
+    application = Order.objects.get(pk=order_id).credit_application
+    with pytest.raises(Exception, match="not in review"):
+        application_review(application_id=application.pk, approve=True, reviewer=None)
+    assert not Plan.objects.exists()
+
+
+# --- bad input, other customers -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("price", "plan_product", "card", "status", "code", "field"),
+    [
+        ("300.00", "no-such-plan", "pm_card_ok", 400, "bnpl.unknown_product", "plan_product"),
+        ("6000.00", "pay-in-3", "pm_card_ok", 400, "bnpl.amount_outside_limits", "plan_product"),
+        ("5.00", "pay-in-3", "pm_card_ok", 400, "bnpl.amount_outside_limits", "plan_product"),
+        ("300.00", "usd-plan", "pm_card_ok", 400, "bnpl.product_currency_mismatch", "plan_product"),
+        ("300.00", "pay-in-3", None, 400, "validation_error", "card_payment_method"),
+        ("300.00", None, "pm_card_ok", 400, "validation_error", "plan_product"),
+    ],
+)
+def test_bad_input_is_refused_with_a_stable_code_and_nothing_written(
+    borrower, customer_api, stock, product, card_processor, unchanged_db,
+    price, plan_product, card, status, code, field,
+):  # fmt: skip
+    stock("A", 10)
+    make_product(code="usd-plan", currency="USD")
+    check = unchanged_db()
+    response = checkout(customer_api, price, product=plan_product, card=card)
+    assert response.status_code == status, response.json()
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert field in error["fields"]
+    check()
+
+
+def test_without_a_card_processor_a_down_payment_plan_is_refused_before_anything_is_written(
+    borrower, customer_api, stock, product, unchanged_db
+):
+    stock("A", 10)
+    check = unchanged_db()
+    response = checkout(customer_api, "300.00")
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        422,
+        "payments.provider_unavailable",
+    )
+    check()
+
+
+def test_another_customers_order_is_not_found(
+    borrower, customer_api, stock, product, card_processor
+):
+    stock("A", 10)
+    order_id = checkout(customer_api, "300.00").json()["id"]
+    other = make_customer()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(other)}")
+    response = client.get(f"/api/v1/orders/{order_id}")
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        404,
+        "oms.order_not_found",
+    )
+
+
+def test_order_detail_costs_the_same_queries_with_a_plan_as_without(
+    borrower, customer_api, stock, product, card_processor, django_assert_num_queries
+):
+    stock("A", 10)
+    financed = checkout(customer_api, "300.00").json()["id"]
+    paid = customer_api.post(
+        "/api/v1/orders",
+        {"payment_method": "wallet", "lines": [line("A", 1, "10.00")]},
+        format="json",
+    ).json()["id"]
+    for order_id in (financed, paid):
+        with django_assert_num_queries(3):  # auth, order with its decision and plan, lines
+            assert customer_api.get(f"/api/v1/orders/{order_id}").status_code == 200
+    assert customer_api.get(f"/api/v1/orders/{paid}").json()["credit_decision"] is None
+    assert customer_api.get(f"/api/v1/orders/{financed}").json()["total"] == money("300.00")
+
+
+# --- a lending partner decides ----------------------------------------------------------
+
+
+@pytest.fixture
+def partner(sandbox, live_server, eager, web_channel):
+    """A lending partner in the sandbox that notifies the live app, and its product."""
+    now = clock.now()
+    account = ProviderAccount.objects.create(
+        provider=Provider.LENDING_PARTNER,
+        enabled=True,
+        base_url=f"{sandbox}/partner",
+        credentials_encrypted=crypto.encrypt({"secret": "pk_test_partner"}),
+        currency="EUR",
+        created_at=now,
+        updated_at=now,
+    )
+    secret = provider_webhook_secret_rotate(account_id=account.pk)
+    requests.post(
+        f"{sandbox}/partner/sandbox/config",
+        json={
+            "webhook_url": f"{live_server.url}/webhooks/lending_partner/",
+            "webhook_secret": secret,
+        },
+        timeout=5,
+    )
+    make_product(
+        code="partner-12", installment_count=12, decider="partner", partner_account=account
+    )
+    return account
+
+
+def partner_customer(email: str):
+    customer = approve_kyc(make_customer(email=email))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
+    return customer, client
+
+
+def test_a_partner_approval_creates_a_partner_funded_plan_on_its_terms(
+    partner, sandbox, stock, seen
+):
+    stock("A", 10)
+    customer, client = partner_customer("pia@example.com")
+    provider_before = balance(PROVIDER)
+    merchant_before = balance(MERCHANT)
+    body = checkout(client, "600.00", product="partner-12").json()
+    order = Order.objects.get(pk=body["id"])
+    plan = Plan.objects.get(reference_id=str(order.pk))
+    assert body["status"] == "confirmed"
+    assert body["credit_decision"]["decided_by"] == "partner"
+    [sent] = requests.get(f"{sandbox}/partner/sandbox/applications", timeout=5).json()["data"]
+    assert (plan.funded_by, plan.partner_reference) == ("partner", sent["id"])
+    assert plan.terms["apr"] == sent["terms"]["apr"]
+    assert plan.terms["installment_count"] == sent["terms"]["installment_count"]
+    assert plan.down_payment == 0
+    count = plan.terms["installment_count"]
+    assert plan.debit_requests.count() == count
+    assert sum(plan.installments.values_list("principal", flat=True)) == 60_000
+    # The partner pays the merchant; the customer owes us (and we owe the partner).
+    assert balance(MERCHANT) - merchant_before == 60_000
+    assert balance(PROVIDER) == provider_before
+    assert owed(customer) == 60_000
+    assert reservation_states(order.pk) == [ReservationStatus.ACTIVE]
+    assert ("order_hold_released", order.pk) in seen
+
+
+def test_a_partner_decline_cancels_the_order_with_the_partners_reasons(partner, stock, seen):
+    stock("A", 10)
+    customer, client = partner_customer("dan+decline@example.com")
+    body = checkout(client, "600.00", product="partner-12").json()
+    assert body["status"] == "cancelled"
+    assert [r["code"] for r in body["credit_decision"]["reasons"]] == [
+        "insufficient_credit_history"
+    ]
+    assert body["cancel_reason"] == "Credit declined (insufficient_credit_history)"
+    assert reserved() == 0
+    assert not Plan.objects.exists()
+    assert owed(customer) == 0
+
+
+def test_a_partner_referral_waits_on_hold_until_the_signed_webhook_decides(
+    partner, sandbox, stock, seen
+):
+    stock("A", 10)
+    customer, client = partner_customer("rex+refer@example.com")
+    body = checkout(client, "600.00", product="partner-12").json()
+    order_id = body["id"]
+    assert (body["status"], body["credit_decision"]["status"]) == ("on_hold", "referred")
+    assert reserved() == 1
+    assert not Plan.objects.exists()
+
+    [sent] = requests.get(f"{sandbox}/partner/sandbox/applications", timeout=5).json()["data"]
+    decided = requests.post(
+        f"{sandbox}/partner/sandbox/applications/{sent['id']}/decide",
+        json={"decision": "approve"},
+        timeout=15,
+    ).json()
+    assert decided["webhook_status"] == 200, decided
+    order = Order.objects.get(pk=order_id)
+    plan = Plan.objects.get(reference_id=str(order_id))
+    assert order.status == OrderStatus.CONFIRMED
+    assert (plan.funded_by, plan.partner_reference) == ("partner", sent["id"])
+    assert plan.debit_requests.count() == plan.terms["installment_count"]
+    assert owed(customer) == 60_000
+    assert ("order_hold_released", order_id) in seen
+    polled = client.get(f"/api/v1/orders/{order_id}").json()
+    assert (polled["status"], polled["credit_decision"]["plan"]) == ("confirmed", plan.pk)
+
+    # The same notification again changes nothing.
+    requests.post(
+        f"{sandbox}/partner/sandbox/applications/{sent['id']}/redeliver", timeout=15
+    ).json()
+    assert Plan.objects.count() == 1
+    assert seen.count(("order_hold_released", order_id)) == 1
