@@ -147,6 +147,23 @@ def test_quote_lists_every_fitting_product_with_its_full_schedule(buyer_api, pay
     assert twelve["apr"] == "21.93"
 
 
+def test_currencies_without_decimals_are_quoted_in_whole_units(buyer_api):
+    product("yen-3", currency="JPY", min_amount=1000, max_amount=1_000_000)
+    with clock.travel_to(at("2026-01-31")):
+        plan = plans_by_code(quote(buyer_api, "10000", currency="JPY"))["yen-3"]
+    assert [line["principal"] for line in plan["schedule"]] == [
+        money("3334", "JPY"),
+        money("3333", "JPY"),
+        money("3333", "JPY"),
+    ]
+    assert [line["due_date"] for line in plan["schedule"]] == [
+        "2026-02-28",
+        "2026-03-31",
+        "2026-04-30",
+    ]
+    assert plan["totals"]["total"] == money("10000", "JPY")
+
+
 def test_amount_limits_are_inclusive(buyer_api):
     product("bounded", min_amount=10_000, max_amount=20_000)
     assert "bounded" in plans_by_code(quote(buyer_api, "100.00"))
