@@ -150,7 +150,9 @@ def reminders_debit_failed_queue(*, since: datetime) -> int:
     for attempt in attempts.iterator(chunk_size=BATCH):
         context = _context(attempt.request.installment) | {
             "attempted": Money(attempt.amount, attempt.currency),
-            "next_retry_at": attempt.next_retry_at,
+            # The day of the retry in the business time zone (what the customer's calendar says).
+            "next_retry_on": attempt.next_retry_at
+            and attempt.next_retry_at.astimezone(clock.business_tz()).date(),
         }
         batch.append(
             EmailDraft(

@@ -174,24 +174,21 @@ def test_bucket_settings_without_gaps_overlaps_or_unknown_actions(buckets, messa
         buckets_parse(buckets)
 
 
-def test_the_delinquency_run_is_a_constant_number_of_queries(
-    customer, django_assert_num_queries
-):
+def test_the_delinquency_run_is_a_constant_number_of_queries(customer, django_assert_num_queries):
     """Two plans or eight (of another customer) entering a bucket: the same queries."""
     for _ in range(2):
         plan_from(customer, late_fee_amount=500)
     collections_settings()
     when = date.fromisoformat(day(40))
-    with clock.travel_to(moment(when)):
-        with django_assert_num_queries(21) as two_plans:
-            result = plans_delinquency_update(business_date=when)
+    with clock.travel_to(moment(when)), django_assert_num_queries(21) as two_plans:
+        result = plans_delinquency_update(business_date=when)
     assert (result.plans, result.transitions, result.late_fees, result.blocked) == (2, 2, 4, 1)
     other = make_customer()
     for _ in range(8):
         plan_from(other, late_fee_amount=500)
-    with clock.travel_to(moment(when)):
-        with django_assert_num_queries(len(two_plans.captured_queries)):
-            result = plans_delinquency_update(business_date=when)
+    same = len(two_plans.captured_queries)
+    with clock.travel_to(moment(when)), django_assert_num_queries(same):
+        result = plans_delinquency_update(business_date=when)
     assert (result.plans, result.transitions, result.late_fees, result.blocked) == (10, 8, 16, 1)
 
 
@@ -246,7 +243,7 @@ def test_a_plan_31_days_late_blocks_new_plans_until_it_is_current(customer):
     assert profile.blocked_at is not None
     assert profile.blocked_reason.startswith(BLOCK_REASON_PREFIX)
     assert f"plan #{plan.pk}" in profile.blocked_reason
-    first, second, _ = installments(plan)
+    first, _second, _ = installments(plan)
     pay_cash(first)
     run_delinquency(day(32))  # installment 2 is 4 days late: 1-30 does not block
     profile.refresh_from_db()
@@ -297,8 +294,9 @@ def test_a_plan_past_90_days_is_flagged_for_write_off_once(customer):
     plan = fresh(plan)
     assert plan.write_off_flagged_at == flagged
     assert (
-        AuditEntry.objects.filter(action="collections.write_off_flagged", target_id=str(plan.pk))
-        .count()
+        AuditEntry.objects.filter(
+            action="collections.write_off_flagged", target_id=str(plan.pk)
+        ).count()
         == 1
     )
     assert set(
