@@ -93,7 +93,8 @@ def plan_create(
     replaces the priced due dates of the numbered installments (income-aligned dates the
     customer opted into); they must be strictly increasing. The down-payment line (if the
     terms have one) is charged at checkout by ``installment_checkout_charge`` and gets no
-    debit request; every other installment gets one.
+    debit request; every other installment that owes something gets one (a line owing
+    nothing, possible on tiny amounts, is paid from the start).
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("plan_create runs inside the transaction that approves the order")
@@ -133,6 +134,9 @@ def plan_create(
             principal=line.principal,
             interest=line.interest,
             fee=line.fee,
+            # A tiny amount over many installments can leave a line owing nothing.
+            status=InstallmentStatus.SCHEDULED if line.total else InstallmentStatus.PAID,
+            paid_at=None if line.total else now,
         )
         for line in lines
     )
@@ -146,7 +150,8 @@ def plan_create(
             created_at=now,
         )
         for installment in installments
-        if checkout_line is None or installment.number != checkout_line.number
+        if installment.status == InstallmentStatus.SCHEDULED
+        and (checkout_line is None or installment.number != checkout_line.number)
     )
     _post_funding(plan, Money(schedule.principal, plan.currency))
     audit_record(

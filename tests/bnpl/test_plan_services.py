@@ -212,3 +212,15 @@ def test_money_for_a_written_off_plan_is_a_recovery(customer):
     plan = Plan.objects.get(pk=plan.pk)
     assert plan.recovered_amount == 700
     assert balance(system(Purpose.WRITE_OFF_EXPENSE, "EUR")) == -700
+
+
+def test_lines_owing_nothing_are_paid_from_the_start_and_never_debited(customer):
+    # 0.02 EUR over 3 installments: the third line owes nothing.
+    plan = make_plan(customer=customer, amount="0.02", min_amount=1)
+
+    assert list(plan.installments.values_list("number", "principal", "status")) == [
+        (1, 1, InstallmentStatus.SCHEDULED),
+        (2, 1, InstallmentStatus.SCHEDULED),
+        (3, 0, InstallmentStatus.PAID),
+    ]
+    assert sorted(plan.debit_requests.values_list("installment__number", flat=True)) == [1, 2]
