@@ -115,7 +115,7 @@ class PayoffOutputSerializer(serializers.Serializer):
     plan = PlanOutputSerializer()
 
 
-class CancelInputSerializer(serializers.Serializer):
+class PlanCancelInputSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
 
 

@@ -17,11 +17,11 @@ from rest_framework.views import APIView
 from bnpl import selectors, servicing
 from bnpl.api.servicing_serializers import (
     BorrowerProfileSerializer,
-    CancelInputSerializer,
     ExtraPaymentInputSerializer,
     ExtraPaymentOutputSerializer,
     PayoffInputSerializer,
     PayoffOutputSerializer,
+    PlanCancelInputSerializer,
     PlanListOutputSerializer,
     PlanOutputSerializer,
     RescheduleInputSerializer,
@@ -256,11 +256,11 @@ class PlanCancelApi(APIView):
         tags=TAGS,
         summary="Cancel a plan before its first installment debit; the down payment returns",
         parameters=[IDEMPOTENCY_KEY_HEADER],
-        request=CancelInputSerializer,
+        request=PlanCancelInputSerializer,
         responses={200: PlanOutputSerializer, **error_responses(400, 401, 403, 404, 409, 415)},
     )
     def post(self, request: Request, plan_id: int) -> Response:
-        data = CancelInputSerializer(data=request.data)
+        data = PlanCancelInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         customer = request.user.customer
         plan = selectors.plan_for_customer(customer=customer, plan_id=plan_id)
