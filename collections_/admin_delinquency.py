@@ -160,8 +160,8 @@ class DelinquentPlanAdmin(ActionsOnlyAdmin):
                     actor=request.user,
                     note=form.cleaned_data["note"],
                 )
-            except (ApplicationError, ValueError) as exc:
-                form.add_error("amount", getattr(exc, "message", str(exc)))
+            except ApplicationError as exc:
+                form.add_error("amount", exc.fields.get("amount") or exc.message)
             else:
                 self.message_user(
                     request, f"Recorded a recovery on plan #{plan.pk}.", messages.SUCCESS
