@@ -679,6 +679,28 @@ def test_refund_scales_the_unpaid_interest(customer, jan_10):
     assert receivable(plan) == 39_603 + 19_999
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    unpaid=st.lists(st.integers(min_value=0, max_value=100_000), min_size=1, max_size=24),
+    amount=st.integers(min_value=1, max_value=3_000_000),
+    allocation=st.sampled_from(pricing.REFUND_ALLOCATIONS),
+)
+def test_property_refund_reductions_fit_what_is_unpaid(unpaid, amount, allocation):
+    installments = [
+        Installment(number=n, principal=p + 500, paid_principal=500)
+        for n, p in enumerate(unpaid, start=1)
+    ]
+    reductions = servicing._refund_reductions(installments, amount, allocation)
+    assert sum(reductions.values()) == min(amount, sum(unpaid))
+    for number, cut in reductions.items():
+        assert 0 < cut <= unpaid[number - 1]
+    if allocation == pricing.REFUND_LAST_FIRST and reductions:
+        # Every installment after the earliest one reduced is reduced in full.
+        lowest = min(reductions)
+        for number in range(lowest + 1, len(unpaid) + 1):
+            assert reductions.get(number, 0) == unpaid[number - 1]
+
+
 def test_refund_above_the_order_is_refused(customer, jan_10, unchanged_db):
     plan = plan_300(customer)
     servicing.plan_refund(plan_id=plan.pk, amount=eur("100.00"))
