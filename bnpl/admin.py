@@ -5,8 +5,16 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.utils.html import format_html, format_html_join
 
-from bnpl import servicing
-from bnpl.models import Installment, Plan, PlanProduct, Promotion, PromotionKind
+from bnpl import applications, servicing
+from bnpl.models import (
+    ApplicationStatus,
+    CreditApplication,
+    Installment,
+    Plan,
+    PlanProduct,
+    Promotion,
+    PromotionKind,
+)
 from bnpl.pricing import price_schedule
 from bnpl.selectors import plan_view
 from core import clock
@@ -486,3 +494,175 @@ class PlanAdmin(ActionsOnlyAdmin):
             )
 
         self._run(request, queryset, "Refunded", call)
+
+
+# --- credit applications: the review queue --------------------------------------------
+
+
+class ReviewQueueFilter(admin.SimpleListFilter):
+    """Opens on the review queue; staff can widen it to every open or every application."""
+
+    title = "queue"
+    parameter_name = "queue"
+    QUEUES = {
+        "review": (ApplicationStatus.REVIEW,),
+        "open": CreditApplication.OPEN,
+    }
+
+    def lookups(self, request, model_admin):
+        return [
+            ("review", "Waiting for staff review"),
+            ("open", "Every open application"),
+            ("all", "All applications"),
+        ]
+
+    def value(self):
+        return super().value() or "review"
+
+    def choices(self, changelist):
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        statuses = self.QUEUES.get(self.value())
+        return queryset.filter(status__in=statuses) if statuses else queryset
+
+
+class ReviewActionForm(ActionForm):
+    note = forms.CharField(
+        required=False, max_length=255, help_text="Why (shown to the customer on a decline)"
+    )
+
+
+@admin.register(CreditApplication)
+class CreditApplicationAdmin(ActionsOnlyAdmin):
+    """Credit decisions. Staff decide the applications in review with the actions, which
+    go through ``bnpl.applications.application_review`` (audited, reviewer recorded)."""
+
+    list_display = (
+        "id",
+        "created_at",
+        "customer",
+        "product",
+        "amount_display",
+        "status",
+        "score",
+        "reason_codes",
+        "expires_at",
+        "reviewer",
+    )
+    list_filter = (ReviewQueueFilter, "status", "decided_by", "product")
+    search_fields = ("=id", "customer__user__email", "reference_id", "partner_reference")
+    list_select_related = ("customer__user", "product", "reviewer")
+    ordering = ["expires_at", "id"]
+    action_form = ReviewActionForm
+    actions = ["approve_applications", "decline_applications"]
+    fields = (
+        "customer",
+        "product",
+        "promotion",
+        "reference_type",
+        "reference_id",
+        "amount_display",
+        "payment_method",
+        "status",
+        "decided_by",
+        "reviewer",
+        "score",
+        "reasons_display",
+        "explanation_display",
+        "lines",
+        "terms",
+        "partner_reference",
+        "created_at",
+        "expires_at",
+        "decided_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, obj: CreditApplication) -> str:
+        return str(obj.amount_money)
+
+    @admin.display(description="Reasons")
+    def reason_codes(self, obj: CreditApplication) -> str:
+        return ", ".join(r.get("code", "") for r in obj.reasons) or "—"
+
+    @admin.display(description="Reasons")
+    def reasons_display(self, obj: CreditApplication):
+        if not obj.reasons:
+            return "—"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li><code>{}</code> {}</li>",
+                ((r.get("code", ""), r.get("message", "")) for r in obj.reasons),
+            ),
+        )
+
+    @admin.display(description="Score and inputs")
+    def explanation_display(self, obj: CreditApplication):
+        explanation = obj.explanation or {}
+        score = explanation.get("score", {})
+        components = format_html_join(
+            "",
+            "<li>{}: {} → {}</li>",
+            (
+                (c.get("name", ""), c.get("count", 0), f"{int(c.get('points', 0)):+d}")
+                for c in score.get("components", [])
+            ),
+        )
+        facts = format_html_join(
+            "",
+            "<li>{}: {}</li>",
+            (
+                (key, value)
+                for key, value in sorted(explanation.items())
+                if key not in ("score", "rules")
+            ),
+        )
+        return format_html(
+            "<p>Score {} (base {})</p><ul>{}</ul><ul>{}</ul>",
+            score.get("value", obj.score if obj.score is not None else "—"),
+            score.get("base", "—"),
+            components,
+            facts,
+        )
+
+    def _review(self, request, queryset, *, approve: bool) -> None:
+        note = request.POST.get("note", "")
+        done = 0
+        for application_id in queryset.values_list("id", flat=True):
+            try:
+                applications.application_review(
+                    application_id=application_id,
+                    approve=approve,
+                    reviewer=request.user,
+                    note=note,
+                )
+            except ApplicationError as exc:
+                self.message_user(
+                    request, f"Application #{application_id}: {exc.message}", messages.ERROR
+                )
+            else:
+                done += 1
+        if done:
+            verb = "Approved" if approve else "Declined"
+            self.message_user(request, f"{verb} {done} application(s).", messages.SUCCESS)
+
+    @admin.action(
+        description="Approve (the order is released, the plan created)", permissions=["change"]
+    )
+    def approve_applications(self, request, queryset) -> None:
+        self._review(request, queryset, approve=True)
+
+    @admin.action(
+        description="Decline (the order is cancelled; note above)", permissions=["change"]
+    )
+    def decline_applications(self, request, queryset) -> None:
+        self._review(request, queryset, approve=False)

@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 import requests
 from celery import current_app
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from bnpl import signals as bnpl_signals
@@ -541,3 +542,71 @@ def test_a_partner_referral_waits_on_hold_until_the_signed_webhook_decides(
     ).json()
     assert Plan.objects.count() == 1
     assert seen.count(("order_hold_released", order_id)) == 1
+
+
+# --- the admin's review queue -------------------------------------------------------
+
+
+def test_the_admin_review_queue_lists_reviews_and_staff_decline_cancels_the_order(
+    borrower, customer_api, stock, product, card_processor, admin_client, admin_user, seen
+):
+    stock("A", 10)
+    held = checkout(customer_api, "1000.00").json()
+    approved = checkout(customer_api, "100.00").json()  # decided at once, not in the queue
+    application_id = held["credit_decision"]["application"]
+    url = reverse("admin:bnpl_creditapplication_changelist")
+
+    queue = admin_client.get(url)
+    assert queue.status_code == 200
+    assert list(queue.context["cl"].result_list.values_list("id", flat=True)) == [application_id]
+    everything = admin_client.get(url, {"queue": "all"})
+    assert everything.context["cl"].result_count == 2
+    detail = admin_client.get(reverse("admin:bnpl_creditapplication_change", args=[application_id]))
+    assert b"new_account_large_order" in detail.content
+    assert b"Score 600" in detail.content
+    assert "account_age_days: 0 → +0".encode() in detail.content
+
+    admin_client.post(
+        url,
+        {
+            "action": "decline_applications",
+            "_selected_action": [application_id, approved["credit_decision"]["application"]],
+            "note": "Could not verify the address",
+        },
+    )
+    order = Order.objects.get(pk=held["id"])
+    application = CreditApplication.objects.get(pk=application_id)
+    assert (application.status, application.reviewer) == (ApplicationStatus.DECLINED, admin_user)
+    assert application.reasons[-1] == {
+        "code": "staff_declined",
+        "message": "Could not verify the address",
+    }
+    assert order.status == OrderStatus.CANCELLED
+    assert order.cancel_reason == "Credit declined (new_account_large_order, staff_declined)"
+    assert reservation_states(order.pk) == [ReservationStatus.RELEASED]
+    assert AuditEntry.objects.filter(
+        action="bnpl.application_reviewed", target_id=str(application_id), actor=admin_user
+    ).exists()
+    # The approved one was not in review: refused, unchanged.
+    assert Order.objects.get(pk=approved["id"]).status == OrderStatus.CONFIRMED
+    assert (
+        "plan_declined",
+        str(order.pk),
+        ["new_account_large_order", "staff_declined"],
+    ) in seen
+
+
+def test_the_admin_approve_action_releases_the_hold(
+    borrower, customer_api, stock, product, card_processor, admin_client
+):
+    stock("A", 10)
+    held = checkout(customer_api, "1000.00").json()
+    admin_client.post(
+        reverse("admin:bnpl_creditapplication_changelist"),
+        {
+            "action": "approve_applications",
+            "_selected_action": [held["credit_decision"]["application"]],
+        },
+    )
+    assert Order.objects.get(pk=held["id"]).status == OrderStatus.CONFIRMED
+    assert Plan.objects.filter(reference_id=str(held["id"])).exists()
