@@ -11,14 +11,24 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from bnpl import writeoff
 from bnpl.models import PlanStatus
+from collections_.buckets import buckets_parse
 from collections_.delinquency import OPEN
-from collections_.models import DelinquencyTransition, DelinquentPlan, LateFeeCharge
+from collections_.models import (
+    CollectionsSettings,
+    DelinquencyTransition,
+    DelinquentPlan,
+    LateFeeCharge,
+)
+from collections_.selectors import collections_settings
+from core import clock
 from core.admin import ActionsOnlyAdmin, ReadOnlyAdmin
+from core.audit import audit_record
 from core.errors import ApplicationError
 from core.money import Money
 
@@ -196,3 +206,81 @@ class LateFeeChargeAdmin(ReadOnlyAdmin):
     @admin.display(description="Amount", ordering="amount")
     def amount_display(self, obj: LateFeeCharge) -> str:
         return str(Money(obj.amount, obj.currency))
+
+
+def _positive_ints(value, unit: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise forms.ValidationError(f"A list of whole numbers of {unit}, e.g. [1, 3, 7].")
+    return value
+
+
+class CollectionsSettingsForm(forms.ModelForm):
+    class Meta:
+        model = CollectionsSettings
+        fields = (
+            "soft_retry_days",
+            "technical_retry_minutes",
+            "reminder_days_before",
+            "overdue_reminder_interval_days",
+            "buckets",
+            "chunk_size",
+        )
+        help_texts = {
+            "buckets": 'Ordered, no gaps, from 1 day; e.g. [{"name": "1-30", "min_days": 1, '
+            '"max_days": 30, "actions": ["reminder", "late_fee"]}, …]; actions: '
+            "reminder, block_bnpl, late_fee, flag_write_off; the last max_days may be null.",
+        }
+
+    def clean_soft_retry_days(self):
+        return _positive_ints(self.cleaned_data["soft_retry_days"], "days")
+
+    def clean_technical_retry_minutes(self):
+        return _positive_ints(self.cleaned_data["technical_retry_minutes"], "minutes")
+
+    def clean_buckets(self):
+        buckets = self.cleaned_data["buckets"]
+        if not isinstance(buckets, list):
+            raise forms.ValidationError("A list of buckets.")
+        try:
+            buckets_parse(buckets)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return buckets
+
+
+@admin.register(CollectionsSettings)
+class CollectionsSettingsAdmin(admin.ModelAdmin):
+    """The one settings record: the list goes straight to it; every change is audited."""
+
+    form = CollectionsSettingsForm
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        conf = collections_settings()
+        return HttpResponseRedirect(
+            reverse("admin:collections_collectionssettings_change", args=[conf.pk])
+        )
+
+    def save_model(self, request, obj, form, change) -> None:
+        before = CollectionsSettings.objects.get(pk=obj.pk)
+        obj.updated_at = clock.now()
+        super().save_model(request, obj, form, change)
+        audit_record(
+            actor=request.user,
+            action="collections.settings_changed",
+            target=obj,
+            changes={
+                name: {"before": getattr(before, name), "after": getattr(obj, name)}
+                for name in form.Meta.fields
+                if getattr(before, name) != getattr(obj, name)
+            },
+        )

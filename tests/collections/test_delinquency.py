@@ -2,6 +2,7 @@ from datetime import date, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from bnpl.models import BorrowerProfile, InstallmentStatus, Plan
 from collections_.buckets import buckets_parse
@@ -18,6 +19,7 @@ from collections_.models import (
     LateFeeCharge,
 )
 from collections_.selectors import collections_settings
+from collections_.tasks import delinquency_run as delinquency_task
 from core import clock
 from core.models import AuditEntry, OutboundEmail
 from ledger.models import Account
@@ -390,3 +392,48 @@ def test_a_late_fee_is_paid_first_and_booked_as_fee_income_when_paid(customer):
     assert (first.paid_late_fee, first.paid_principal, first.outstanding) == (1500, 0, 30000)
     assert fee_income.get().balance == 1500
     call_command("ledger_verify")
+
+
+# --- the task and the settings screen -------------------------------------------------
+
+
+def test_the_daily_task_run_twice_reports_nothing_new_the_second_time(customer):
+    plan_from(customer, late_fee_amount=1500)
+    with clock.travel_to(moment(day(35))):
+        first = delinquency_task(day(35))
+        again = delinquency_task(day(35))
+    assert first == {
+        "marked_overdue": 2,
+        "plans": 1,
+        "transitions": 1,
+        "late_fees": 2,
+        "blocked": 1,
+        "unblocked": 0,
+        "flagged": 0,
+        "reminders": 1,
+    }
+    assert again == dict.fromkeys(first, 0) | {"plans": 1}
+
+
+def test_bucket_settings_are_validated_and_every_change_audited(admin_client):
+    conf = collections_settings()
+    url = reverse("admin:collections_collectionssettings_change", args=[conf.pk])
+    form = {
+        "soft_retry_days": "[1, 3, 7]",
+        "technical_retry_minutes": "[5, 15]",
+        "reminder_days_before": "2",
+        "overdue_reminder_interval_days": "7",
+        "chunk_size": "1000",
+    }
+    gap = '[{"name": "a", "min_days": 1, "max_days": 5, "actions": []}, '
+    gap += '{"name": "b", "min_days": 7, "max_days": null, "actions": ["late_fee"]}]'
+    refused = admin_client.post(url, form | {"buckets": gap})
+    assert refused.status_code == 200
+    assert b"must start at 6 days" in refused.content
+    good = gap.replace('"min_days": 7', '"min_days": 6')
+    assert admin_client.post(url, form | {"buckets": good}).status_code == 302
+    conf = collections_settings()
+    assert [b["name"] for b in conf.buckets] == ["a", "b"]
+    audit = AuditEntry.objects.get(action="collections.settings_changed")
+    assert set(audit.changes) == {"buckets", "reminder_days_before", "technical_retry_minutes"}
+    assert audit.changes["reminder_days_before"] == {"before": 3, "after": 2}
