@@ -687,10 +687,16 @@ def debit_attempts_reconcile(
     return dict(counts)
 
 
-def debit_retries_process(*, limit: int | None = None) -> dict[str, int]:
-    """Charge the technical retries that are due now (minutes-scale; day-scale retries and
-    first attempts belong to the daily run)."""
-    now = clock.now()
-    size = limit or selectors.collections_settings().chunk_size
-    ids = selectors.technical_retries_due(now=now, limit=size)
-    return debit_requests_charge(request_ids=ids, cutoff=now) if ids else {}
+def debit_retries_process(*, max_chunks: int = 10) -> dict[str, int]:
+    """Charge the technical retries that are due now, a chunk at a time (minutes-scale;
+    day-scale retries and first attempts belong to the daily run). Returns counts."""
+    size = selectors.collections_settings().chunk_size
+    counts: dict[str, int] = defaultdict(int)
+    for _ in range(max_chunks):
+        now = clock.now()
+        ids = selectors.technical_retries_due(now=now, limit=size)
+        if not ids:
+            break
+        for status, n in debit_requests_charge(request_ids=ids, cutoff=now).items():
+            counts[status] += n
+    return dict(counts)

@@ -450,3 +450,22 @@ def test_run_totals_is_one_query(customer, card_processor, django_assert_num_que
     with django_assert_num_queries(1):
         totals = selectors.run_totals(run_id=run.pk)
     assert totals.attempted == 0
+
+
+def test_an_attempt_that_never_reached_the_provider_is_retried_with_a_new_key(
+    customer, card_processor, sandbox
+):
+    (plan,) = plans(customer)
+    request = first_due(plan).debit_request
+    with clock.travel_to(moment(DUE)):
+        # Claimed, then the worker died before the request was recorded or sent.
+        debits._claim(request_ids=[request.pk], cutoff=selectors.run_cutoff(DUE), run_id=None)
+    with clock.travel_to(moment(DUE) + timedelta(minutes=10)):
+        assert debits.debit_attempts_reconcile() == {AttemptStatus.FAILED: 1}
+    first = DebitAttempt.objects.get()
+    assert (first.failure_class, first.decline_code) == (FailureClass.TECHNICAL, "not_sent")
+    with clock.travel_to(moment(DUE) + timedelta(minutes=16)):
+        assert debits.debit_retries_process() == {AttemptStatus.SUCCEEDED: 1}
+    second = DebitAttempt.objects.get(attempt_no=2)
+    assert charges_by_key(sandbox) == {second.idempotency_key: 1}
+    assert first_due(plan).status == InstallmentStatus.PAID
