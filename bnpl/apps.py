@@ -13,6 +13,11 @@ class BnplConfig(AppConfig):
         # as the payment fact (payments.events, "Money that an owner books itself").
         events.register_settlement(INSTALLMENT_REFERENCE, installment_settle)
 
+        from bnpl.servicing import PAYOFF_REFERENCE, plan_payoff_settle
+
+        # A captured early-payoff charge pays the whole plan off the same way.
+        events.register_settlement(PAYOFF_REFERENCE, plan_payoff_settle)
+
         from bnpl.applications import PARTNER_REFERENCE, partner_decision_received
         from core.schedules import Schedule, register
 

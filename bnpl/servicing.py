@@ -30,9 +30,10 @@ Rules, written out:
   off-session card charge (reference ``bnpl.installment``: the settlement handler books
   it). It pays that installment's parts (late fee → fee → interest → principal); no other
   installment changes. More than the installment owes is refused.
-- **Early payoff** (``plan_pay_off`` / ``plan_payoff_quote``): the customer pays everything
-  owed on the open installments, less the interest not yet earned on a declining-balance
-  plan. Earned interest: all of an installment already due; of the installment whose period
+- **Early payoff** (``plan_pay_off`` / ``plan_payoff_preview``; from the wallet, by an
+  off-session card charge settled by ``plan_payoff_settle``, or staff recording money
+  received): the customer pays everything owed on the open installments, less the interest
+  not yet earned on a declining-balance plan. Earned interest: all of an installment already due; of the installment whose period
   is running (the first falling due after today), its interest pro rata of the days elapsed
   since the previous due date (or the start date), rounded by ``to_minor``; none of the
   later ones. Interest already paid is never taken back; fees and late fees stay owed (they
@@ -58,7 +59,7 @@ Rules, written out:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -106,7 +107,7 @@ from customers.models import Customer
 from ledger.models import JournalEntry, Purpose
 from ledger.services import AccountLike, credit, debit, ledger_post, system
 from payments.gateway import Decision
-from payments.models import Provider
+from payments.models import EventKind, PaymentTransaction, Provider
 from payments.processing import ProviderNotSupported, payment_authorize
 from payments.selectors import enabled_account
 from wallet.models import Wallet
@@ -120,6 +121,8 @@ from wallet.services import (
 
 WALLET, CARD, MANUAL = "wallet", "card", "manual"
 PLAN_REFERENCE = "bnpl.plan"
+# Reference type of an off-session card charge paying a whole plan off (reference id: plan).
+PAYOFF_REFERENCE = "bnpl.plan_payoff"
 _DAYS_A_YEAR = Decimal(365)
 
 
@@ -655,10 +658,11 @@ def plan_payoff_preview(*, plan_id: int, customer_id: int | None = None) -> Payo
 class Payoff:
     plan: Plan
     quote: PayoffQuote
-    source: str
+    source: str  # wallet | card | manual
+    status: str = "paid"  # pending: the card processor has not answered yet
+    payment_transaction_id: int | None = None
 
 
-@transaction.atomic(durable=True)
 def plan_pay_off(
     *,
     plan_id: int,
@@ -669,27 +673,48 @@ def plan_pay_off(
     note: str = "",
     idempotency: IdempotencyClaim | None = None,
 ) -> Payoff:
-    """Pay the whole plan off now, from the wallet (the customer) or as money received
-    outside the gateways (``manual``: staff, e.g. a bank transfer); the plan completes.
+    """Pay the whole plan off now: from the wallet or the plan's card (the customer), or as
+    money received outside the gateways (``manual``: staff, e.g. a bank transfer). The
+    plan completes; its debit requests stop.
 
     ``expected_total``, the total the customer was shown, must still be the payoff total
     (``bnpl.payoff_quote_changed`` otherwise, e.g. after midnight).
     """
-    if source not in (WALLET, MANUAL):
-        raise InvalidInput(fields={"source": [f"One of {WALLET}, {MANUAL}."]})
-    locked = _lock(
-        plan_id, customer_id=customer_id, wallet="existing" if source == WALLET else None
+    pay = {
+        WALLET: _plan_pay_off_booked,
+        MANUAL: _plan_pay_off_booked,
+        CARD: _plan_pay_off_by_card,
+    }.get(source)
+    if pay is None:
+        raise InvalidInput(fields={"source": [f"One of {WALLET}, {CARD}, {MANUAL}."]})
+    return pay(
+        plan_id=plan_id,
+        source=source,
+        expected_total=expected_total,
+        customer_id=customer_id,
+        actor=actor,
+        note=note,
+        idempotency=idempotency,
     )
-    plan = locked.plan
-    _require_active(plan, "paid off")
-    quote = payoff_quote(plan, locked.installments, today=clock.business_date())
+
+
+def _quote_checked(locked: _Locked, expected_total: Money | None) -> PayoffQuote:
+    _require_active(locked.plan, "paid off")
+    quote = payoff_quote(locked.plan, locked.installments, today=clock.business_date())
     if expected_total is not None and expected_total != quote.total:
         raise PayoffQuoteChanged(
             f"The payoff total is now {quote.total}, not {expected_total}.",
             extra={"total": quote.total.as_dict()},
         )
-    if source == WALLET:
-        wallet_ensure_covers(wallet=locked.wallet, amount=quote.total)
+    return quote
+
+
+def _settle_payoff(
+    locked: _Locked, quote: PayoffQuote, pay: Callable[[Installment, Money], None]
+) -> None:
+    """Waive the unearned interest of the locked plan and pay every open installment with
+    ``pay``; stop its debit requests and complete it."""
+    plan = locked.plan
     by_number = {line.number: line for line in quote.lines}
     now = clock.now()
     for row in locked.installments:
@@ -699,35 +724,22 @@ def plan_pay_off(
         if row.interest != line.interest_kept:
             row.interest = line.interest_kept
             row.save(update_fields=["interest"])
-        if line.pays == 0:
-            row.status = InstallmentStatus.PAID
-            row.paid_at = now
-            row.save(update_fields=["status", "paid_at"])
-            DebitRequest.objects.filter(installment=row).exclude(
-                status=DebitRequestStatus.SETTLED
-            ).update(status=DebitRequestStatus.SETTLED, next_attempt_at=None)
+        if line.pays:
+            pay(row, _m(line.pays, plan.currency))
             continue
-        amount = _m(line.pays, plan.currency)
-        if source == WALLET:
-            _pay_from_wallet_booked(
-                locked=locked, installment=row, amount=amount, kind="bnpl.payoff", actor=actor
-            )
-        else:
-            installment_apply_payment(
-                plan=plan,
-                installment=row,
-                amount=amount,
-                source=system(Purpose.CASH_CLEARING, plan.currency),
-                kind="bnpl.payoff",
-                reference_type=PLAN_REFERENCE,
-                reference_id=str(plan.pk),
-                memo=f"payoff of installment {row.number}: {note}"[:255],
-                actor=actor,
-            )
+        row.status = InstallmentStatus.PAID
+        row.paid_at = now
+        row.save(update_fields=["status", "paid_at"])
+        DebitRequest.objects.filter(installment=row).exclude(
+            status=DebitRequestStatus.SETTLED
+        ).update(status=DebitRequestStatus.SETTLED, next_attempt_at=None)
     DebitRequest.objects.filter(plan=plan, status=DebitRequestStatus.SCHEDULED).update(
         status=DebitRequestStatus.CANCELLED, next_attempt_at=None
     )
     plan_complete_if_done(plan=plan)
+
+
+def _payoff_audit(plan: Plan, quote: PayoffQuote, source: str, actor: Any, note: str, **more):
     audit_record(
         actor=actor,
         action="bnpl.plan_paid_off",
@@ -737,13 +749,175 @@ def plan_pay_off(
             "total": str(quote.total),
             "interest_waived": str(quote.interest_waived),
             "as_of": str(quote.as_of),
+            **more,
         },
         note=note,
     )
+
+
+@transaction.atomic(durable=True)
+def _plan_pay_off_booked(
+    *,
+    plan_id: int,
+    source: str,
+    expected_total: Money | None,
+    customer_id: int | None,
+    actor: Any,
+    note: str,
+    idempotency: IdempotencyClaim | None,
+) -> Payoff:
+    locked = _lock(
+        plan_id, customer_id=customer_id, wallet="existing" if source == WALLET else None
+    )
+    plan = locked.plan
+    quote = _quote_checked(locked, expected_total)
+    if source == WALLET:
+        wallet_ensure_covers(wallet=locked.wallet, amount=quote.total)
+
+    def pay(row: Installment, amount: Money) -> None:
+        if source == WALLET:
+            _pay_from_wallet_booked(
+                locked=locked, installment=row, amount=amount, kind="bnpl.payoff", actor=actor
+            )
+            return
+        installment_apply_payment(
+            plan=plan,
+            installment=row,
+            amount=amount,
+            source=system(Purpose.CASH_CLEARING, plan.currency),
+            kind="bnpl.payoff",
+            reference_type=PLAN_REFERENCE,
+            reference_id=str(plan.pk),
+            memo=f"payoff of installment {row.number}: {note}"[:255],
+            actor=actor,
+        )
+
+    _settle_payoff(locked, quote, pay)
+    _payoff_audit(plan, quote, source, actor, note)
     result = Payoff(plan, quote, source)
     if idempotency is not None:
         idempotency.complete(result)
     return result
+
+
+def _plan_pay_off_by_card(
+    *,
+    plan_id: int,
+    source: str,
+    expected_total: Money | None,
+    customer_id: int | None,
+    actor: Any,
+    note: str,
+    idempotency: IdempotencyClaim | None,
+) -> Payoff:
+    """Charge the payoff total on the plan's card off-session (reference
+    ``bnpl.plan_payoff``); ``plan_payoff_settle`` books it with the capture."""
+    read = _read(plan_id, customer_id=customer_id)
+    quote = _quote_checked(read, expected_total)
+    account = enabled_account(Provider.CARD)
+    if account is None:
+        raise ProviderNotSupported("No card processor is enabled.")
+    payment, outcome = payment_authorize(
+        account=account,
+        reference_type=PAYOFF_REFERENCE,
+        reference_id=str(plan_id),
+        amount=quote.total,
+        payment_method=read.plan.payment_method,
+        idempotency_key=f"bnpl:plan:{plan_id}:payoff:{uuid.uuid4().hex}",
+        capture=True,
+    )
+    if outcome.decision == Decision.DECLINED:
+        raise PaymentDeclined(
+            f"The card was declined ({outcome.decline_code or 'no reason given'}).",
+            extra={"decline_code": outcome.decline_code or ""},
+        )
+    status = "paid" if outcome.decision == Decision.APPROVED else "pending"
+    with transaction.atomic(durable=True):
+        plan = Plan.objects.get(pk=plan_id)
+        audit_record(
+            actor=actor,
+            action="bnpl.plan_payoff_charged",
+            target=plan,
+            changes={"total": str(quote.total), "status": status, "payment": payment.pk},
+            note=note,
+        )
+        result = Payoff(plan, quote, CARD, status, payment.pk)
+        if idempotency is not None:
+            idempotency.complete(result)
+    return result
+
+
+def plan_payoff_settle(
+    *, payment: PaymentTransaction, kind: str, amount: Money, clearing: str
+) -> None:
+    """Payments' settlement handler for ``bnpl.plan_payoff`` (see ``payments.events``).
+
+    A capture that covers the payoff total as of its settlement pays the plan off (unearned
+    interest waived). One that does not (the quote grew since it was charged) pays the open
+    installments in number order like ordinary payments. Whatever is left over, or arrives
+    for a plan no longer active, stays on the receivable as a credit the customer is owed
+    (audited by ``installment_apply_payment``). A refund of such a capture returns money
+    from the merchant's side, as any card refund does.
+    """
+    if kind == EventKind.REFUND:
+        ledger_post(
+            kind="bnpl.payoff_refunded",
+            legs=[
+                debit(system(Purpose.MERCHANT, amount.currency), amount),
+                credit(clearing, amount),
+            ],
+            reference_type="payments.transaction",
+            reference_id=str(payment.pk),
+        )
+        return
+    locked = _lock(int(payment.reference_id))
+    plan = locked.plan
+
+    def pay(row: Installment, money: Money) -> None:
+        installment_apply_payment(
+            plan=plan,
+            installment=row,
+            amount=money,
+            source=clearing,
+            kind="bnpl.payoff",
+            reference_type="payments.transaction",
+            reference_id=str(payment.pk),
+            memo=f"payoff of installment {row.number} of plan {plan.pk}",
+        )
+
+    left = amount
+    if plan.status == PlanStatus.ACTIVE:
+        quote = payoff_quote(plan, locked.installments, today=clock.business_date())
+        if amount >= quote.total:
+            _settle_payoff(locked, quote, pay)
+            _payoff_audit(plan, quote, CARD, None, "", payment=payment.pk)
+            left = amount - quote.total
+        else:
+            for row in locked.installments:
+                take = min(left.minor, row.outstanding)
+                if row.status in OPEN_INSTALLMENT and take > 0:
+                    pay(row, _m(take, plan.currency))
+                    left = left - _m(take, plan.currency)
+    if not left.is_positive():
+        return
+    if plan.status == PlanStatus.WRITTEN_OFF:
+        pay(locked.installments[-1], left)  # booked as a recovery
+        return
+    ledger_post(
+        kind="bnpl.overpayment",
+        legs=[
+            debit(clearing, left),
+            credit(plan_receivable(customer_id=plan.customer_id, currency=plan.currency), left),
+        ],
+        reference_type="payments.transaction",
+        reference_id=str(payment.pk),
+    )
+    audit_record(
+        action="bnpl.overpayment",
+        target=plan,
+        changes={"excess": str(left), "payment": payment.pk},
+        note="Kept on the receivable as a credit owed to the customer.",
+    )
 
 
 # --- merchant refunds of a financed order --------------------------------------------------

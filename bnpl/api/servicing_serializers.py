@@ -100,8 +100,9 @@ class PayoffQuoteSerializer(serializers.Serializer):
 
 class PayoffInputSerializer(serializers.Serializer):
     confirm = serializers.BooleanField(
-        default=False, help_text="false: the quote only; true: pay it from the wallet"
+        default=False, help_text="false: the quote only; true: pay it"
     )
+    source = serializers.ChoiceField(choices=[WALLET, CARD], default=WALLET)
     expected_total = MoneyField(
         required=False,
         allow_zero=True,
@@ -111,6 +112,10 @@ class PayoffInputSerializer(serializers.Serializer):
 
 class PayoffOutputSerializer(serializers.Serializer):
     confirmed = serializers.BooleanField()
+    status = serializers.ChoiceField(
+        choices=["quoted", "paid", "pending"],
+        help_text="pending: the card processor answers later",
+    )
     quote = PayoffQuoteSerializer()
     plan = PlanOutputSerializer()
 

@@ -207,17 +207,23 @@ class PlanPayoffApi(APIView):
         customer = request.user.customer
         plan = selectors.plan_for_customer(customer=customer, plan_id=plan_id)
         quote = servicing.plan_payoff_preview(plan_id=plan.pk, customer_id=customer.pk)
-        body = {"confirmed": False, "quote": quote, "plan": selectors.plan_view(plan)}
+        body = {
+            "confirmed": False,
+            "status": "quoted",
+            "quote": quote,
+            "plan": selectors.plan_view(plan),
+        }
         return Response(PayoffOutputSerializer(body).data)
 
     @extend_schema(
         operation_id="bnpl_plans_payoff",
         tags=TAGS,
-        summary="Pay the whole plan off from the wallet (confirm: false previews it)",
+        summary="Pay the whole plan off from the wallet or the card (confirm: false previews)",
         parameters=[IDEMPOTENCY_KEY_HEADER],
         request=PayoffInputSerializer,
         responses={
             200: PayoffOutputSerializer,
+            202: PayoffOutputSerializer,
             **error_responses(400, 401, 403, 404, 409, 415, 422),
         },
     )
@@ -231,15 +237,21 @@ class PlanPayoffApi(APIView):
 
         def render(result: servicing.Payoff) -> tuple[int, dict]:
             fresh = selectors.plan_for_customer(customer=customer, plan_id=plan.pk)
-            body = {"confirmed": True, "quote": result.quote, "plan": selectors.plan_view(fresh)}
-            return status.HTTP_200_OK, PayoffOutputSerializer(body).data
+            body = {
+                "confirmed": True,
+                "status": result.status,
+                "quote": result.quote,
+                "plan": selectors.plan_view(fresh),
+            }
+            code = status.HTTP_200_OK if result.status == "paid" else status.HTTP_202_ACCEPTED
+            return code, PayoffOutputSerializer(body).data
 
         return idempotent(
             request,
             render=render,
             perform=lambda claim: servicing.plan_pay_off(
                 plan_id=plan.pk,
-                source=servicing.WALLET,
+                source=data.validated_data["source"],
                 expected_total=data.validated_data.get("expected_total"),
                 customer_id=customer.pk,
                 actor=request.user,

@@ -20,6 +20,7 @@ from core.models import AuditEntry
 from core.money import Money
 from ledger.models import Account, Purpose
 from ledger.services import system
+from payments.models import PaymentTransaction
 from tests.bnpl.factories import make_plan, make_product
 from tests.factories import fund, make_customer
 from wallet.models import Wallet, WalletTransaction
@@ -575,6 +576,79 @@ def test_payoff_of_a_declining_plan_removes_unearned_interest(customer, jan_10):
     assert balance(system(Purpose.INTEREST_INCOME, EUR)) == 1_200 + 431
     assert wallet_balance(customer) == 150_000 - 40_803 - 80_828
     assert not plan.debit_requests.filter(status=DebitRequestStatus.SCHEDULED).exists()
+
+
+def test_payoff_by_card_is_settled_with_the_capture(customer, jan_10, card_processor):
+    plan = plan_1200_declining(customer)
+    fund(customer, "1000.00")
+    servicing.installment_pay(plan_id=plan.pk, number=1, amount=eur("408.03"), source="wallet")
+
+    with travel(date(2026, 2, 25)):
+        result = servicing.plan_pay_off(
+            plan_id=plan.pk, source="card", expected_total=eur("808.28"), customer_id=customer.pk
+        )
+
+    assert (result.status, result.quote.total) == ("paid", eur("808.28"))
+    plan = Plan.objects.get(pk=plan.pk)
+    assert plan.status == PlanStatus.COMPLETED
+    assert [(n, i, s) for n, _, _, i, _, s in rows(plan)] == [
+        (1, 1_200, "paid"),
+        (2, 431, "paid"),
+        (3, 0, "paid"),
+    ]
+    assert balance(system(Purpose.GATEWAY_CLEARING, EUR)) == 80_828
+    assert balance(system(Purpose.INTEREST_INCOME, EUR)) == 1_200 + 431
+    assert receivable(plan) == 0
+    assert AuditEntry.objects.filter(action="bnpl.plan_paid_off").count() == 1
+
+
+def test_a_declined_payoff_card_changes_nothing_on_the_plan(customer, jan_10, card_processor):
+    plan = plan_300(customer, payment_method="pm_decline")
+    refused("bnpl.payment_declined", servicing.plan_pay_off, plan_id=plan.pk, source="card")
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.ACTIVE
+    assert receivable(plan) == 30_000
+
+
+def test_payoff_capture_short_of_the_quote_pays_installments_in_order(
+    customer, jan_10, card_processor
+):
+    from django.db import transaction
+
+    plan = plan_300(customer)
+    paid_off = plan_300(customer)
+    result = servicing.plan_pay_off(plan_id=paid_off.pk, source="card")
+    payment = PaymentTransaction.objects.get(pk=result.payment_transaction_id)
+    clearing = system(Purpose.GATEWAY_CLEARING, EUR)
+
+    short = PaymentTransaction.objects.create(
+        account=card_processor,
+        reference_type=servicing.PAYOFF_REFERENCE,
+        reference_id=str(plan.pk),
+        currency=EUR,
+        amount=15_000,
+        created_at=clock.now(),
+    )
+    # The processor reports a capture of 150.00 for the open plan (the quote was 300.00),
+    # and another 20.00 for the plan already paid off.
+    with transaction.atomic():
+        servicing.plan_payoff_settle(
+            payment=short,
+            kind="capture",
+            amount=eur("150.00"),
+            clearing=clearing,
+        )
+        servicing.plan_payoff_settle(
+            payment=payment, kind="capture", amount=eur("20.00"), clearing=clearing
+        )
+
+    assert [i.paid for i in Installment.objects.filter(plan=plan).order_by("number")] == [
+        10_000,
+        5_000,
+        0,
+    ]
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.ACTIVE
+    assert receivable(plan) == 30_000 + 30_000 - 30_000 - 15_000 - 2_000  # both plans' account
+    assert AuditEntry.objects.filter(action="bnpl.overpayment").count() == 1
 
 
 def test_payoff_of_a_zero_interest_plan_is_what_is_owed(customer, jan_10):
