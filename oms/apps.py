@@ -19,6 +19,16 @@ class OmsConfig(AppConfig):
         register_owner("oms.order", installments_settle)
         register(
             Schedule(
+                name="Orders: cancel orders held too long for Klarna or Afterpay",
+                task="oms.expire_provider_holds",
+                crontab="*/15 * * * *",
+                description="An order on hold for a provider's fraud review that got no "
+                "decision within BNPL_DECISION_TIMEOUT (24 h) is cancelled and its stock "
+                "released.",
+            )
+        )
+        register(
+            Schedule(
                 name="Orders: settle split-payment orders left new",
                 task="oms.settle_split_orders",
                 crontab="*/10 * * * *",

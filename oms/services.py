@@ -20,6 +20,7 @@ from bnpl.applications import (
     application_decide,
     application_submit,
     application_withdraw,
+    decision_timeout,
     plan_cancel_checkout_failed,
     plan_checkout_installment,
     product_for_application,
@@ -1137,3 +1138,31 @@ def _provider_settle(*, order_id: int, approved: bool) -> None:
             )
     if release:
         _release_card(order_id, provider=_PROVIDER_OF[order.payment_method])
+
+
+def provider_holds_expire() -> int:
+    """Cancel orders held for Klarna or Afterpay past ``BNPL_DECISION_TIMEOUT``.
+
+    The provider never decided: the stock goes back and the order is cancelled with the
+    reason. An approval that still arrives later finds the order cancelled and is voided
+    (``_provider_settle``). Returns how many orders were cancelled; idempotent.
+    """
+    cutoff = clock.now() - decision_timeout()
+    cancelled = 0
+    for order_id in Order.objects.filter(
+        status=OrderStatus.ON_HOLD,
+        payment_method__in=(PaymentMethod.KLARNA, PaymentMethod.AFTERPAY),
+        created_at__lte=cutoff,
+    ).values_list("pk", flat=True):
+        with transaction.atomic(durable=True):
+            order, _ = _locked_order(order_id)
+            if order.status != OrderStatus.ON_HOLD:
+                continue
+            _cancel_locked(
+                order=order,
+                reason=f"No decision from {Provider(order.payment_method).label} in time",
+                actor=None,
+                actor_label="hold timeout",
+            )
+            cancelled += 1
+    return cancelled

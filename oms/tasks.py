@@ -7,3 +7,9 @@ from oms import services
 def settle_split_orders() -> int:
     """Settle wallet + card orders still new; idempotent."""
     return services.split_orders_settle()
+
+
+@shared_task(name="oms.expire_provider_holds", acks_late=True)
+def expire_provider_holds() -> int:
+    """Cancel orders held too long for a Klarna or Afterpay decision; idempotent."""
+    return services.provider_holds_expire()

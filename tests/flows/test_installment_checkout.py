@@ -28,13 +28,17 @@ from bnpl.models import (
     PlanStatus,
 )
 from bnpl.pricing import due_date
+from bnpl.quoting import quote_product
 from bnpl.services import due_moment, plan_receivable
 from bnpl.tasks import expire_applications
 from core import clock
 from core.models import AuditEntry
+from core.money import Money
 from ledger.models import Account, Purpose
+from oms import services as oms_services
 from oms import signals as oms_signals
 from oms.models import Order, OrderStatus, ReservationStatus, StockItem, StockReservation
+from oms.services import LineInput
 from payments import crypto
 from payments.models import Provider, ProviderAccount
 from payments.services import provider_webhook_secret_rotate
@@ -508,7 +512,7 @@ def test_a_partner_decline_cancels_the_order_with_the_partners_reasons(partner, 
     assert owed(customer) == 0
 
 
-def test_a_partner_referral_waits_on_hold_until_the_signed_webhook_decides(
+def test_a_partner_referral_waits_on_hold_until_the_signed_webhook_approves(
     partner, sandbox, stock, seen
 ):
     stock("A", 10)
@@ -610,3 +614,64 @@ def test_the_admin_approve_action_releases_the_hold(
     )
     assert Order.objects.get(pk=held["id"]).status == OrderStatus.CONFIRMED
     assert Plan.objects.filter(reference_id=str(held["id"])).exists()
+
+
+def test_a_partner_referral_declined_by_the_signed_webhook_cancels_the_order(
+    partner, sandbox, stock, seen
+):
+    stock("A", 10)
+    customer, client = partner_customer("ria+refer@example.com")
+    order_id = checkout(client, "600.00", product="partner-12").json()["id"]
+    [sent] = requests.get(f"{sandbox}/partner/sandbox/applications", timeout=5).json()["data"]
+    decided = requests.post(
+        f"{sandbox}/partner/sandbox/applications/{sent['id']}/decide",
+        json={"decision": "decline"},
+        timeout=15,
+    ).json()
+    assert decided["webhook_status"] == 200, decided
+    order = Order.objects.get(pk=order_id)
+    assert order.status == OrderStatus.CANCELLED
+    assert order.cancel_reason == "Credit declined (affordability)"
+    assert order.credit_application.decided_by == "partner"
+    assert reservation_states(order_id) == [ReservationStatus.RELEASED]
+    assert not Plan.objects.exists()
+    assert owed(customer) == 0
+    assert ("plan_declined", str(order_id), ["affordability"]) in seen
+
+
+def test_an_application_left_undecided_by_a_crash_is_decided_by_the_periodic_job(
+    borrower, stock, product, card_processor, web_channel, eager, seen
+):
+    """The hold committed, then the process died before deciding: the job decides it."""
+    stock("A", 10)
+    lines = [
+        LineInput(
+            sku="A", name="A", quantity=1, unit_price=Money.parse("100.00", "EUR"),
+            tax=Money.zero("EUR"),
+        )
+    ]  # fmt: skip
+    quote = quote_product(
+        customer=borrower, product=product, amount=lines[0].total, merchant_categories=[]
+    )
+    order = oms_services._hold_for_credit(
+        customer=borrower,
+        channel=web_channel,
+        lines=lines,
+        total=lines[0].total,
+        quote=quote,
+        card_payment_method="pm_card_ok",
+        external_reference=None,
+        renewal_of=None,
+        actor=None,
+        idempotency=None,
+    )
+    assert expire_applications.delay().get() == {"expire": 0, "decide": 0}  # may be in flight
+    with clock.travel(timedelta(minutes=6)):
+        assert expire_applications.delay().get() == {"expire": 0, "decide": 1}
+    order = Order.objects.get(pk=order.pk)
+    assert order.status == OrderStatus.CONFIRMED
+    assert order.credit_application.status == ApplicationStatus.APPROVED
+    assert Plan.objects.get(reference_id=str(order.pk)).installments.get(number=0).status == (
+        InstallmentStatus.PAID
+    )
+    assert ("order_hold_released", order.pk) in seen

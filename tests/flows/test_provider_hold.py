@@ -7,6 +7,8 @@ tasks run at once.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import requests
 from celery import current_app
@@ -18,6 +20,7 @@ from ledger.models import Account, Purpose
 from oms import signals as oms_signals
 from oms.models import Order, OrderStatus, ReservationStatus, StockItem, StockReservation
 from oms.services import order_fulfil
+from oms.tasks import expire_provider_holds
 from payments import crypto
 from payments.models import PaymentTransaction, Provider, ProviderAccount
 from payments.processing import gateway_for
@@ -238,3 +241,26 @@ def test_a_provider_checkout_needs_an_authorization_token_and_an_enabled_account
         "payments.provider_unavailable",
     )
     check()
+
+
+def test_a_review_klarna_never_decides_is_cancelled_after_the_timeout_and_a_late_yes_voided(
+    customer, customer_api, stock, klarna, sandbox, seen
+):
+    stock("A", 10)
+    order_id = pay(customer_api, "klarna", "tok_pending_9").json()["id"]
+    assert expire_provider_holds.delay().get() == 0
+    with clock.travel(timedelta(hours=24, minutes=1)):
+        assert expire_provider_holds.delay().get() == 1
+        assert expire_provider_holds.delay().get() == 0
+    order = Order.objects.get(pk=order_id)
+    assert (order.status, order.cancel_reason) == (
+        OrderStatus.CANCELLED,
+        "No decision from Klarna in time",
+    )
+    assert reservation_states(order_id) == [ReservationStatus.RELEASED]
+
+    klarna_decides(sandbox, klarna_order_id(order_id), "ACCEPTED")  # too late
+    assert Order.objects.get(pk=order_id).status == OrderStatus.CANCELLED
+    [klarna_order] = requests.get(f"{sandbox}/klarna/sandbox/orders", timeout=5).json()["data"]
+    assert klarna_order["status"] == "CANCELLED"  # the late authorization was voided
+    assert seen == [("cancelled", order_id, "No decision from Klarna in time")]
