@@ -314,3 +314,17 @@ def test_opt_in_to_income_aligned_dates(customer, customer_api):
 def test_plan_endpoints_need_the_customer_in_person(customer, jan_10, api):
     plan = plan_300(customer)
     assert api.get(f"/api/v1/bnpl/plans/{plan.pk}").status_code == 401
+
+
+def test_payoff_by_card(customer, customer_api, jan_10, card_processor):
+    plan = plan_300(customer)
+
+    response = customer_api.post(
+        f"/api/v1/bnpl/plans/{plan.pk}/payoff",
+        {"confirm": True, "source": "card", "expected_total": money("300.00")},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="payoff-1",
+    )
+
+    assert response.status_code == 200, response.json()
+    assert (response.json()["status"], response.json()["plan"]["status"]) == ("paid", "completed")
