@@ -25,6 +25,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("wallet/", include("wallet.urls")),
+    path("plans/", include("bnpl.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("api/v1/", include(api_v1)),
