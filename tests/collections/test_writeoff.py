@@ -1,5 +1,6 @@
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.urls import reverse
 
 from bnpl.errors import PlanNotActive, PlanNotWrittenOff, RecoveryExceedsWriteOff
@@ -10,6 +11,7 @@ from bnpl.models import (
     PlanRecovery,
     PlanStatus,
 )
+from bnpl.services import installment_apply_payment, locked_plan_installment
 from bnpl.writeoff import plan_recovery_record, plan_write_off
 from core.models import AuditEntry
 from core.money import Money
@@ -44,7 +46,8 @@ def balances(customer) -> dict[str, int]:
 
 @pytest.fixture
 def late_plan(customer):
-    """900.00 in 3 installments; the first paid, the second 9 days and the first... late."""
+    """900.00 in 3 installments: the first paid at the cash desk; on 15 April the second is
+    36 days late and the third 5 days late, each with a 15.00 late fee."""
     plan = plan_from(customer, late_fee_amount=1500, late_fee_grace_days=0)
     pay_cash(installments(plan)[0])
     run_delinquency("2026-04-15")  # installment 2: 36 days late, installment 3: 5 days
@@ -212,3 +215,28 @@ def test_staff_record_a_recovery_in_the_admin_once_per_form(late_plan, admin_cli
     assert too_much.status_code == 200
     assert b"at most 500.00" in too_much.content
     assert fresh(late_plan).recovered_amount == 10000
+
+
+def test_a_card_charge_that_lands_after_the_write_off_is_a_recovery(
+    customer, late_plan, admin_user
+):
+    """An attempt in flight at the write-off may still be captured: the settlement books
+    the money against the write-off expense instead of the (closed) installment."""
+    plan_write_off(plan_id=late_plan.pk, actor=admin_user)
+    second = installments(late_plan)[1]
+    with transaction.atomic():
+        plan, inst = locked_plan_installment(second.pk)
+        installment_apply_payment(
+            plan=plan,
+            installment=inst,
+            amount=Money.parse("315.00", "EUR"),
+            source="gateway_clearing:EUR",
+            kind="bnpl.installment_paid",
+            reference_type="payments.transaction",
+            reference_id="late-capture",
+        )
+    assert fresh(late_plan).recovered_amount == 31500
+    assert balances(customer)["write_off"] == 60000 - 31500
+    assert installments(late_plan)[1].status == InstallmentStatus.WRITTEN_OFF
+    assert JournalEntry.objects.filter(kind="bnpl.recovery").count() == 1
+    call_command("ledger_verify")
