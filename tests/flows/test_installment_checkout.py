@@ -34,16 +34,32 @@ from bnpl.tasks import expire_applications
 from core import clock
 from core.models import AuditEntry
 from core.money import Money
+from customers.models import Feature
+from customers.services import kyc_requirement_set
 from ledger.models import Account, Purpose
 from oms import services as oms_services
 from oms import signals as oms_signals
-from oms.models import Order, OrderStatus, ReservationStatus, StockItem, StockReservation
+from oms.models import (
+    ChannelKind,
+    Order,
+    OrderStatus,
+    ReservationStatus,
+    StockItem,
+    StockReservation,
+)
 from oms.services import LineInput
 from payments import crypto
 from payments.models import Provider, ProviderAccount
 from payments.services import provider_webhook_secret_rotate
 from tests.bnpl.factories import make_product
-from tests.factories import approve_kyc, line, make_customer, money, token_for
+from tests.factories import (
+    approve_kyc,
+    channel_with_key,
+    line,
+    make_customer,
+    money,
+    token_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -675,3 +691,54 @@ def test_an_application_left_undecided_by_a_crash_is_decided_by_the_periodic_job
         InstallmentStatus.PAID
     )
     assert ("order_hold_released", order.pk) in seen
+
+
+def test_a_retry_with_the_same_idempotency_key_places_one_order_and_one_application(
+    borrower, customer_api, stock, product, card_processor, sandbox
+):
+    stock("A", 10)
+    body = {
+        "payment_method": "installments",
+        "plan_product": "pay-in-3",
+        "card_payment_method": "pm_card_ok",
+        "lines": [line("A", 1, "300.00")],
+    }
+    first = customer_api.post("/api/v1/orders", body, format="json", HTTP_IDEMPOTENCY_KEY="i-1")
+    again = customer_api.post("/api/v1/orders", body, format="json", HTTP_IDEMPOTENCY_KEY="i-1")
+    assert first.status_code == again.status_code == 201
+    assert first.json()["status"] == "confirmed"
+    # The key was completed when the order was placed: the replay shows that snapshot.
+    assert (again.json()["id"], again.json()["status"]) == (first.json()["id"], "on_hold")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (Order.objects.count(), CreditApplication.objects.count(), Plan.objects.count()) == (
+        1,
+        1,
+        1,
+    )
+    assert len(requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]) == 1
+
+
+def test_installments_behind_kyc_refuse_a_pending_customer_before_anything_is_written(
+    customer, customer_api, stock, product, card_processor, admin_user, unchanged_db
+):
+    stock("A", 10)
+    kyc_requirement_set(feature=Feature.INSTALLMENTS, required=True, actor=admin_user)
+    check = unchanged_db()
+    response = checkout(customer_api, "300.00")
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        403,
+        "customers.kyc_required",
+    )
+    check()
+
+
+def test_a_channel_places_an_installment_order_for_its_customer(
+    borrower, stock, product, card_processor
+):
+    stock("A", 10)
+    _, key = channel_with_key("shop-app", ChannelKind.APP)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}", HTTP_X_CUSTOMER_ID=str(borrower.pk))
+    body = checkout(client, "300.00").json()
+    assert (body["status"], body["channel"]) == ("confirmed", "shop-app")
+    assert client.get(f"/api/v1/orders/{body['id']}").json()["credit_decision"]["plan"]
