@@ -24,7 +24,8 @@ def buckets_parse(raw: list[dict]) -> list[Bucket]:
     """Validate the settings' bucket list; raise ValueError naming what is wrong.
 
     Buckets are ordered by ``min_days``, start at 1 day, follow each other without gap or
-    overlap, only the last may be open-ended, and name only known actions.
+    overlap, the last one (only) is open-ended so every late plan has a bucket, and they
+    name only known actions. An empty list turns buckets (and their actions) off.
     """
     known = set(BucketAction.values)
     buckets = []
@@ -56,11 +57,13 @@ def buckets_parse(raw: list[dict]) -> list[Bucket]:
             raise ValueError(f"bucket {bucket.name} ends before it starts")
         else:
             expected = bucket.max_days + 1
+    if buckets and buckets[-1].max_days is not None:
+        raise ValueError(f"the last bucket ({buckets[-1].name}) must be open-ended (no max_days)")
     if len({b.name for b in buckets}) != len(buckets):
         raise ValueError("bucket names must be unique")
     return buckets
 
 
 def bucket_for(days: int, buckets: list[Bucket]) -> Bucket | None:
-    """The bucket ``days`` past due falls in; None when current (0) or beyond a closed end."""
+    """The bucket ``days`` past due falls in; None when current (0 days)."""
     return next((b for b in buckets if b.holds(days)), None)

@@ -35,7 +35,7 @@ constant, whatever the number of plans in it.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal
 
@@ -93,10 +93,9 @@ class DelinquencyResult:
     reminders: int = 0
 
     def add(self, other: DelinquencyResult) -> None:
-        for name in ("plans", "transitions", "late_fees", "blocked", "unblocked"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.flagged += other.flagged
-        self.reminders += other.reminders
+        for f in fields(self):
+            if f.name != "late_fee_total":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         for currency, amount in other.late_fee_total.items():
             self.late_fee_total[currency] = self.late_fee_total.get(currency, 0) + amount
 

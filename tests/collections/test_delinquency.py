@@ -169,6 +169,7 @@ def test_buckets_are_configurable(customer):
             "open-ended",
         ),
         ([{"name": "a", "min_days": 1, "max_days": None, "actions": ["jail"]}], "unknown"),
+        ([{"name": "a", "min_days": 1, "max_days": 30, "actions": []}], r"last bucket \(a\)"),
     ],
 )
 def test_bucket_settings_without_gaps_overlaps_or_unknown_actions(buckets, message):
