@@ -118,7 +118,7 @@ def collection_weeks(*, due_from: date, due_to: date) -> list[CollectionWeek]:
     )
     return [
         CollectionWeek(
-            week=row["week"].date() if hasattr(row["week"], "date") else row["week"],
+            week=row["week"],
             currency=row["plan__currency"],
             **{name: row[name] for name in _COUNTS},
         )
