@@ -5,6 +5,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from bnpl.models import BorrowerProfile, InstallmentStatus, Plan
+from bnpl.underwriting import credit_decide
 from collections_.buckets import buckets_parse
 from collections_.delinquency import (
     BLOCK_REASON_PREFIX,
@@ -22,6 +23,7 @@ from collections_.selectors import collections_settings
 from collections_.tasks import delinquency_run as delinquency_task
 from core import clock
 from core.models import AuditEntry, OutboundEmail
+from core.money import Money
 from ledger.models import Account
 from tests.collections.delinquency_helpers import (
     fresh,
@@ -438,3 +440,26 @@ def test_bucket_settings_are_validated_and_every_change_audited(admin_client):
     audit = AuditEntry.objects.get(action="collections.settings_changed")
     assert set(audit.changes) == {"buckets", "reminder_days_before", "technical_retry_minutes"}
     assert audit.changes["reminder_days_before"] == {"before": 3, "after": 2}
+
+
+def test_underwriting_declines_a_customer_blocked_by_delinquency_until_it_is_lifted(customer):
+    plan = plan_from(customer)
+    product = plan.product
+
+    def reasons(on: str) -> set[str]:
+        with clock.travel_to(moment(on)):
+            decision = credit_decide(
+                customer=customer,
+                amount=Money.parse("100.00", "EUR"),
+                product=product,
+                payment_method="pm_card_visa",
+                on=clock.now(),
+            )
+        return {r["code"] for r in decision.reasons}
+
+    run_delinquency(day(31))
+    assert "borrower_blocked" in reasons(day(31))
+    for inst in installments(plan)[:2]:
+        pay_cash(inst)
+    run_delinquency(day(32))
+    assert "borrower_blocked" not in reasons(day(32))
