@@ -240,3 +240,18 @@ def test_a_card_charge_that_lands_after_the_write_off_is_a_recovery(
     assert installments(late_plan)[1].status == InstallmentStatus.WRITTEN_OFF
     assert JournalEntry.objects.filter(kind="bnpl.recovery").count() == 1
     call_command("ledger_verify")
+
+
+def test_the_delinquency_screens_list_the_late_plan(late_plan, admin_client):
+    plans = admin_client.get(
+        reverse("admin:collections_delinquentplan_changelist"), {"standing": "late"}
+    )
+    assert plans.status_code == 200
+    assert plans.context["cl"].result_count == 1
+    assert b"31-60" in plans.content
+    assert reverse("reports-collections-admin").encode() in plans.content
+    moves = admin_client.get(reverse("admin:collections_delinquencytransition_changelist"))
+    assert moves.context["cl"].result_count == 1
+    fees = admin_client.get(reverse("admin:collections_latefeecharge_changelist"))
+    assert fees.context["cl"].result_count == 2
+    assert b"15.00 EUR" in fees.content
