@@ -84,8 +84,11 @@ CASES: dict[str, tuple[Callable[..., dict], list[tuple[str, dict]]]] = {
     ),
     "bnpl-plan-cancel": (_owned_plan, [("post", {"reason": "not mine"})]),
     "bnpl-plan-payment-method": (_owned_plan, [("post", {"payment_method": "pm_card_visa"})]),
+    "my-plan": (_owned_plan, [("get", {})]),
+    "my-plan-pay": (_owned_installment, [("post", {"amount": "1.00"})]),
+    "my-plan-payoff": (_owned_plan, [("get", {}), ("post", {"expected_total": "300.00"})]),
 }
-PAGE_ROUTES = {"my-wallet-repay"}
+PAGE_ROUTES = {"my-wallet-repay", "my-plan", "my-plan-pay", "my-plan-payoff"}
 # URLs with a parameter that names no customer's object, and why.
 NOT_CUSTOMER_OBJECTS = {
     "payments-webhook": "the parameter is a provider; callers are authenticated by the "
