@@ -19,6 +19,16 @@ class OmsConfig(AppConfig):
         register_owner("oms.order", installments_settle)
         register(
             Schedule(
+                name="Orders: settle down payments left open at checkout",
+                task="oms.settle_down_payments",
+                crontab="*/10 * * * *",
+                description="An installment order whose down payment was declined after "
+                "checkout (a card review, a late answer) is cancelled with its plan; one "
+                "never charged (a crash) is charged now.",
+            )
+        )
+        register(
+            Schedule(
                 name="Orders: cancel orders held too long for Klarna or Afterpay",
                 task="oms.expire_provider_holds",
                 crontab="*/15 * * * *",

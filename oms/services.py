@@ -7,6 +7,7 @@ accounts. Each service locks in that order and owns its transaction.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,12 +26,13 @@ from bnpl.applications import (
     plan_checkout_installment,
     product_for_application,
 )
-from bnpl.models import ApplicationStatus, Plan
+from bnpl.models import ApplicationStatus, InstallmentStatus, Plan, PlanStatus
 from bnpl.quoting import quote_product
-from bnpl.services import installment_checkout_charge
+from bnpl.services import INSTALLMENT_REFERENCE, installment_checkout_charge
 from core import clock
 from core.audit import audit_record
 from core.db import prefetch_rows, violated_constraint
+from core.errors import ApplicationError
 from core.idempotency import IdempotencyClaim
 from core.money import MAX_MINOR, Money
 from customers.models import Customer, Feature
@@ -71,6 +73,8 @@ from wallet.services import (
     wallet_refund_order,
     wallet_release,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -1166,3 +1170,55 @@ def provider_holds_expire() -> int:
             )
             cancelled += 1
     return cancelled
+
+
+def down_payments_settle(*, older_than_minutes: int = 15, within_days: int = 7) -> int:
+    """Finish the down payments checkout left open; returns how many orders were looked at.
+
+    A down payment whose card answer was pending (a review) or never came is settled by the
+    payments layer later; this job then acts on it: a charge that ended declined cancels the
+    plan and the order, as at checkout; a charge never sent (a crash right after the
+    approval) is sent now, under the same key. An unanswered one is left to the payments
+    reconciler. Only orders confirmed between ``within_days`` and ``older_than_minutes``
+    ago are looked at.
+    """
+    now = clock.now()
+    candidates = (
+        Order.objects.filter(
+            status=OrderStatus.CONFIRMED,
+            payment_method=PaymentMethod.INSTALLMENTS,
+            confirmed_at__lte=now - timedelta(minutes=older_than_minutes),
+            confirmed_at__gte=now - timedelta(days=within_days),
+            credit_application__plan__status=PlanStatus.ACTIVE,
+            credit_application__plan__installments__debit_request__isnull=True,
+            credit_application__plan__installments__status=InstallmentStatus.SCHEDULED,
+        )
+        .values_list("pk", "credit_application_id")
+        .distinct()
+    )
+    looked_at = 0
+    for order_id, application_id in candidates:
+        looked_at += 1
+        plan = Plan.objects.get(application_id=application_id)
+        installment = plan_checkout_installment(plan=plan)
+        if installment is None:
+            continue
+        txn = transaction_for(
+            reference_type=INSTALLMENT_REFERENCE,
+            reference_id=str(installment.pk),
+            provider=Provider.CARD,
+        )
+        if txn is None:
+            _charge_down_payment(order_id=order_id, application_id=application_id)
+            continue
+        failed = txn.events.filter(kind="authorization", outcome="failed").order_by("-id").first()
+        if failed is not None and not payment_amounts(txn).captured.is_positive():
+            code = failed.detail.get("decline_code") or "declined"
+            try:
+                _down_payment_failed(
+                    order_id=order_id, plan_id=plan.pk, reason=f"Down payment declined ({code})"
+                )
+            except ApplicationError:
+                # Something was paid meanwhile: a person decides (plan servicing).
+                log.exception("order %s: its down payment failed after a payment", order_id)
+    return looked_at

@@ -13,3 +13,9 @@ def settle_split_orders() -> int:
 def expire_provider_holds() -> int:
     """Cancel orders held too long for a Klarna or Afterpay decision; idempotent."""
     return services.provider_holds_expire()
+
+
+@shared_task(name="oms.settle_down_payments", acks_late=True)
+def settle_down_payments() -> int:
+    """Cancel installment orders whose down payment ended declined; idempotent."""
+    return services.down_payments_settle()

@@ -48,6 +48,7 @@ from oms.models import (
     StockReservation,
 )
 from oms.services import LineInput
+from oms.tasks import settle_down_payments
 from payments import crypto
 from payments.models import Provider, ProviderAccount
 from payments.services import provider_webhook_secret_rotate
@@ -742,3 +743,39 @@ def test_a_channel_places_an_installment_order_for_its_customer(
     body = checkout(client, "300.00").json()
     assert (body["status"], body["channel"]) == ("confirmed", "shop-app")
     assert client.get(f"/api/v1/orders/{body['id']}").json()["credit_decision"]["plan"]
+
+
+def test_a_down_payment_rejected_after_a_card_review_cancels_the_plan_and_the_order(
+    borrower, customer_api, stock, product, card_processor, sandbox, live_server, eager, seen
+):
+    stock("A", 10)
+    secret = provider_webhook_secret_rotate(account_id=card_processor.pk)
+    requests.post(
+        f"{sandbox}/sandbox/config",
+        json={"webhook_url": f"{live_server.url}/webhooks/card/", "webhook_secret": secret},
+        timeout=5,
+    )
+    body = checkout(customer_api, "300.00", card="pm_review").json()
+    order_id = body["id"]
+    assert body["status"] == "confirmed"  # credit approved; the card is under review
+    plan = Plan.objects.get(reference_id=str(order_id))
+    assert plan.installments.get(number=0).status == InstallmentStatus.SCHEDULED
+    assert settle_down_payments.delay().get() == 0  # too young to look at
+
+    [charge] = requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]
+    reviewed = requests.post(
+        f"{sandbox}/sandbox/charges/{charge['id']}/review",
+        json={"decision": "reject"},
+        timeout=15,
+    ).json()
+    assert reviewed["webhook_status"] == 200, reviewed
+    with clock.travel(timedelta(minutes=16)):
+        assert settle_down_payments.delay().get() == 1
+        assert settle_down_payments.delay().get() == 0  # settled: nothing left to look at
+    order = Order.objects.get(pk=order_id)
+    assert order.status == OrderStatus.CANCELLED
+    assert order.cancel_reason.startswith("Down payment declined")
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.CANCELLED
+    assert reservation_states(order_id) == [ReservationStatus.RELEASED]
+    assert owed(borrower) == 0
+    assert ("order_cancelled", order_id, order.cancel_reason) in seen
