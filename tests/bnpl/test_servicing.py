@@ -901,3 +901,46 @@ def test_aligned_dates_only_for_monthly_and_opted_in_customers(web_channel):
             start_date=date(2026, 11, 1),
         )
         assert selectors.suggested_due_dates(customer=customer, schedule=weekly) is None
+
+
+def test_income_aligned_dates_are_what_plan_create_takes(web_channel):
+    from django.db import transaction
+
+    from bnpl.models import Decider
+    from bnpl.services import plan_create
+    from tests.bnpl.factories import make_application
+
+    customer = make_customer()
+    for day in (date(2026, 8, 15), date(2026, 9, 15), date(2026, 10, 15)):
+        with travel(day):
+            fund(customer, "100.00")
+    servicing.borrower_income_aligned_set(customer=customer, enabled=True)
+    product = make_product(cash_flow_aware=True, down_payment="first_installment")
+    with travel(date(2026, 11, 1)):
+        application = make_application(customer=customer, product=product, amount="300.00")
+        schedule = pricing.price_schedule(
+            terms=pricing.Terms.from_json(application.terms),
+            amount=application.amount_money,
+            start_date=date(2026, 11, 1),
+        )
+        due_dates = selectors.income_aligned_due_dates(
+            customer=customer, product=product, schedule=schedule
+        )
+        with transaction.atomic():
+            application.approve(at=clock.now(), decided_by=Decider.INTERNAL)
+            application.save(update_fields=["status", "decided_at", "decided_by"])
+            plan = plan_create(
+                application=application, start_date=date(2026, 11, 1), due_dates=due_dates
+            )
+
+    # Line 1 is charged at checkout (1 Nov); lines 2 and 3, priced 1 Dec and 1 Jan, move to
+    # the day after the income day (the 15th): 16 Dec and 16 Jan.
+    assert due_dates == [date(2026, 12, 16), date(2027, 1, 16)]
+    assert [d for _, d, *_ in rows(plan)] == [
+        date(2026, 11, 1),
+        date(2026, 12, 16),
+        date(2027, 1, 16),
+    ]
+    assert plan.debit_requests.get(installment__number=2).next_attempt_at == datetime(
+        2026, 12, 16, tzinfo=clock.business_tz()
+    )
