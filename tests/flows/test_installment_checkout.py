@@ -47,7 +47,7 @@ from oms.models import (
     StockItem,
     StockReservation,
 )
-from oms.services import LineInput
+from oms.services import LineInput, order_fulfil
 from oms.tasks import settle_down_payments
 from payments import crypto
 from payments.models import Provider, ProviderAccount
@@ -779,3 +779,20 @@ def test_a_down_payment_rejected_after_a_card_review_cancels_the_plan_and_the_or
     assert reservation_states(order_id) == [ReservationStatus.RELEASED]
     assert owed(borrower) == 0
     assert ("order_cancelled", order_id, order.cancel_reason) in seen
+
+
+def test_a_financed_order_ships_without_a_capture_and_is_not_cancelled_by_the_order_api(
+    borrower, customer_api, stock, product, card_processor, sandbox, unchanged_db
+):
+    stock("A", 10)
+    order_id = checkout(customer_api, "300.00").json()["id"]
+    check = unchanged_db()
+    refused = customer_api.post(f"/api/v1/orders/{order_id}/cancel", {}, format="json")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "oms.financed_order")
+    check()
+    order_fulfil(order_id=order_id)
+    assert Order.objects.get(pk=order_id).status == OrderStatus.FULFILLED
+    assert reservation_states(order_id) == [ReservationStatus.CONSUMED]
+    assert StockItem.objects.get(sku="A").on_hand == 9
+    [charge] = requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]
+    assert charge["amount"] == 7_500  # only the down payment was ever charged
