@@ -33,11 +33,12 @@ Rules, written out:
 - **Early payoff** (``plan_pay_off`` / ``plan_payoff_preview``; from the wallet, by an
   off-session card charge settled by ``plan_payoff_settle``, or staff recording money
   received): the customer pays everything owed on the open installments, less the interest
-  not yet earned on a declining-balance plan. Earned interest: all of an installment already due; of the installment whose period
-  is running (the first falling due after today), its interest pro rata of the days elapsed
-  since the previous due date (or the start date), rounded by ``to_minor``; none of the
-  later ones. Interest already paid is never taken back; fees and late fees stay owed (they
-  do not accrue with time). Zero and flat plans pay what they owe. The plan completes.
+  not yet earned on a declining-balance plan. Earned interest: all of an installment
+  already due; of the installment whose period is running (the first falling due after
+  today), its interest pro rata of the days elapsed since the previous due date (or the
+  start date), rounded by ``to_minor``; none of the later ones. Interest already paid is
+  never taken back; fees and late fees stay owed (they do not accrue with time). Zero and
+  flat plans pay what they owe. The plan completes.
 - **Refund** (``plan_refund``): a merchant refund of ``amount`` of the financed order
   first reduces the principal still owed — from the last installments first, or spread
   over the open ones in proportion to their unpaid principal (``terms.refund_allocation``,
