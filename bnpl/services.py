@@ -22,6 +22,7 @@ transaction's, because provider calls run outside transactions.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -45,7 +46,7 @@ from core import clock
 from core.audit import audit_record
 from core.money import Money
 from customers.models import Customer
-from ledger.models import Account, Purpose
+from ledger.models import Account, JournalEntry, Purpose
 from ledger.services import AccountLike, account_get_or_create, credit, debit, ledger_post, system
 from payments.gateway import Decision, GatewayResult
 from payments.models import EventKind, PaymentTransaction, Provider
@@ -230,6 +231,7 @@ class Allocation:
     interest: int
     principal: int
     excess: int  # beyond what the installment owed
+    entry: JournalEntry | None = None  # the entry that booked it
 
     @property
     def applied(self) -> int:
@@ -249,7 +251,10 @@ def allocate_payment(installment: Installment, amount: int) -> Allocation:
         take = min(left, owed - paid)
         parts.append(take)
         left -= take
-    return Allocation(*parts, excess=left)
+    late_fee, fee, interest, principal = parts
+    return Allocation(
+        late_fee=late_fee, fee=fee, interest=interest, principal=principal, excess=left
+    )
 
 
 def locked_plan_installment(installment_id: int) -> tuple[Plan, Installment]:
@@ -281,12 +286,14 @@ def installment_apply_payment(
     if amount.currency != plan.currency or not amount.is_positive():
         raise ValueError(f"cannot apply {amount} to a {plan.currency} plan")
     if plan.status == PlanStatus.WRITTEN_OFF:
-        _record_recovery(plan=plan, amount=amount, source=source, reference_id=reference_id)
-        return Allocation(0, 0, 0, 0, excess=amount.minor)
+        entry = _record_recovery(plan=plan, amount=amount, source=source, reference_id=reference_id)
+        return Allocation(
+            late_fee=0, fee=0, interest=0, principal=0, excess=amount.minor, entry=entry
+        )
     split = allocate_payment(installment, amount.minor)
     currency = plan.currency
     receivable = plan_receivable(customer_id=plan.customer_id, currency=currency)
-    ledger_post(
+    entry = ledger_post(
         kind=kind,
         legs=[
             debit(source, amount),
@@ -330,7 +337,7 @@ def installment_apply_payment(
             note="Kept on the receivable as a credit owed to the customer.",
         )
     plan_complete_if_done(plan=plan)
-    return split
+    return dataclasses.replace(split, entry=entry)
 
 
 def plan_complete_if_done(*, plan: Plan) -> bool:
@@ -345,9 +352,11 @@ def plan_complete_if_done(*, plan: Plan) -> bool:
     return True
 
 
-def _record_recovery(*, plan: Plan, amount: Money, source: AccountLike, reference_id: str) -> None:
+def _record_recovery(
+    *, plan: Plan, amount: Money, source: AccountLike, reference_id: str
+) -> JournalEntry:
     """Money received for a written-off plan reduces the write-off expense."""
-    ledger_post(
+    entry = ledger_post(
         kind="bnpl.recovery",
         legs=[
             debit(source, amount),
@@ -359,6 +368,7 @@ def _record_recovery(*, plan: Plan, amount: Money, source: AccountLike, referenc
     )
     Plan.objects.filter(pk=plan.pk).update(recovered_amount=F("recovered_amount") + amount.minor)
     plan.refresh_from_db(fields=["recovered_amount"])
+    return entry
 
 
 def installment_settle(

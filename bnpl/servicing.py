@@ -105,7 +105,7 @@ from core.errors import InvalidInput
 from core.idempotency import IdempotencyClaim
 from core.money import Money, allocate, to_minor
 from customers.models import Customer
-from ledger.models import JournalEntry, Purpose
+from ledger.models import Purpose
 from ledger.services import AccountLike, credit, debit, ledger_post, system
 from payments.gateway import Decision
 from payments.models import EventKind, PaymentTransaction, Provider
@@ -418,7 +418,7 @@ def _pay_from_wallet_booked(
     """Book ``amount`` from the locked wallet to the locked installment; one entry, one
     wallet activity line."""
     plan, wallet = locked.plan, locked.wallet
-    installment_apply_payment(
+    split = installment_apply_payment(
         plan=plan,
         installment=installment,
         amount=amount,
@@ -429,18 +429,10 @@ def _pay_from_wallet_booked(
         memo=f"installment {installment.number} of plan {plan.pk} from the wallet",
         actor=actor,
     )
-    # The installment is locked: the newest entry for it is the one just posted.
-    entry = (
-        JournalEntry.objects.filter(
-            reference_type=INSTALLMENT_REFERENCE, reference_id=str(installment.pk)
-        )
-        .order_by("-id")
-        .first()
-    )
     wallet_record_payment(
         wallet=wallet,
         amount=amount,
-        journal_entry=entry,
+        journal_entry=split.entry,
         reference_type=INSTALLMENT_REFERENCE,
         reference_id=str(installment.pk),
         actor=actor,
