@@ -354,3 +354,21 @@ def test_payoff_preview_says_when_the_wallet_is_short(logged_in, customer, jan_1
     [error] = messages(refused)
     assert "500.00 EUR" in error
     assert Plan.objects.get(pk=plan.pk).status == PlanStatus.ACTIVE
+
+
+def test_a_finished_plan_is_read_only(logged_in, customer, jan_10, unchanged_db):
+    plan = make_plan(customer=customer, amount="90.00")
+    logged_in.post(f"/plans/{plan.pk}/payoff/", {"expected_total": "90.00"})
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.COMPLETED
+    check = unchanged_db()
+
+    page = logged_in.get(f"/plans/{plan.pk}/").content.decode()
+    preview = logged_in.get(f"/plans/{plan.pk}/payoff/", follow=True)
+    paid = logged_in.post(f"/plans/{plan.pk}/installments/1/pay", {"amount": "1.00"}, follow=True)
+
+    check()
+    assert "/installments/" not in page
+    assert "payoff-link" not in page
+    assert messages(preview) == [f"Plan #{plan.pk} is completed: it cannot be paid off."]
+    assert preview.redirect_chain[-1][0] == f"/plans/{plan.pk}/"
+    assert messages(paid) == [f"Plan #{plan.pk} is completed: it cannot be paid toward."]
