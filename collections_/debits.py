@@ -553,7 +553,6 @@ def attempts_record_outcomes(
 
 def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> EmailDraft:
     user = request.plan.customer.user
-    base = settings.PUBLIC_BASE_URL.rstrip("/")
     return EmailDraft(
         dedupe_key=f"collections.payment_method_required:{request.pk}:{attempt.attempt_no}",
         template="collections/payment_method_required",
@@ -566,7 +565,7 @@ def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> Email
             "installment": request.installment,
             "amount": Money(attempt.amount, attempt.currency),
             "decline_code": attempt.decline_code,
-            "update_url": f"{base}/api/v1/bnpl/plans/{request.plan_id}/payment-method",
+            "update_url": settings.COLLECTIONS_PAYMENT_METHOD_URL.format(plan_id=request.plan_id),
         },
     )
 
