@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.utils.html import format_html, format_html_join
 
-from bnpl import applications, servicing
+from bnpl import applications, debit_controls, servicing
 from bnpl.models import (
     ApplicationStatus,
     CreditApplication,
@@ -379,12 +379,19 @@ class PlanAdmin(ActionsOnlyAdmin):
         "reschedule_count",
         "created_at",
     )
-    list_filter = ("status", "currency", "funded_by")
+    list_filter = ("status", "currency", "funded_by", "debits_paused")
     search_fields = ("=id", "customer__user__email", "reference_id")
     list_select_related = ("customer__user",)
     inlines = [InstallmentInline]
     action_form = PlanServicingActionForm
-    actions = ["reschedule", "pay_off_received", "cancel_plans", "refund"]
+    actions = [
+        "reschedule",
+        "pay_off_received",
+        "cancel_plans",
+        "refund",
+        "open_dispute",
+        "close_dispute",
+    ]
     readonly_fields = (
         "customer",
         "product",
@@ -401,6 +408,8 @@ class PlanAdmin(ActionsOnlyAdmin):
         "funded_by",
         "start_date",
         "reschedule_count",
+        "debits_paused",
+        "paused_reason",
         "terms",
         "created_at",
         "completed_at",
@@ -494,6 +503,33 @@ class PlanAdmin(ActionsOnlyAdmin):
             )
 
         self._run(request, queryset, "Refunded", call)
+
+    @admin.action(
+        description="Dispute opened: pause the debits (reason in the note above)",
+        permissions=["change"],
+    )
+    def open_dispute(self, request, queryset) -> None:
+        reason = request.POST.get("note", "")
+        self._run(
+            request,
+            queryset,
+            "Paused the debits of",
+            lambda plan: debit_controls.plan_dispute_open(
+                plan_id=plan.pk, reason=reason, actor=request.user
+            ),
+        )
+
+    @admin.action(description="Dispute closed: resume the debits", permissions=["change"])
+    def close_dispute(self, request, queryset) -> None:
+        note = request.POST.get("note", "")
+        self._run(
+            request,
+            queryset,
+            "Resumed the debits of",
+            lambda plan: debit_controls.plan_dispute_close(
+                plan_id=plan.pk, note=note, actor=request.user
+            ),
+        )
 
 
 # --- credit applications: the review queue --------------------------------------------

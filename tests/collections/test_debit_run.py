@@ -23,7 +23,7 @@ from collections_.models import (
 )
 from collections_.tasks import debit_chunk, retry_due
 from core import clock
-from core.models import DeadLetter, OutboundEmail
+from core.models import AuditEntry, DeadLetter, OutboundEmail
 from ledger.models import JournalEntry
 from payments import reliability
 from tests.bnpl.factories import make_plan
@@ -469,3 +469,27 @@ def test_an_attempt_that_never_reached_the_provider_is_retried_with_a_new_key(
     second = DebitAttempt.objects.get(attempt_no=2)
     assert charges_by_key(sandbox) == {second.idempotency_key: 1}
     assert first_due(plan).status == InstallmentStatus.PAID
+
+
+def test_staff_pause_and_resume_a_plans_debits_from_the_plan_admin(admin_client, customer):
+    (plan,) = plans(customer)
+    changelist = reverse("admin:bnpl_plan_changelist")
+    blank = admin_client.post(
+        changelist, {"action": "open_dispute", "_selected_action": [plan.pk], "note": ""}
+    )
+    assert blank.status_code == 302
+    assert Plan.objects.get(pk=plan.pk).debits_paused is False  # a reason is required
+    admin_client.post(
+        changelist,
+        {"action": "open_dispute", "_selected_action": [plan.pk], "note": "Chargeback 4711"},
+    )
+    paused = Plan.objects.get(pk=plan.pk)
+    assert (paused.debits_paused, paused.paused_reason) == (True, "Chargeback 4711")
+    admin_client.post(changelist, {"action": "close_dispute", "_selected_action": [plan.pk]})
+    assert Plan.objects.get(pk=plan.pk).debits_paused is False
+    actions = list(
+        AuditEntry.objects.filter(target_id=str(plan.pk), action__startswith="bnpl.dispute")
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
+    assert actions == ["bnpl.dispute_opened", "bnpl.dispute_closed"]
