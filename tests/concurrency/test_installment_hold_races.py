@@ -1,0 +1,124 @@
+"""Races on an order held for its credit decision: threads with their own connections."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from rest_framework.test import APIClient
+
+from bnpl.applications import application_expire, application_review
+from bnpl.models import ApplicationStatus, CreditApplication, Plan
+from bnpl.services import plan_receivable
+from core import clock
+from core.errors import ApplicationError
+from oms.models import Order, OrderStatus, ReservationStatus, StockReservation
+from oms.services import order_cancel
+from tests.bnpl.factories import make_product
+from tests.factories import (
+    ChannelFactory,
+    StockItemFactory,
+    approve_kyc,
+    line,
+    make_customer,
+    token_for,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def held_order(customer) -> Order:
+    """A 1000.00 order of a new account: held for staff review."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
+    body = client.post(
+        "/api/v1/orders",
+        {
+            "payment_method": "installments",
+            "plan_product": "pay-in-3",
+            "card_payment_method": "pm_card_ok",
+            "lines": [line("ITEM", 1, "1000.00")],
+        },
+        format="json",
+    ).json()
+    assert body["status"] == "on_hold", body
+    return Order.objects.get(pk=body["id"])
+
+
+@pytest.fixture
+def setup(card_processor):
+    ChannelFactory(code="web")
+    StockItemFactory(sku="ITEM", on_hand=100)
+    make_product(
+        code="pay-in-3",
+        down_payment="percent",
+        down_payment_percent=Decimal(25),
+        max_amount=500_000,
+    )
+    return approve_kyc(make_customer())
+
+
+def outcome(order_id: int) -> tuple[str, str, bool, list[str]]:
+    order = Order.objects.get(pk=order_id)
+    application = CreditApplication.objects.get(pk=order.credit_application_id)
+    reservations = list(
+        StockReservation.objects.filter(order=order).values_list("status", flat=True)
+    )
+    return order.status, application.status, Plan.objects.exists(), reservations
+
+
+def test_a_staff_approval_racing_the_customers_cancel_has_one_winner(setup, concurrently):
+    order = held_order(setup)
+    application_id = order.credit_application_id
+
+    def act(i: int):
+        try:
+            if i == 0:
+                application_review(application_id=application_id, approve=True, reviewer=None)
+            else:
+                order_cancel(order_id=order.pk, reason="Changed my mind")
+        except ApplicationError as exc:
+            return exc.code
+        return "ok"
+
+    results = concurrently(2, act)
+    state = outcome(order.pk)
+    assert state in (
+        (OrderStatus.CONFIRMED, ApplicationStatus.APPROVED, True, [ReservationStatus.ACTIVE]),
+        (OrderStatus.CANCELLED, ApplicationStatus.CANCELLED, False, [ReservationStatus.RELEASED]),
+    ), (state, results)
+    # The loser is told: an approval after the cancel, or the cancel of a financed order.
+    expected = ["ok", "oms.financed_order"] if state[2] else ["bnpl.application_not_open", "ok"]
+    assert sorted(results) == expected, results
+
+
+def test_an_expiry_racing_a_staff_decline_decides_once(setup, concurrently):
+    customer = setup
+    order = held_order(customer)
+    application_id = order.credit_application_id
+
+    def act(i: int):
+        with clock.travel(timedelta(hours=25)):
+            try:
+                if i == 0:
+                    application_expire(application_id=application_id)
+                else:
+                    application_review(
+                        application_id=application_id, approve=False, reviewer=None, note="no"
+                    )
+            except ApplicationError as exc:
+                return exc.code
+            return "ok"
+
+    results = concurrently(2, act)
+    status, application_status, has_plan, reservations = outcome(order.pk)
+    assert (status, has_plan, reservations) == (
+        OrderStatus.CANCELLED,
+        False,
+        [ReservationStatus.RELEASED],
+    )
+    assert application_status in (ApplicationStatus.EXPIRED, ApplicationStatus.DECLINED)
+    assert Counter(results)["ok"] >= 1
+    assert plan_receivable(customer_id=customer.pk, currency="EUR").balance == 0
