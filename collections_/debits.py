@@ -502,6 +502,13 @@ def attempts_record_outcomes(
                 request.next_attempt_at = now
                 changed_requests.append(request)
             continue
+        if outcome.status == AttemptStatus.UNKNOWN:
+            # Ask the provider before anything else: at the first technical step.
+            minutes = attempt.retry_schedule.get("technical_retry_minutes") or [5]
+            attempt.next_retry_at = now + timedelta(minutes=minutes[0])
+            continue
+        if request.status != DebitRequestStatus.SCHEDULED or request.next_attempt_at is not None:
+            continue  # moved on meanwhile (settled, new method, paused); nothing to plan
         # The request's attempts up to this one, this one with its new outcome.
         past = [
             (outcome.status, outcome.failure_class, created)
@@ -510,13 +517,6 @@ def attempts_record_outcomes(
             for number, status, failure_class, created in history[attempt.request_id]
             if number <= attempt.attempt_no
         ]
-        if outcome.status == AttemptStatus.UNKNOWN:
-            # Ask the provider before anything else: at the first technical step.
-            minutes = attempt.retry_schedule.get("technical_retry_minutes") or [5]
-            attempt.next_retry_at = now + timedelta(minutes=minutes[0])
-            continue
-        if request.status != DebitRequestStatus.SCHEDULED or request.next_attempt_at is not None:
-            continue  # moved on meanwhile (settled, new method, paused); nothing to plan
         retry_at = _next_retry(
             outcome=outcome, history=past, schedule=attempt.retry_schedule, now=now
         )
@@ -657,20 +657,26 @@ def debit_attempt_reconcile(*, attempt_id: int) -> AttemptStatus:
 
 
 def _unknown_again(attempt: DebitAttempt) -> None:
-    """Still no answer: ask again after the next technical step (then hourly)."""
+    """Still no answer: ask again at the next technical step after the attempt, then hourly."""
     locked = DebitAttempt.objects.select_for_update(no_key=True).get(pk=attempt.pk)
     if locked.status not in (AttemptStatus.PENDING, AttemptStatus.UNKNOWN):
         return
-    minutes = locked.retry_schedule.get("technical_retry_minutes") or [60]
+    now = clock.now()
+    steps = sorted(locked.retry_schedule.get("technical_retry_minutes") or [])
     asked = (
         0
         if locked.next_retry_at is None
-        else max(0, int((locked.next_retry_at - locked.created_at).total_seconds() // 60))
+        else (locked.next_retry_at - locked.created_at).total_seconds() / 60
     )
-    later = next((m for m in minutes if m > asked), max(minutes[-1], 60))
+    later = next((m for m in steps if m > asked), None)
+    when = (
+        locked.created_at + timedelta(minutes=later)
+        if later is not None
+        else now + timedelta(minutes=max(60, steps[-1] if steps else 60))
+    )
     locked.status = AttemptStatus.UNKNOWN
     locked.failure_class = FailureClass.TECHNICAL
-    locked.next_retry_at = max(locked.created_at + timedelta(minutes=later), clock.now())
+    locked.next_retry_at = max(when, now + timedelta(minutes=1))
     locked.save(update_fields=["status", "failure_class", "next_retry_at"])
 
 

@@ -493,3 +493,24 @@ def test_staff_pause_and_resume_a_plans_debits_from_the_plan_admin(admin_client,
         .values_list("action", flat=True)
     )
     assert actions == ["bnpl.dispute_opened", "bnpl.dispute_closed"]
+
+
+def test_an_unknown_outcome_is_asked_about_on_the_technical_steps_while_unreachable(
+    customer, card_processor, sandbox, django_capture_on_commit_callbacks
+):
+    plans(customer)
+    card_processor.base_url = "http://127.0.0.1:9/card"
+    card_processor.save(update_fields=["base_url"])
+    run_day(DUE, django_capture_on_commit_callbacks)
+    attempt = DebitAttempt.objects.get()
+    asked_at = []
+    for _ in range(5):
+        with clock.travel_to(attempt.next_retry_at + timedelta(seconds=1)):
+            assert debits.debit_attempts_reconcile() == {AttemptStatus.UNKNOWN: 1}
+        attempt.refresh_from_db()
+        asked_at.append(round((attempt.next_retry_at - attempt.created_at).total_seconds() / 60))
+    # The steps (5, 15, 60, 240 minutes after the attempt), then every 240 minutes.
+    assert asked_at[:3] == [15, 60, 240]
+    assert [asked_at[3] - asked_at[2], asked_at[4] - asked_at[3]] == [240, 240]
+    assert DebitAttempt.objects.count() == 1
+    assert charges_by_key(sandbox) == {}
