@@ -13,6 +13,8 @@ from decimal import Decimal
 import pytest
 import requests
 from celery import current_app
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -796,3 +798,28 @@ def test_a_financed_order_ships_without_a_capture_and_is_not_cancelled_by_the_or
     assert StockItem.objects.get(sku="A").on_hand == 9
     [charge] = requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]
     assert charge["amount"] == 7_500  # only the down payment was ever charged
+
+
+def _installment_checkout_queries(client, lines: int) -> int:
+    body = {
+        "payment_method": "installments",
+        "plan_product": "pay-in-3",
+        "card_payment_method": "pm_card_ok",
+        "lines": [line(f"SKU-{i}", 1, "5.00") for i in range(lines)],
+    }
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.post("/api/v1/orders", body, format="json")
+    assert response.json()["status"] == "confirmed", response.json()
+    return len(ctx.captured_queries)
+
+
+def test_installment_checkout_queries_do_not_grow_with_lines(
+    borrower, customer_api, stock, product, card_processor, settings
+):
+    settings.BNPL_HISTORY_MULTIPLIER = 100  # repeated orders: no risk signal
+    settings.BNPL_VELOCITY_MAX_24H = 100
+    for i in range(20):
+        stock(f"SKU-{i}", 10)
+    _installment_checkout_queries(customer_api, 2)  # warm up: system accounts on first use
+    one = _installment_checkout_queries(customer_api, 2)
+    assert _installment_checkout_queries(customer_api, 20) == one
