@@ -29,7 +29,6 @@ from datetime import date, datetime, time
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
 
 from bnpl import pricing, signals
 from bnpl.models import (
@@ -286,9 +285,12 @@ def installment_apply_payment(
     if amount.currency != plan.currency or not amount.is_positive():
         raise ValueError(f"cannot apply {amount} to a {plan.currency} plan")
     if plan.status == PlanStatus.WRITTEN_OFF:
-        entry = _record_recovery(plan=plan, amount=amount, source=source, reference_id=reference_id)
-        return Allocation(
-            late_fee=0, fee=0, interest=0, principal=0, excess=amount.minor, entry=entry
+        return _recover(
+            plan=plan,
+            amount=amount,
+            source=source,
+            key=f"{reference_type}:{reference_id}",
+            actor=actor,
         )
     split = allocate_payment(installment, amount.minor)
     currency = plan.currency
@@ -352,23 +354,34 @@ def plan_complete_if_done(*, plan: Plan) -> bool:
     return True
 
 
-def _record_recovery(
-    *, plan: Plan, amount: Money, source: AccountLike, reference_id: str
-) -> JournalEntry:
-    """Money received for a written-off plan reduces the write-off expense."""
-    entry = ledger_post(
-        kind="bnpl.recovery",
-        legs=[
-            debit(source, amount),
-            credit(system(Purpose.WRITE_OFF_EXPENSE, plan.currency), amount),
-        ],
-        reference_type="bnpl.plan",
-        reference_id=str(plan.pk),
-        memo=f"recovery {reference_id}",
+def _recover(*, plan: Plan, amount: Money, source: AccountLike, key: str, actor: Any) -> Allocation:
+    """Money for a written-off plan is a recovery, up to what was written off.
+
+    Anything beyond that stays on the receivable as a credit the customer is owed.
+    """
+    # bnpl.writeoff builds on this module, so it is imported where it is needed.
+    from bnpl.writeoff import plan_recovery_apply
+
+    _, rest = plan_recovery_apply(
+        plan=plan, amount=amount, source=str(source), key=key, actor=actor
     )
-    Plan.objects.filter(pk=plan.pk).update(recovered_amount=F("recovered_amount") + amount.minor)
-    plan.refresh_from_db(fields=["recovered_amount"])
-    return entry
+    if rest.is_positive():
+        receivable = plan_receivable(customer_id=plan.customer_id, currency=plan.currency)
+        ledger_post(
+            kind="bnpl.overpayment",
+            legs=[debit(source, rest), credit(receivable, rest)],
+            reference_type="bnpl.plan",
+            reference_id=str(plan.pk),
+            memo=f"beyond the write-off {key}",
+        )
+        audit_record(
+            actor=actor,
+            action="bnpl.overpayment",
+            target=plan,
+            changes={"excess": str(rest)},
+            note="Received after the write-off was recovered in full; owed to the customer.",
+        )
+    return Allocation(late_fee=0, fee=0, interest=0, principal=0, excess=amount.minor)
 
 
 def installment_settle(

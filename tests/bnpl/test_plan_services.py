@@ -224,3 +224,24 @@ def test_lines_owing_nothing_are_paid_from_the_start_and_never_debited(customer)
         (3, 0, InstallmentStatus.PAID),
     ]
     assert sorted(plan.debit_requests.values_list("installment__number", flat=True)) == [1, 2]
+
+
+def test_money_beyond_the_write_off_is_a_credit_owed_to_the_customer(customer):
+    plan = make_plan(customer=customer, amount="30.00")
+    with transaction.atomic():
+        locked, row = locked_plan_installment(plan.installments.get(number=1).pk)
+        locked.write_off(at=clock.now(), amount=500)
+        locked.save(update_fields=["status", "written_off_at", "written_off_amount"])
+        installment_apply_payment(
+            plan=locked,
+            installment=row,
+            amount=Money(700, "EUR"),
+            source=system(Purpose.CASH_CLEARING, "EUR"),
+            kind="bnpl.installment_paid",
+            reference_type="test",
+            reference_id="r2",
+        )
+    plan = Plan.objects.get(pk=plan.pk)
+    assert plan.recovered_amount == 500
+    assert balance(system(Purpose.WRITE_OFF_EXPENSE, "EUR")) == -500
+    assert receivable_balance(plan) == 3_000 - 200
