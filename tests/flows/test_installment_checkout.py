@@ -823,3 +823,36 @@ def test_installment_checkout_queries_do_not_grow_with_lines(
     _installment_checkout_queries(customer_api, 2)  # warm up: system accounts on first use
     one = _installment_checkout_queries(customer_api, 2)
     assert _installment_checkout_queries(customer_api, 20) == one
+
+
+def test_a_partner_that_does_not_answer_keeps_the_order_on_hold_until_the_timeout(
+    web_channel, stock, eager, seen
+):
+    stock("A", 10)
+    now = clock.now()
+    down = ProviderAccount.objects.create(
+        provider=Provider.LENDING_PARTNER,
+        enabled=True,
+        base_url="http://127.0.0.1:9/partner",  # nothing listens
+        credentials_encrypted=crypto.encrypt({"secret": "pk_test_partner"}),
+        currency="EUR",
+        created_at=now,
+        updated_at=now,
+    )
+    make_product(code="partner-12", installment_count=12, decider="partner", partner_account=down)
+    customer, client = partner_customer("olga@example.com")
+    body = checkout(client, "600.00", product="partner-12").json()
+    assert (body["status"], body["credit_decision"]["status"]) == ("on_hold", "pending")
+    assert reserved() == 1
+
+    with clock.travel(timedelta(hours=24, minutes=1)):
+        assert expire_applications.delay().get()["expire"] == 1
+    order = Order.objects.get(pk=body["id"])
+    assert (order.status, order.cancel_reason) == (
+        OrderStatus.CANCELLED,
+        "No credit decision in time",
+    )
+    assert order.credit_application.status == ApplicationStatus.EXPIRED
+    assert reserved() == 0
+    assert not Plan.objects.exists()
+    assert owed(customer) == 0
