@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -81,13 +83,9 @@ class DebitRunAdmin(ActionsOnlyAdmin):
 
     @admin.action(description="Re-send unfinished chunks of the selected runs")
     def resume_runs(self, request: HttpRequest, queryset) -> None:
-        from collections_.tasks import debit_chunk
-
-        sent = 0
-        for run in queryset.filter(status="running"):
-            for number in run.chunks.filter(done_at__isnull=True).values_list("number", flat=True):
-                debit_chunk.delay(run.pk, number)
-                sent += 1
+        sent = debits.debit_runs_resume(
+            older_than=timedelta(0), run_ids=list(queryset.values_list("pk", flat=True))
+        )
         self.message_user(request, f"Re-sent {sent} chunk(s).", messages.SUCCESS)
 
     def get_urls(self):

@@ -240,24 +240,28 @@ def _enqueue_chunks(run_id: int, numbers: Iterable[int]) -> None:
         debit_chunk.delay(run_id, number)
 
 
-def debit_runs_resume(*, older_than: timedelta = PENDING_GRACE) -> int:
-    """Enqueue again the unfinished chunks of runs started more than ``older_than`` ago.
+def debit_runs_resume(
+    *, older_than: timedelta = PENDING_GRACE, run_ids: Sequence[int] | None = None
+) -> int:
+    """Enqueue again the unfinished chunks of runs started more than ``older_than`` ago
+    (of ``run_ids`` only, if given).
 
     For a run whose chunk messages were lost (a crash between commit and enqueue). A chunk
     still being worked is harmless to send twice. Returns how many chunks were sent.
     """
-    cutoff = clock.now() - older_than
-    pending = list(
-        DebitRunChunk.objects.filter(
-            run__status=RunStatus.RUNNING, run__started_at__lt=cutoff, done_at__isnull=True
-        ).values_list("run_id", "number")
+    chunks = DebitRunChunk.objects.filter(
+        run__status=RunStatus.RUNNING,
+        run__started_at__lt=clock.now() - older_than,
+        done_at__isnull=True,
     )
+    if run_ids is not None:
+        chunks = chunks.filter(run_id__in=list(run_ids))
     by_run: dict[int, list[int]] = defaultdict(list)
-    for run_id, number in pending:
+    for run_id, number in chunks.order_by("run_id", "number").values_list("run_id", "number"):
         by_run[run_id].append(number)
     for run_id, numbers in by_run.items():
         _enqueue_chunks(run_id, numbers)
-    return len(pending)
+    return sum(len(numbers) for numbers in by_run.values())
 
 
 def debit_chunk_process(*, run_id: int, chunk_no: int) -> dict[str, int]:

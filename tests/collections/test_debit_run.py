@@ -514,3 +514,24 @@ def test_an_unknown_outcome_is_asked_about_on_the_technical_steps_while_unreacha
     assert [asked_at[3] - asked_at[2], asked_at[4] - asked_at[3]] == [240, 240]
     assert DebitAttempt.objects.count() == 1
     assert charges_by_key(sandbox) == {}
+
+
+def test_admin_resends_the_unfinished_chunks_of_a_run(
+    admin_client, customer, card_processor, sandbox, django_capture_on_commit_callbacks
+):
+    small_chunks(1)
+    plans(customer, 2)
+    card_processor.enabled = False
+    card_processor.save(update_fields=["enabled"])
+    run = run_day(DUE, django_capture_on_commit_callbacks)
+    assert (run.chunks_done, run.chunks_total) == (0, 2)
+    card_processor.enabled = True
+    card_processor.save(update_fields=["enabled"])
+    with clock.travel_to(moment(DUE)), EagerCelery():
+        admin_client.post(
+            reverse("admin:collections_debitrun_changelist"),
+            {"action": "resume_runs", "_selected_action": [run.pk]},
+        )
+    run.refresh_from_db()
+    assert (run.chunks_done, run.status) == (2, RunStatus.FINISHED)
+    assert sum(charges_by_reference(sandbox).values()) == 2
