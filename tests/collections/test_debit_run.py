@@ -535,3 +535,21 @@ def test_admin_resends_the_unfinished_chunks_of_a_run(
     run.refresh_from_db()
     assert (run.chunks_done, run.status) == (2, RunStatus.FINISHED)
     assert sum(charges_by_reference(sandbox).values()) == 2
+
+
+def test_a_finished_plans_payment_method_cannot_change(
+    customer, customer_api, card_processor, unchanged_db
+):
+    (plan,) = plans(customer)
+    Plan.objects.filter(pk=plan.pk).update(status=PlanStatus.COMPLETED)
+    check = unchanged_db()
+    response = customer_api.post(
+        f"/api/v1/bnpl/plans/{plan.pk}/payment-method",
+        {"payment_method": "pm_card_visa"},
+        format="json",
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        409,
+        "bnpl.plan_not_active",
+    )
+    check()
