@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -66,7 +66,8 @@ from bnpl.models import (
     PlanStatus,
     Promotion,
 )
-from bnpl.pricing import DOWN_NONE, INTEREST_DECLINING, INTEREST_ZERO, Terms
+from bnpl.pricing import DOWN_NONE, INTEREST_DECLINING, INTEREST_ZERO, Terms, price_schedule
+from bnpl.selectors import income_aligned_due_dates
 from bnpl.services import plan_create
 from bnpl.underwriting import APPROVE, DECLINE, credit_decide
 from core import clock
@@ -285,9 +286,13 @@ def _after_decision(application: CreditApplication, *, actor: Any = None) -> Non
     """Create the plan of an approved application; tell integrators about a decline."""
     if application.status == ApplicationStatus.APPROVED:
         funded_by = application.decided_by or Decider.INTERNAL
+        start = clock.business_date()
         plan_create(
             application=application,
-            start_date=clock.business_date(),
+            start_date=start,
+            due_dates=_income_aligned_dates(application, start)
+            if funded_by != Decider.PARTNER
+            else None,
             funded_by=funded_by,
             partner_reference=application.partner_reference,
             actor=actor,
@@ -299,6 +304,20 @@ def _after_decision(application: CreditApplication, *, actor: Any = None) -> Non
                 sender=CreditApplication, application=application, reasons=reasons
             )
         )
+
+
+def _income_aligned_dates(application: CreditApplication, start: date) -> list[date] | None:
+    """Due dates after the customer's income days, when the product is cash-flow aware and
+    the customer opted in (``bnpl.selectors.income_aligned_due_dates``); else ``None``.
+    A partner's plan keeps the partner's dates."""
+    schedule = price_schedule(
+        terms=Terms.from_json(application.terms),
+        amount=application.amount_money,
+        start_date=start,
+    )
+    return income_aligned_due_dates(
+        customer=application.customer, product=application.product, schedule=schedule
+    )
 
 
 # --- staff review ---------------------------------------------------------------------

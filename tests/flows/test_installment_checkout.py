@@ -7,7 +7,7 @@ the scheduled debit requests, the signals and ``GET /api/v1/orders/{id}``.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -32,6 +32,7 @@ from bnpl.models import (
 from bnpl.pricing import due_date
 from bnpl.quoting import quote_product
 from bnpl.services import due_moment, plan_receivable
+from bnpl.servicing import borrower_income_aligned_set
 from bnpl.tasks import expire_applications
 from core import clock
 from core.models import AuditEntry
@@ -58,6 +59,7 @@ from tests.bnpl.factories import make_product
 from tests.factories import (
     approve_kyc,
     channel_with_key,
+    fund,
     line,
     make_customer,
     money,
@@ -856,3 +858,36 @@ def test_a_partner_that_does_not_answer_keeps_the_order_on_hold_until_the_timeou
     assert reserved() == 0
     assert not Plan.objects.exists()
     assert owed(customer) == 0
+
+
+def test_an_opted_in_customer_gets_due_dates_after_their_income_days(
+    web_channel, stock, card_processor
+):
+    def at(day: date) -> datetime:
+        return datetime.combine(day, time(12), tzinfo=clock.business_tz())
+
+    stock("A", 10)
+    make_product(code="aligned-3", down_payment="first_installment", cash_flow_aware=True)
+    with clock.travel_to(at(date(2026, 7, 1))):
+        customer = approve_kyc(make_customer())
+    for day in (date(2026, 8, 15), date(2026, 9, 15), date(2026, 10, 15)):
+        with clock.travel_to(at(day)):
+            fund(customer, "100.00")
+    borrower_income_aligned_set(customer=customer, enabled=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
+    with clock.travel_to(at(date(2026, 11, 1))):
+        body = checkout(client, "300.00", product="aligned-3").json()
+    assert body["status"] == "confirmed", body
+    plan = Plan.objects.get(pk=body["credit_decision"]["plan"])
+    # Line 1 was charged at checkout; lines 2 and 3 fall the day after the income day.
+    assert list(plan.installments.order_by("number").values_list("due_date", flat=True)) == [
+        date(2026, 11, 1),
+        date(2026, 12, 16),
+        date(2027, 1, 16),
+    ]
+    assert list(
+        plan.debit_requests.order_by("installment__number").values_list(
+            "next_attempt_at", flat=True
+        )
+    ) == [due_moment(date(2026, 12, 16)), due_moment(date(2027, 1, 16))]
