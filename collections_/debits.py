@@ -205,12 +205,14 @@ def _next_retry(
 def debit_run_start(*, business_date: date, actor: Any = None) -> DebitRun:
     """Start the debit run for ``business_date``: select what is due, fan it out in chunks.
 
-    Running it again (or concurrently) for the same date charges nobody twice: a request
-    with an attempt in flight or settled is not due, and claiming locks each request.
+    Due means by the end of ``business_date`` and not later than now: a run started for a
+    future date charges nothing early, and a technical retry planned for later today is the
+    retry job's. Running it again (or concurrently) for the same date charges nobody twice:
+    a request with an attempt in flight or settled is not due, and claiming locks each one.
     """
     chunk_size = selectors.collections_settings().chunk_size
-    cutoff = selectors.run_cutoff(business_date)
     now = clock.now()
+    cutoff = min(selectors.run_cutoff(business_date), now)
     with transaction.atomic(durable=True):
         run = DebitRun.objects.create(business_date=business_date, started_at=now)
         due = chunks = 0
@@ -267,9 +269,10 @@ def debit_runs_resume(
 def debit_chunk_process(*, run_id: int, chunk_no: int) -> dict[str, int]:
     """Work one chunk of a run; idempotent (a redelivered chunk charges nobody again)."""
     chunk = DebitRunChunk.objects.select_related("run").get(run_id=run_id, number=chunk_no)
+    run = chunk.run
     counts = debit_requests_charge(
         request_ids=chunk.request_ids,
-        cutoff=selectors.run_cutoff(chunk.run.business_date),
+        cutoff=min(selectors.run_cutoff(run.business_date), run.started_at),  # the run's own
         run_id=run_id,
     )
     _chunk_done(chunk)

@@ -553,3 +553,33 @@ def test_a_finished_plans_payment_method_cannot_change(
         "bnpl.plan_not_active",
     )
     check()
+
+
+def test_a_run_never_charges_early(
+    customer, card_processor, sandbox, django_capture_on_commit_callbacks
+):
+    (plan,) = plans(customer)
+    # Started the evening before for the due date: nothing is due yet.
+    evening = clock.travel_to(moment(DUE - timedelta(days=1), 20))
+    with evening, EagerCelery(), django_capture_on_commit_callbacks(execute=True):
+        early = debits.debit_run_start(business_date=DUE)
+    assert early.due_count == 0
+    # A technical retry planned for later today waits for its time, whatever reruns.
+    card_processor.base_url = "http://127.0.0.1:9/card"
+    card_processor.save(update_fields=["base_url"])
+    run_day(DUE, django_capture_on_commit_callbacks)
+    with clock.travel_to(moment(DUE) + timedelta(minutes=6)):
+        debits.debit_attempts_reconcile()  # still unreachable: unknown, asked again later
+    card_processor.base_url = f"{sandbox}/card"
+    card_processor.save(update_fields=["base_url"])
+    reliability._breakers.clear()
+    with clock.travel_to(moment(DUE) + timedelta(minutes=16)):
+        debits.debit_attempts_reconcile()  # the processor never saw it: failed, retry later
+    first = DebitAttempt.objects.get()
+    assert (first.status, first.decline_code) == (AttemptStatus.FAILED, "not_found")
+    before_retry = clock.travel_to(first.next_retry_at - timedelta(minutes=1))
+    with before_retry, EagerCelery(), django_capture_on_commit_callbacks(execute=True):
+        rerun = debits.debit_run_start(business_date=DUE)
+    assert rerun.due_count == 0
+    assert DebitAttempt.objects.count() == 1
+    assert first_due(plan).status == InstallmentStatus.SCHEDULED
