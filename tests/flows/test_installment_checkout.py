@@ -334,12 +334,12 @@ def test_review_then_timeout_cancels_the_order_and_releases_the_stock(
 ):
     stock("A", 10)
     order_id = checkout(customer_api, "1000.00").json()["id"]
-    assert expire_applications.delay().get() == {"expire": 0, "decide": 0}  # not yet due
+    assert expire_applications() == {"expire": 0, "decide": 0}  # not yet due
     assert Order.objects.get(pk=order_id).status == OrderStatus.ON_HOLD
 
     with clock.travel(timedelta(hours=24, minutes=1)):
-        assert expire_applications.delay().get() == {"expire": 1, "decide": 0}
-        assert expire_applications.delay().get() == {"expire": 0, "decide": 0}  # idempotent
+        assert expire_applications() == {"expire": 1, "decide": 0}
+        assert expire_applications() == {"expire": 0, "decide": 0}  # idempotent
     order = Order.objects.get(pk=order_id)
     application = order.credit_application
     assert order.status == OrderStatus.CANCELLED
@@ -686,9 +686,9 @@ def test_an_application_left_undecided_by_a_crash_is_decided_by_the_periodic_job
         actor=None,
         idempotency=None,
     )
-    assert expire_applications.delay().get() == {"expire": 0, "decide": 0}  # may be in flight
+    assert expire_applications() == {"expire": 0, "decide": 0}  # may be in flight
     with clock.travel(timedelta(minutes=6)):
-        assert expire_applications.delay().get() == {"expire": 0, "decide": 1}
+        assert expire_applications() == {"expire": 0, "decide": 1}
     order = Order.objects.get(pk=order.pk)
     assert order.status == OrderStatus.CONFIRMED
     assert order.credit_application.status == ApplicationStatus.APPROVED
@@ -764,7 +764,7 @@ def test_a_down_payment_rejected_after_a_card_review_cancels_the_plan_and_the_or
     assert body["status"] == "confirmed"  # credit approved; the card is under review
     plan = Plan.objects.get(reference_id=str(order_id))
     assert plan.installments.get(number=0).status == InstallmentStatus.SCHEDULED
-    assert settle_down_payments.delay().get() == 0  # too young to look at
+    assert settle_down_payments() == 0  # too young to look at
 
     [charge] = requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]
     reviewed = requests.post(
@@ -774,8 +774,8 @@ def test_a_down_payment_rejected_after_a_card_review_cancels_the_plan_and_the_or
     ).json()
     assert reviewed["webhook_status"] == 200, reviewed
     with clock.travel(timedelta(minutes=16)):
-        assert settle_down_payments.delay().get() == 1
-        assert settle_down_payments.delay().get() == 0  # settled: nothing left to look at
+        assert settle_down_payments() == 1
+        assert settle_down_payments() == 0  # settled: nothing left to look at
     order = Order.objects.get(pk=order_id)
     assert order.status == OrderStatus.CANCELLED
     assert order.cancel_reason.startswith("Down payment declined")
@@ -848,7 +848,7 @@ def test_a_partner_that_does_not_answer_keeps_the_order_on_hold_until_the_timeou
     assert reserved() == 1
 
     with clock.travel(timedelta(hours=24, minutes=1)):
-        assert expire_applications.delay().get()["expire"] == 1
+        assert expire_applications()["expire"] == 1
     order = Order.objects.get(pk=body["id"])
     assert (order.status, order.cancel_reason) == (
         OrderStatus.CANCELLED,
