@@ -279,8 +279,9 @@ def installment_apply_payment(
 
     One entry: debit ``source`` by the amount; credit the receivable (principal), interest
     income and fee income (fee and late fee). An excess (only a provider can report one:
-    servicing refuses to overpay) stays on the receivable as a credit the customer is owed,
-    and is audited. On a written-off plan the money is a recovery instead.
+    servicing refuses to overpay), or money for a cancelled plan or installment, stays on
+    the receivable as a credit the customer is owed, and is audited. On a written-off plan
+    the money is a recovery instead.
     """
     if amount.currency != plan.currency or not amount.is_positive():
         raise ValueError(f"cannot apply {amount} to a {plan.currency} plan")
@@ -292,7 +293,12 @@ def installment_apply_payment(
             key=f"{reference_type}:{reference_id}",
             actor=actor,
         )
-    split = allocate_payment(installment, amount.minor)
+    if plan.status == PlanStatus.CANCELLED or installment.status == InstallmentStatus.CANCELLED:
+        # A charge that lands after its plan or installment was cancelled (a down payment
+        # still in flight): nothing is owed, so all of it is a credit owed to the customer.
+        split = Allocation(late_fee=0, fee=0, interest=0, principal=0, excess=amount.minor)
+    else:
+        split = allocate_payment(installment, amount.minor)
     currency = plan.currency
     receivable = plan_receivable(customer_id=plan.customer_id, currency=currency)
     entry = ledger_post(

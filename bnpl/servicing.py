@@ -958,6 +958,23 @@ def plan_refund(
     ``lines`` (optional) describes the refunded order lines, for the audit trail; the amount
     is what counts.
     """
+    return plan_refund_apply(plan_id=plan_id, amount=amount, lines=lines, actor=actor, note=note)
+
+
+def plan_refund_apply(
+    *,
+    plan_id: int,
+    amount: Money,
+    lines: list[dict[str, Any]] | None = None,
+    actor: Any = None,
+    note: str = "",
+) -> PlanRefund:
+    """``plan_refund`` in the caller's transaction: oms refunds an order and its plan at once.
+
+    The caller has locked, in order, the customer, the wallet and the order.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("plan_refund_apply runs inside the caller's transaction")
     locked = _lock(plan_id, wallet="create")
     plan = locked.plan
     if plan.status not in (PlanStatus.ACTIVE, PlanStatus.COMPLETED):
@@ -1075,6 +1092,21 @@ def plan_cancel(
     idempotency: IdempotencyClaim | None = None,
 ) -> Plan:
     """Cancel a plan whose installments have not been debited yet (rules: module docstring)."""
+    plan = plan_cancel_apply(plan_id=plan_id, customer_id=customer_id, actor=actor, reason=reason)
+    if idempotency is not None:
+        idempotency.complete(plan)
+    return plan
+
+
+def plan_cancel_apply(
+    *, plan_id: int, customer_id: int | None = None, actor: Any = None, reason: str = ""
+) -> Plan:
+    """``plan_cancel`` in the caller's transaction (oms cancels the order with its plan).
+
+    The caller has locked, in order, the customer, the wallet and the order.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("plan_cancel_apply runs inside the caller's transaction")
     locked = _lock(plan_id, customer_id=customer_id, wallet="create")
     plan, rows = locked.plan, locked.installments
     _require_active(plan, "cancelled")
@@ -1156,8 +1188,6 @@ def plan_cancel(
         },
         note=reason,
     )
-    if idempotency is not None:
-        idempotency.complete(plan)
     return plan
 
 

@@ -51,6 +51,7 @@ class OrderAdmin(ActionsOnlyAdmin):
         "external_reference",
         "status",
         "total_display",
+        "refunded_display",
         "payment_method",
     )
     list_filter = ("status", "channel", "payment_method", "currency")
@@ -58,11 +59,15 @@ class OrderAdmin(ActionsOnlyAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("customer__user", "channel")
     inlines = [OrderLineInline, ReservationInline]
-    actions = ["fulfil_orders", "cancel_orders"]
+    actions = ["fulfil_orders", "cancel_orders", "refund_orders"]
 
     @admin.display(description="Total", ordering="total")
     def total_display(self, obj: Order) -> str:
         return str(obj.total_money)
+
+    @admin.display(description="Refunded", ordering="refunded")
+    def refunded_display(self, obj: Order) -> str:
+        return str(obj.refunded_money) if obj.refunded else "—"
 
     def _run(self, request, queryset, verb: str, call) -> None:
         done = 0
@@ -95,6 +100,20 @@ class OrderAdmin(ActionsOnlyAdmin):
             "Cancelled",
             lambda pk: services.order_cancel(
                 order_id=pk, reason="Cancelled by staff", actor=request.user
+            ),
+        )
+
+    @admin.action(
+        description="Refund selected fulfilled orders in full (all lines returned)",
+        permissions=["change"],
+    )
+    def refund_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        self._run(
+            request,
+            queryset,
+            "Refunded",
+            lambda pk: services.order_refund(
+                order_id=pk, reason="Returned: refunded by staff", actor=request.user
             ),
         )
 

@@ -131,6 +131,8 @@ class Order(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     cancel_reason = models.CharField(max_length=255, blank=True)
+    # Minor units returned to the customer for returned lines (see OrderLine.refunded_quantity).
+    refunded = models.BigIntegerField(default=0)
     # With installments: the credit decision behind the order (its plan, once approved).
     credit_application = models.OneToOneField(
         "bnpl.CreditApplication",
@@ -153,6 +155,10 @@ class Order(models.Model):
                 name="order_external_reference_unique_per_channel",
             ),
             models.CheckConstraint(condition=models.Q(total__gt=0), name="order_total_positive"),
+            models.CheckConstraint(
+                condition=models.Q(refunded__gte=0, refunded__lte=models.F("total")),
+                name="order_refunded_within_total",
+            ),
         ]
         indexes = [models.Index(fields=["customer", "-created_at"])]
 
@@ -162,6 +168,10 @@ class Order(models.Model):
     @property
     def total_money(self) -> Money:
         return Money(self.total, self.currency)
+
+    @property
+    def refunded_money(self) -> Money:
+        return Money(self.refunded, self.currency)
 
     # Transitions change this row only; services lock, post, audit and release stock.
     @transition(field=status, source=OrderStatus.NEW, target=OrderStatus.CONFIRMED)
@@ -201,6 +211,8 @@ class OrderLine(models.Model):
     tax = models.BigIntegerField(default=0)
     total = models.BigIntegerField()
     merchant_category = models.CharField(max_length=60, blank=True)
+    # Units returned and refunded; never more than were bought.
+    refunded_quantity = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["order", "line_no"]
@@ -220,6 +232,10 @@ class OrderLine(models.Model):
                     total=models.F("quantity") * models.F("unit_price") + models.F("tax")
                 ),
                 name="order_line_total_consistent",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(refunded_quantity__lte=models.F("quantity")),
+                name="order_line_refunded_within_quantity",
             ),
         ]
 

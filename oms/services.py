@@ -26,15 +26,17 @@ from bnpl.applications import (
     plan_checkout_installment,
     product_for_application,
 )
+from bnpl.errors import CancelRefused
 from bnpl.models import ApplicationStatus, InstallmentStatus, Plan, PlanStatus
 from bnpl.quoting import quote_product
 from bnpl.services import INSTALLMENT_REFERENCE, installment_checkout_charge
+from bnpl.servicing import plan_cancel_apply, plan_refund_apply
 from core import clock
 from core.audit import audit_record
 from core.db import prefetch_rows, violated_constraint
 from core.errors import ApplicationError
 from core.idempotency import IdempotencyClaim
-from core.money import MAX_MINOR, Money
+from core.money import MAX_MINOR, Money, allocate
 from customers.models import Customer, Feature
 from customers.services import customer_require_kyc_for
 from oms import inventory, signals
@@ -277,8 +279,12 @@ def order_checkout(
 
 
 def _locked_order(order_id: int) -> tuple[Order, object]:
-    """Lock wallet then order (the documented order) for a change that may refund."""
-    snapshot = Order.objects.only("customer_id", "currency").get(pk=order_id)
+    """Lock customer (for a financed order), wallet, then order: the documented order, for
+    a change that may refund. A financed order's plan services lock the customer too."""
+    snapshot = Order.objects.only("customer_id", "currency", "payment_method").get(pk=order_id)
+    if snapshot.payment_method == PaymentMethod.INSTALLMENTS:
+        customer = Customer.objects.select_for_update(no_key=True).get(pk=snapshot.customer_id)
+        wallet_get_or_create(customer=customer, currency=snapshot.currency)
     wallet = wallet_lock(customer_id=snapshot.customer_id, currency=snapshot.currency)
     order = Order.objects.select_for_update(no_key=True).get(pk=order_id)
     return order, wallet
@@ -306,11 +312,6 @@ def _cancel(
     order, wallet = _locked_order(order_id)
     if order.status not in (OrderStatus.NEW, OrderStatus.ON_HOLD, OrderStatus.CONFIRMED):
         raise InvalidTransition(f"A {order.status} order cannot be cancelled.")
-    if order.payment_method == PaymentMethod.INSTALLMENTS and order.status == OrderStatus.CONFIRMED:
-        raise InvalidTransition(
-            "An order financed by an installment plan is cancelled by refunding it.",
-            code="oms.financed_order",
-        )
     before = order.status
     was_paid = order.status == OrderStatus.CONFIRMED
     inventory.stock_release(order=order)
@@ -329,6 +330,8 @@ def _cancel(
         _release_wallet_part(
             order=order, wallet=wallet, actor=actor, reason=f"Order cancelled: {reason}"
         )
+    elif was_paid and order.payment_method == PaymentMethod.INSTALLMENTS:
+        _cancel_plan(order=order, actor=actor, reason=f"Order cancelled: {reason}")
     elif order.credit_application_id is not None:
         application_withdraw(
             application_id=order.credit_application_id,
@@ -348,6 +351,168 @@ def _cancel(
     )
     _send_on_commit(signals.order_cancelled, order, reason=order.cancel_reason)
     return order
+
+
+def _financed_plan(order: Order) -> Plan:
+    return Plan.objects.get(reference_type="oms.order", reference_id=str(order.pk))
+
+
+def _cancel_plan(*, order: Order, actor: AbstractBaseUser | None, reason: str) -> None:
+    """End the plan of a financed order being cancelled, in the cancelling transaction.
+
+    Before any installment was debited the plan is cancelled (the down payment, fees
+    included, goes back to the wallet); after, what is left of the order is refunded
+    through the plan: unpaid installments shrink, money already paid goes to the wallet.
+    """
+    plan = _financed_plan(order)
+    try:
+        with transaction.atomic():  # a savepoint: a refused cancel leaves nothing behind
+            plan_cancel_apply(plan_id=plan.pk, actor=actor, reason=reason)
+    except CancelRefused:
+        left = Money(plan.amount - plan.refunded_amount, plan.currency)
+        if left.is_positive():
+            plan_refund_apply(plan_id=plan.pk, amount=left, actor=actor, note=reason)
+
+
+@dataclass(frozen=True)
+class RefundLine:
+    line_no: int
+    quantity: int
+
+
+def _refund_parts(
+    order: Order, lines: Sequence[RefundLine] | None
+) -> list[tuple[OrderLine, int, int]]:
+    """(line, units, minor units) for each returned line; ``None`` returns all that is left.
+
+    A line's total is split over its units with ``allocate``, and the k-th unit returned
+    always gets the k-th part, so refunding every unit, in any number of returns, refunds
+    exactly the line's total.
+    """
+    by_no = {line.line_no: line for line in order.lines.all()}
+    if lines is None:
+        lines = [
+            RefundLine(line.line_no, line.quantity - line.refunded_quantity)
+            for line in by_no.values()
+            if line.quantity > line.refunded_quantity
+        ]
+        if not lines:
+            raise InvalidOrder(
+                "Every line of this order has been refunded.",
+                code="oms.nothing_to_refund",
+                fields={"lines": ["Nothing left to refund."]},
+            )
+    errors: dict[str, list[str]] = {}
+    seen: set[int] = set()
+    parts = []
+    for index, item in enumerate(lines):
+        line = by_no.get(item.line_no)
+        if line is None:
+            errors[f"lines.{index}.line_no"] = [f"The order has no line {item.line_no}."]
+            continue
+        if item.line_no in seen:
+            errors[f"lines.{index}.line_no"] = ["Each line may appear once."]
+            continue
+        seen.add(item.line_no)
+        left = line.quantity - line.refunded_quantity
+        if not 1 <= item.quantity <= left:
+            errors[f"lines.{index}.quantity"] = [f"Between 1 and {left} (units not yet returned)."]
+            continue
+        units = allocate(line.total, [1] * line.quantity)
+        start = line.refunded_quantity
+        parts.append((line, item.quantity, sum(units[start : start + item.quantity])))
+    if errors:
+        raise InvalidOrder(fields=errors)
+    return parts
+
+
+def order_refund(
+    *,
+    order_id: int,
+    lines: Sequence[RefundLine] | None = None,
+    reason: str,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+    idempotency: IdempotencyClaim | None = None,
+) -> Order:
+    """Refund returned lines of a fulfilled order (all that is left when ``lines`` is None).
+
+    A financed order's plan is refunded in the same transaction (unpaid installments
+    shrink, money already paid goes to the wallet: ``bnpl.servicing.plan_refund_apply``);
+    a wallet order's money goes back to the wallet, settling its own wallet BNPL debt
+    first. Orders paid by card or a provider are refunded at the provider, which this
+    service does not call: they are refused with ``oms.refund_method_unsupported``.
+    """
+    return _refund(
+        order_id=order_id,
+        lines=lines,
+        reason=reason,
+        actor=actor,
+        actor_label=actor_label,
+        idempotency=idempotency,
+    )
+
+
+@transaction.atomic(durable=True)
+def _refund(
+    *,
+    order_id: int,
+    lines: Sequence[RefundLine] | None,
+    reason: str,
+    actor: AbstractBaseUser | None,
+    actor_label: str,
+    idempotency: IdempotencyClaim | None,
+) -> Order:
+    order, wallet = _locked_order(order_id)
+    if order.status != OrderStatus.FULFILLED:
+        raise InvalidTransition(
+            f"A {order.status} order has nothing returned to refund; cancel it instead.",
+            code="oms.not_fulfilled",
+        )
+    if order.payment_method not in (PaymentMethod.INSTALLMENTS, PaymentMethod.WALLET):
+        raise InvalidTransition(
+            "Orders paid by card or a provider are refunded at the provider.",
+            code="oms.refund_method_unsupported",
+        )
+    parts = _refund_parts(order, lines)
+    amount = Money(sum(minor for _, _, minor in parts), order.currency)
+    returned = [{"line_no": line.line_no, "quantity": units} for line, units, _ in parts]
+    for line, units, _ in parts:
+        line.refunded_quantity += units
+    OrderLine.objects.bulk_update([line for line, _, _ in parts], ["refunded_quantity"])
+    order.refunded += amount.minor
+    order.save(update_fields=["refunded"])
+    note = f"Order #{order.pk} refunded: {reason}"
+    if order.payment_method == PaymentMethod.INSTALLMENTS:
+        plan_refund_apply(
+            plan_id=_financed_plan(order).pk, amount=amount, lines=returned, actor=actor, note=note
+        )
+    else:
+        wallet_refund_order(
+            wallet=wallet,
+            amount=amount,
+            reference_type="oms.order",
+            reference_id=str(order.pk),
+            actor=actor,
+            note=note,
+        )
+    audit_record(
+        actor=actor,
+        actor_label=actor_label,
+        action="oms.refund",
+        target=order,
+        changes={
+            "amount": str(amount),
+            "lines": returned,
+            "refunded": str(Money(order.refunded, order.currency)),
+        },
+        note=reason,
+    )
+    _send_on_commit(signals.order_refunded, order, amount=amount, lines=returned)
+    refunded = _reload(order.pk)
+    if idempotency is not None:
+        idempotency.complete(refunded)
+    return refunded
 
 
 def order_fulfil(*, order_id: int, actor: AbstractBaseUser | None = None) -> Order:

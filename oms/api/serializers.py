@@ -103,6 +103,7 @@ class LineOutputSerializer(serializers.ModelSerializer):
             "tax",
             "total",
             "merchant_category",
+            "refunded_quantity",
         )
         read_only_fields = fields
 
@@ -133,6 +134,7 @@ class CreditDecisionSerializer(serializers.Serializer):
 class OrderOutputSerializer(serializers.ModelSerializer):
     channel = serializers.CharField(source="channel.code")
     total = MoneyField(source="total_money")
+    refunded = MoneyField(source="refunded_money", allow_zero=True)
     lines = LineOutputSerializer(many=True)
     credit_decision = CreditDecisionSerializer(
         source="credit_application",
@@ -152,6 +154,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "payment_method",
             "renewal_of",
             "cancel_reason",
+            "refunded",
             "credit_decision",
             "created_at",
             "confirmed_at",
@@ -160,6 +163,21 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "lines",
         )
         read_only_fields = fields
+
+
+class RefundLineInputSerializer(serializers.Serializer):
+    line_no = serializers.IntegerField(min_value=1)
+    quantity = serializers.IntegerField(min_value=1)
+
+
+class RefundInputSerializer(serializers.Serializer):
+    lines = RefundLineInputSerializer(
+        many=True,
+        required=False,
+        allow_empty=False,
+        help_text="Returned lines and units; omitted: every unit not yet refunded",
+    )
+    reason = serializers.CharField(max_length=255)
 
 
 class CancelInputSerializer(serializers.Serializer):

@@ -9,12 +9,13 @@ from rest_framework.views import APIView
 from core.api.idempotency import idempotent
 from core.api.permissions import IsCustomer
 from core.api.schema import IDEMPOTENCY_KEY_HEADER, error_responses
-from core.errors import InvalidInput
+from core.errors import InvalidInput, PermissionDenied
 from oms import selectors, services
 from oms.api.serializers import (
     CancelInputSerializer,
     CheckoutInputSerializer,
     OrderOutputSerializer,
+    RefundInputSerializer,
 )
 from oms.models import Channel, ChannelKind, Order, PaymentMethod
 
@@ -184,3 +185,47 @@ class OrderCancelApi(APIView):
             customer=request.user.customer, channel=channel, order_id=order_id
         )
         return Response(OrderOutputSerializer(order).data)
+
+
+class OrderRefundApi(APIView):
+    """Returns: the merchant's systems (a channel key) refund returned lines."""
+
+    permission_classes = [IsCustomer]
+
+    @extend_schema(
+        operation_id="orders_refund",
+        tags=["orders"],
+        summary="Refund returned lines of a fulfilled order (installment plan or wallet)",
+        description="Channel keys only: a refund is the merchant's act. A financed order's "
+        "plan shrinks (last installments first, or re-spread, as its product says) and money "
+        "already paid beyond the new total goes to the customer's wallet.",
+        parameters=[IDEMPOTENCY_KEY_HEADER],
+        request=RefundInputSerializer,
+        responses={200: OrderOutputSerializer, **error_responses(400, 401, 403, 404, 409, 415)},
+    )
+    def post(self, request: Request, order_id: int) -> Response:
+        channel = _caller_channel(request)
+        # Someone else's order is not found, whoever asks; then only a merchant may refund.
+        order = selectors.order_for_caller(
+            customer=request.user.customer, channel=channel, order_id=order_id
+        )
+        if channel is None:
+            raise PermissionDenied(
+                "Refunds are made by the merchant's systems, with a channel key.",
+                code="oms.refund_by_merchant_only",
+            )
+        data = RefundInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        lines = data.validated_data.get("lines")
+        return idempotent(
+            request,
+            render=lambda refunded: (200, OrderOutputSerializer(refunded).data),
+            perform=lambda claim: services.order_refund(
+                order_id=order.pk,
+                lines=None if lines is None else [services.RefundLine(**line) for line in lines],
+                reason=data.validated_data["reason"],
+                actor=request.user,
+                actor_label=f"channel:{channel.code}",
+                idempotency=claim,
+            ),
+        )

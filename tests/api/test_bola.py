@@ -60,6 +60,7 @@ def _owned_installment(owner, client: APIClient) -> dict:
 CASES: dict[str, tuple[Callable[..., dict], list[tuple[str, dict]]]] = {
     "order-detail": (_owned_order, [("get", {})]),
     "order-cancel": (_owned_order, [("post", {"reason": "not mine"})]),
+    "order-refund": (_owned_order, [("post", {"reason": "not mine"})]),
     "wallet-debt-repay": (
         _owned_debt,
         [("post", {"amount": {"amount": "1.00", "currency": "EUR"}})],
