@@ -8,12 +8,13 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from bnpl.models import PlanProduct, Promotion, PromotionKind
 from core import clock
 from core.money import Money
 from customers.models import Customer, KycStatus
 from customers.services import customer_create, customer_kyc_approve
-from oms.models import Channel, ChannelKind, Location, LocationKind, StockItem
-from oms.services import hash_api_key
+from oms.models import Channel, ChannelKind, Location, LocationKind, Order, StockItem
+from oms.services import LineInput, hash_api_key, order_checkout_installments
 from payments.crypto import encrypt
 from payments.models import Provider, ProviderAccount
 from wallet.bnpl import bnpl_settings
@@ -43,7 +44,15 @@ STOCK = [
     ("HOODIE-GRY-L", "wh-central", 40), ("SNEAKER-WHT-42", "wh-central", 25),
     ("CAP-RED", "store-amsterdam", 5), ("MUG-LOGO", "wh-central", 300),
 ]  # fmt: skip
-FINANCE_VIEW = ["ledger", "wallet", "oms", "customers", "core"]
+# Installment products: code, name, count, frequency, down payment, interest, APR (%).
+PLAN_PRODUCTS = [
+    ("pay-in-3", "Pay in 3 (0%)", 3, "monthly", "none", "zero", "0"),
+    ("pay-in-4", "Pay in 4, every 2 weeks (first at checkout)", 4, "biweekly",
+     "first_installment", "zero", "0"),
+    ("finance-12", "12 monthly payments (19.99% APR)", 12, "monthly", "none", "declining",
+     "19.99"),
+]  # fmt: skip
+FINANCE_VIEW = ["ledger", "wallet", "oms", "customers", "core", "bnpl", "collections", "payments"]
 
 
 def demo_api_key(code: str) -> str:
@@ -52,7 +61,7 @@ def demo_api_key(code: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Load demo users, channels, stock and funded wallets (idempotent)."
+    help = "Load demo users, channels, stock, funded wallets and plans (idempotent)."
 
     def handle(self, *args, **options) -> None:
         user_model = get_user_model()
@@ -131,4 +140,68 @@ class Command(BaseCommand):
                 created_at=now,
                 updated_at=now,
             )
+        sandbox = os.environ.get("PAYMENT_SANDBOX_URL", "http://127.0.0.1:8100")
+        if not ProviderAccount.objects.filter(provider=Provider.LENDING_PARTNER).exists():
+            ProviderAccount.objects.create(
+                provider=Provider.LENDING_PARTNER,
+                enabled=True,
+                base_url=f"{sandbox}/partner",
+                credentials_encrypted=encrypt({"id": "demo", "secret": "lp_demo_sandbox"}),
+                created_at=now,
+                updated_at=now,
+            )
+        self._installments(alice, now)
         self.stdout.write(self.style.SUCCESS("Demo data is in place."))
+
+    def _installments(self, alice: Customer, now) -> None:
+        """Plan products, a promotion, and one running plan for alice (nothing charged yet:
+        the demo product has no down payment, so no card is needed while seeding)."""
+        for code, name, count, frequency, down, interest, apr in PLAN_PRODUCTS:
+            PlanProduct.objects.get_or_create(
+                code=code,
+                defaults={
+                    "name": name,
+                    "installment_count": count,
+                    "frequency": frequency,
+                    "down_payment": down,
+                    "interest_method": interest,
+                    "apr": apr,
+                    "min_amount": 3_000,
+                    "max_amount": 500_000,
+                    "late_fee_amount": 500,
+                    "late_fee_cap_installment": 1_500,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        promotion, created = Promotion.objects.get_or_create(
+            code="electronics-0",
+            defaults={
+                "name": "0% on electronics",
+                "kind": PromotionKind.ZERO_INTEREST,
+                "merchant_categories": ["electronics"],
+                "valid_from": now,
+                "created_at": now,
+            },
+        )
+        if created:
+            promotion.products.set(PlanProduct.objects.filter(code="finance-12"))
+        web = Channel.objects.get(code="web")
+        if not Order.objects.filter(channel=web, external_reference="demo-plan-1").exists():
+            order_checkout_installments(
+                customer=alice,
+                channel=web,
+                lines=[
+                    LineInput(
+                        sku="HOODIE-GRY-L",
+                        name="Grey hoodie, L",
+                        quantity=1,
+                        unit_price=Money.parse("120.00", "EUR"),
+                        tax=Money.zero("EUR"),
+                        merchant_category="apparel",
+                    )
+                ],
+                plan_product="pay-in-3",
+                card_payment_method="pm_card_visa",
+                external_reference="demo-plan-1",
+            )
