@@ -22,9 +22,14 @@ _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, 1..255 character
 
 
 def caller_scope(request: Request) -> str:
+    """Keys are the caller's own: a customer in person, or one channel acting for them.
+
+    Credentials that act for a customer (a channel's API key, ``request.auth``) carry their
+    own ``idempotency_scope``, so two channels using the same key never share a response.
+    """
     scope = f"user:{request.user.pk}"
-    channel = getattr(request, "channel", None)
-    return f"{scope}:channel:{channel.pk}" if channel is not None else scope
+    acting = getattr(request.auth, "idempotency_scope", None)
+    return f"{scope}:{acting}" if acting else scope
 
 
 def idempotent(

@@ -83,3 +83,27 @@ def test_invalid_key_is_400(customer_api):
     response = post(customer_api, "x" * 256)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "idempotency.invalid_key"
+
+
+def test_two_channels_acting_for_one_customer_do_not_share_keys(customer, stock):
+    from rest_framework.test import APIClient
+
+    from oms.models import ChannelKind
+    from tests.factories import channel_with_key
+
+    stock("A", 10)
+    body = {"payment_method": "wallet", "lines": [line("A", 1, "5.00")]}
+    answers = []
+    for code in ("shop-a", "shop-b"):
+        _, key = channel_with_key(code, ChannelKind.WEB)
+        client = APIClient()
+        client.credentials(
+            HTTP_AUTHORIZATION=f"Api-Key {key}",
+            HTTP_X_CUSTOMER_ID=str(customer.pk),
+            HTTP_IDEMPOTENCY_KEY="order-1",
+        )
+        answers.append(client.post("/api/v1/orders", body, format="json"))
+
+    assert [a.status_code for a in answers] == [201, 201]
+    assert [a.json()["channel"] for a in answers] == ["shop-a", "shop-b"]
+    assert Order.objects.count() == 2
