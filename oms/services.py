@@ -27,7 +27,7 @@ from bnpl.applications import (
     product_for_application,
 )
 from bnpl.errors import CancelRefused
-from bnpl.models import ApplicationStatus, InstallmentStatus, Plan, PlanStatus
+from bnpl.models import ApplicationStatus, Installment, InstallmentStatus, Plan, PlanStatus
 from bnpl.quoting import quote_product
 from bnpl.services import INSTALLMENT_REFERENCE, installment_checkout_charge
 from bnpl.servicing import plan_cancel_apply, plan_refund_apply
@@ -357,6 +357,17 @@ def _financed_plan(order: Order) -> Plan:
     return Plan.objects.get(reference_type="oms.order", reference_id=str(order.pk))
 
 
+def _down_payment_unpaid(order: Order) -> bool:
+    """Whether the financed order's checkout line (its down payment) is still owed: the one
+    installment collected at checkout, which has no debit request of its own."""
+    return Installment.objects.filter(
+        plan__reference_type="oms.order",
+        plan__reference_id=str(order.pk),
+        debit_request__isnull=True,
+        status__in=(InstallmentStatus.SCHEDULED, InstallmentStatus.OVERDUE),
+    ).exists()
+
+
 def _cancel_plan(*, order: Order, actor: AbstractBaseUser | None, reason: str) -> None:
     """End the plan of a financed order being cancelled, in the cancelling transaction.
 
@@ -365,13 +376,17 @@ def _cancel_plan(*, order: Order, actor: AbstractBaseUser | None, reason: str) -
     through the plan: unpaid installments shrink, money already paid goes to the wallet.
     """
     plan = _financed_plan(order)
-    try:
-        with transaction.atomic():  # a savepoint: a refused cancel leaves nothing behind
-            plan_cancel_apply(plan_id=plan.pk, actor=actor, reason=reason)
-    except CancelRefused:
-        left = Money(plan.amount - plan.refunded_amount, plan.currency)
-        if left.is_positive():
-            plan_refund_apply(plan_id=plan.pk, amount=left, actor=actor, note=reason)
+    if plan.status == PlanStatus.ACTIVE:
+        try:
+            with transaction.atomic():  # a savepoint: a refused cancel leaves nothing behind
+                plan_cancel_apply(plan_id=plan.pk, actor=actor, reason=reason)
+            return
+        except CancelRefused:
+            pass
+    # Debited already, or paid off before shipping: refund what is left of the order.
+    left = Money(plan.amount - plan.refunded_amount, plan.currency)
+    if left.is_positive():
+        plan_refund_apply(plan_id=plan.pk, amount=left, actor=actor, note=reason)
 
 
 @dataclass(frozen=True)
@@ -533,6 +548,11 @@ def _fulfil(*, order_id: int, actor: AbstractBaseUser | None) -> Order:
     order = Order.objects.select_for_update(no_key=True).get(pk=order_id)
     if order.status != OrderStatus.CONFIRMED:
         raise InvalidTransition(f"A {order.status} order cannot be fulfilled.")
+    if order.payment_method == PaymentMethod.INSTALLMENTS and _down_payment_unpaid(order):
+        raise InvalidTransition(
+            "The plan's down payment has not been paid yet: the order ships once it is.",
+            code="oms.down_payment_unpaid",
+        )
     inventory.stock_consume(order=order)
     order.fulfil(at=clock.now())
     order.save(update_fields=["status", "fulfilled_at"])

@@ -19,6 +19,7 @@ from core.money import Money
 from ledger.models import Purpose
 from ledger.services import system
 from oms import signals
+from oms.errors import InvalidTransition
 from oms.models import ChannelKind, Order, OrderStatus
 from oms.services import order_cancel, order_fulfil
 from tests.bnpl.factories import make_product
@@ -385,3 +386,54 @@ def test_staff_refund_a_returned_order_in_full_from_the_admin(
     assert "Refunded 1 order(s)." in response.content.decode()
     assert Order.objects.get(pk=order.pk).refunded == 30_000
     assert Plan.objects.get(pk=plan_of(order).pk).status == PlanStatus.CANCELLED
+
+
+def test_a_financed_order_does_not_ship_before_its_down_payment_is_paid(
+    borrower, shop, stock, card_processor, unchanged_db
+):
+    make_product(
+        code="pay-in-3",
+        down_payment="percent",
+        down_payment_percent=Decimal(25),
+        min_amount=1_000,
+        max_amount=500_000,
+    )
+    stock("A", 10)
+    response = shop.post(
+        "/api/v1/orders",
+        {
+            "payment_method": "installments",
+            "plan_product": "pay-in-3",
+            "card_payment_method": "pm_review",  # the card processor reviews the charge
+            "lines": [line("A", 1, "300.00")],
+        },
+        format="json",
+    )
+    order = Order.objects.get(pk=response.json()["id"])
+    assert order.status == OrderStatus.CONFIRMED
+    assert plan_of(order).installments.get(number=0).status == InstallmentStatus.SCHEDULED
+    check = unchanged_db()
+
+    with pytest.raises(InvalidTransition) as refused:
+        order_fulfil(order_id=order.pk)
+
+    assert refused.value.code == "oms.down_payment_unpaid"
+    check()
+
+
+def test_cancelling_an_order_whose_plan_was_paid_off_refunds_it(
+    borrower, shop, stock, product, card_processor
+):
+    stock("A", 10)
+    order = buy(shop, [line("A", 1, "300.00")])
+    plan = plan_of(order)
+    for number in (1, 2, 3):
+        pay_installment(plan, number)
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.COMPLETED
+    wallet_before = wallet_balance(borrower)
+
+    order_cancel(order_id=order.pk, reason="Never shipped")
+
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.CANCELLED
+    assert wallet_balance(borrower) == wallet_before + 30_000
+    assert Plan.objects.get(pk=plan.pk).refunded_amount == 30_000
