@@ -114,6 +114,11 @@ def register_owner(reference_type: str, settle: Settle) -> None:
     _owners[reference_type] = settle
 
 
+def has_owner(reference_type: str) -> bool:
+    """Whether what a plan of this reference type finances is owned by a higher app."""
+    return reference_type in _owners
+
+
 def _settle(
     application: CreditApplication, apply: Callable[[], CreditApplication]
 ) -> CreditApplication:

@@ -91,6 +91,14 @@ class CancelRefused(Conflict):
     default_message = "A plan can be cancelled only before its first installment debit."
 
 
+class PlanEndsWithItsOrder(Conflict):
+    code = "bnpl.plan_ends_with_its_order"
+    default_message = (
+        "This plan pays for an order: it is cancelled by cancelling the order, and refunded "
+        "by refunding the order's returned lines."
+    )
+
+
 class RefundExceedsOrder(InvalidInput):
     code = "bnpl.refund_exceeds_order"
     default_message = "The refund is more than what is left of the financed order."

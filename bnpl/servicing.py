@@ -69,6 +69,7 @@ from typing import Any
 from django.db import transaction
 
 from bnpl import pricing
+from bnpl.applications import has_owner
 from bnpl.errors import (
     CancelRefused,
     InstallmentNotFound,
@@ -76,6 +77,7 @@ from bnpl.errors import (
     Overpayment,
     PaymentDeclined,
     PayoffQuoteChanged,
+    PlanEndsWithItsOrder,
     PlanNotActive,
     PlanNotFound,
     RefundExceedsOrder,
@@ -145,6 +147,16 @@ def _plan_owner(plan_id: int, customer_id: int | None) -> tuple[int, str]:
     if row is None or (customer_id is not None and row[0] != customer_id):
         raise PlanNotFound()
     return row
+
+
+def _refuse_owned(plan_id: int, *, customer_id: int | None) -> None:
+    """Refuse to end, from here, a plan whose financed object a higher app owns."""
+    _plan_owner(plan_id, customer_id)  # another customer's plan is not found first
+    reference_type, reference_id = Plan.objects.values_list("reference_type", "reference_id").get(
+        pk=plan_id
+    )
+    if has_owner(reference_type):
+        raise PlanEndsWithItsOrder(extra={"reference": f"{reference_type}:{reference_id}"})
 
 
 def _lock(plan_id: int, *, customer_id: int | None = None, wallet: str | None = None) -> _Locked:
@@ -956,8 +968,10 @@ def plan_refund(
     """A merchant refund of ``amount`` of the financed order (rules: the module docstring).
 
     ``lines`` (optional) describes the refunded order lines, for the audit trail; the amount
-    is what counts.
+    is what counts. A plan whose order belongs to oms is refunded by refunding the order
+    (``oms.services.order_refund``), so the order and its plan cannot disagree.
     """
+    _refuse_owned(plan_id, customer_id=None)
     return plan_refund_apply(plan_id=plan_id, amount=amount, lines=lines, actor=actor, note=note)
 
 
@@ -1091,7 +1105,12 @@ def plan_cancel(
     reason: str = "",
     idempotency: IdempotencyClaim | None = None,
 ) -> Plan:
-    """Cancel a plan whose installments have not been debited yet (rules: module docstring)."""
+    """Cancel a plan whose installments have not been debited yet (rules: module docstring).
+
+    A plan that pays for an order is cancelled with its order (``oms.services.order_cancel``):
+    a shipped order keeps its plan until its lines are returned.
+    """
+    _refuse_owned(plan_id, customer_id=customer_id)
     plan = plan_cancel_apply(plan_id=plan_id, customer_id=customer_id, actor=actor, reason=reason)
     if idempotency is not None:
         idempotency.complete(plan)

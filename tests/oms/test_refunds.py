@@ -437,3 +437,47 @@ def test_cancelling_an_order_whose_plan_was_paid_off_refunds_it(
     assert Order.objects.get(pk=order.pk).status == OrderStatus.CANCELLED
     assert wallet_balance(borrower) == wallet_before + 30_000
     assert Plan.objects.get(pk=plan.pk).refunded_amount == 30_000
+
+
+def test_a_plan_that_pays_for_an_order_ends_only_with_its_order(
+    borrower, customer_api, shop, stock, product, card_processor, unchanged_db
+):
+    stock("A", 10)
+    order = buy(shop, [line("A", 1, "300.00")])
+    plan = plan_of(order)
+    check = unchanged_db()
+
+    refused = customer_api.post(f"/api/v1/bnpl/plans/{plan.pk}/cancel", {}, format="json")
+
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "bnpl.plan_ends_with_its_order"
+    check()
+    # Cancelling the order (not shipped yet) cancels the plan with it.
+    cancelled = customer_api.post(
+        f"/api/v1/orders/{order.pk}/cancel", {"reason": "Changed my mind"}, format="json"
+    )
+    assert cancelled.status_code == 200, cancelled.json()
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.CANCELLED
+
+
+def test_a_shipped_order_keeps_its_plan_until_its_lines_come_back(
+    borrower, customer_api, shop, stock, product, card_processor, unchanged_db
+):
+    stock("A", 10)
+    order = buy(shop, [line("A", 1, "300.00")])
+    order_fulfil(order_id=order.pk)
+    plan = plan_of(order)
+    check = unchanged_db()
+
+    plan_cancel = customer_api.post(f"/api/v1/bnpl/plans/{plan.pk}/cancel", {}, format="json")
+    order_cancel_ = customer_api.post(
+        f"/api/v1/orders/{order.pk}/cancel", {"reason": "Keep the goods"}, format="json"
+    )
+
+    assert (plan_cancel.status_code, plan_cancel.json()["error"]["code"]) == (
+        409,
+        "bnpl.plan_ends_with_its_order",
+    )
+    assert order_cancel_.status_code == 409
+    check()
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.ACTIVE
