@@ -431,6 +431,45 @@ def refusals(facts: CreditFacts) -> list[Reason]:
     return reasons
 
 
+# Risk and fraud signals, and a reviewer's note, are for staff: they speak of thresholds
+# and of other customers (a shared card). Customers are told one generic reason instead.
+STAFF_ONLY_CODES = frozenset(
+    {
+        "score_borderline",
+        "velocity",
+        "amount_above_history",
+        "new_account_large_order",
+        "shared_payment_method",
+        "staff_declined",
+    }
+)
+RISK_CHECK = {"code": "risk_check", "message": "The application did not pass our risk checks."}
+# Customer-facing wording where the staff message carries internal detail.
+_CUSTOMER_MESSAGES = {
+    "borrower_blocked": "New installment plans are paused on this account.",
+    "score_too_low": "The repayment history on this account does not support this plan yet.",
+}
+
+
+def customer_reasons(*, status: str, reasons: list[dict]) -> list[dict]:
+    """What the customer (and the storefront acting for them) is told about a decision.
+
+    Nothing while staff review it; on a decline, the customer's own facts (KYC, overdue
+    items, the limit) as they are, and every staff-only signal folded into ``risk_check``.
+    """
+    if status == "review":
+        return []
+    shown: list[dict] = []
+    for reason in reasons:
+        code = reason.get("code", "")
+        if code in STAFF_ONLY_CODES:
+            if RISK_CHECK not in shown:
+                shown.append(RISK_CHECK)
+        else:
+            shown.append({"code": code, "message": _CUSTOMER_MESSAGES.get(code, reason["message"])})
+    return shown
+
+
 def risk_signals(facts: CreditFacts) -> list[Reason]:
     """The risk and fraud signals that apply (each one reviewed or declined by setting)."""
     signals: list[Reason] = []

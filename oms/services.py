@@ -31,6 +31,7 @@ from bnpl.models import ApplicationStatus, Installment, InstallmentStatus, Plan,
 from bnpl.quoting import quote_product
 from bnpl.services import INSTALLMENT_REFERENCE, installment_checkout_charge
 from bnpl.servicing import plan_cancel_apply, plan_refund_apply
+from bnpl.underwriting import customer_reasons
 from core import clock
 from core.audit import audit_record
 from core.db import prefetch_rows, violated_constraint
@@ -1112,7 +1113,9 @@ def _hold_for_credit(
 
 
 def _credit_cancel_reason(application) -> str:
-    codes = ", ".join(r.get("code", "") for r in application.reasons if r.get("code"))
+    """The order's cancel reason: what the customer may be told (no staff-only signals)."""
+    shown = customer_reasons(status=application.status, reasons=application.reasons)
+    codes = ", ".join(r["code"] for r in shown if r["code"])
     if application.status == ApplicationStatus.EXPIRED:
         return "No credit decision in time"
     if application.status == ApplicationStatus.DECLINED:

@@ -1,6 +1,8 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from bnpl.underwriting import customer_reasons
 from core.api.fields import MoneyField
 from core.money import Money
 from oms.models import Order, OrderLine, PaymentMethod
@@ -120,11 +122,17 @@ class CreditDecisionSerializer(serializers.Serializer):
     status = serializers.CharField(
         help_text="pending | review | referred | approved | declined | expired | cancelled"
     )
-    reasons = CreditReasonSerializer(many=True)
+    reasons = serializers.SerializerMethodField(
+        help_text="Why it was declined, as the customer may be told; empty while in review"
+    )
     decided_by = serializers.CharField(help_text="internal | partner; empty while open")
     expires_at = serializers.DateTimeField(help_text="The hold ends then without a decision")
     decided_at = serializers.DateTimeField(allow_null=True)
     plan = serializers.SerializerMethodField(help_text="The plan's id once approved")
+
+    @extend_schema_field(CreditReasonSerializer(many=True))
+    def get_reasons(self, application) -> list[dict]:
+        return customer_reasons(status=application.status, reasons=application.reasons)
 
     def get_plan(self, application) -> int | None:
         plan = getattr(application, "plan", None)

@@ -295,3 +295,40 @@ def test_a_settings_listed_policy_replaces_the_default(borrower, product, settin
     assert (decision.outcome, codes(decision)) == (REVIEW, ["lender_review"])
     assert decision.explanation["policy"] == "tests.bnpl.test_underwriting.cautious_lender"
     assert decide(borrower, "50.00", product).outcome == APPROVE
+
+
+def test_customers_are_told_their_own_facts_and_one_generic_risk_reason():
+    from bnpl.underwriting import customer_reasons
+
+    reasons = [
+        {
+            "code": "overdue_balance",
+            "message": "1 installment(s) and 0 wallet debt(s) are overdue.",
+        },
+        {
+            "code": "shared_payment_method",
+            "message": "2 other customer(s) use this payment method.",
+        },
+        {"code": "velocity", "message": "4 applications in 24 hours (limit 3)."},
+        {"code": "borrower_blocked", "message": "The customer may not take new plans: 31-60."},
+        {"code": "score_too_low", "message": "The credit score 420 is below 450."},
+    ]
+
+    shown = customer_reasons(status="declined", reasons=reasons)
+
+    assert shown == [
+        {
+            "code": "overdue_balance",
+            "message": "1 installment(s) and 0 wallet debt(s) are overdue.",
+        },
+        {"code": "risk_check", "message": "The application did not pass our risk checks."},
+        {
+            "code": "borrower_blocked",
+            "message": "New installment plans are paused on this account.",
+        },
+        {
+            "code": "score_too_low",
+            "message": "The repayment history on this account does not support this plan yet.",
+        },
+    ]
+    assert customer_reasons(status="review", reasons=reasons) == []

@@ -295,7 +295,10 @@ def test_review_then_staff_approval_releases_the_hold(
     order = Order.objects.get(pk=body["id"])
     assert body["status"] == "on_hold"
     assert body["credit_decision"]["status"] == "review"
-    assert [r["code"] for r in body["credit_decision"]["reasons"]] == ["new_account_large_order"]
+    # The customer is told it is under review; the signal is for the staff who review it.
+    assert body["credit_decision"]["reasons"] == []
+    staff_view = CreditApplication.objects.get(pk=body["credit_decision"]["application"])
+    assert [r["code"] for r in staff_view.reasons] == ["new_account_large_order"]
     assert reservation_states(order.pk) == [ReservationStatus.ACTIVE]
     assert reserved() == 1
     assert not Plan.objects.exists()
@@ -607,7 +610,13 @@ def test_the_admin_review_queue_lists_reviews_and_staff_decline_cancels_the_orde
         "message": "Could not verify the address",
     }
     assert order.status == OrderStatus.CANCELLED
-    assert order.cancel_reason == "Credit declined (new_account_large_order, staff_declined)"
+    # The customer is told a risk check failed, not the signal nor the reviewer's note.
+    assert order.cancel_reason == "Credit declined (risk_check)"
+    polled = customer_api.get(f"/api/v1/orders/{order.pk}").json()
+    assert polled["credit_decision"]["reasons"] == [
+        {"code": "risk_check", "message": "The application did not pass our risk checks."}
+    ]
+    assert "address" not in str(polled)
     assert reservation_states(order.pk) == [ReservationStatus.RELEASED]
     assert AuditEntry.objects.filter(
         action="bnpl.application_reviewed", target_id=str(application_id), actor=admin_user
