@@ -58,6 +58,14 @@ class OrderListCreateApi(ListAPIView):
         data = CheckoutInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        if values["payment_method"] == PaymentMethod.INSTALLMENTS and _caller_channel(request):
+            # A plan is a loan: the borrower agrees to it with their own credentials. (Klarna
+            # and Afterpay carry the customer's consent in the provider's authorization.)
+            raise PermissionDenied(
+                "An installment plan is a credit agreement: the customer applies with their "
+                "own credentials, not a channel's key.",
+                code="oms.installments_in_person",
+            )
         channel = _caller_channel(request) or self._customer_channel(values.get("channel"))
         lines = [services.LineInput(**line) for line in values["lines"]]
         renewal_of = self._renewed_order(request, values.get("renewal_of"))

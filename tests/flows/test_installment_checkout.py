@@ -746,16 +746,20 @@ def test_installments_behind_kyc_refuse_a_pending_customer_before_anything_is_wr
     check()
 
 
-def test_a_channel_places_an_installment_order_for_its_customer(
-    borrower, stock, product, card_processor
+def test_a_channel_cannot_open_a_plan_in_a_customers_name(
+    borrower, stock, product, card_processor, unchanged_db
 ):
     stock("A", 10)
     _, key = channel_with_key("shop-app", ChannelKind.APP)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}", HTTP_X_CUSTOMER_ID=str(borrower.pk))
-    body = checkout(client, "300.00").json()
-    assert (body["status"], body["channel"]) == ("confirmed", "shop-app")
-    assert client.get(f"/api/v1/orders/{body['id']}").json()["credit_decision"]["plan"]
+    check = unchanged_db()
+
+    response = checkout(client, "300.00")
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "oms.installments_in_person"
+    check()
 
 
 def test_a_down_payment_rejected_after_a_card_review_cancels_the_plan_and_the_order(

@@ -21,7 +21,7 @@ from ledger.services import system
 from oms import signals
 from oms.errors import InvalidTransition
 from oms.models import ChannelKind, Order, OrderStatus
-from oms.services import order_cancel, order_fulfil
+from oms.services import channel_rotate_key, order_cancel, order_fulfil
 from tests.bnpl.factories import make_product
 from tests.factories import approve_kyc, channel_with_key, fund, line, make_customer
 from wallet.models import Wallet
@@ -41,15 +41,16 @@ def product():
 
 
 @pytest.fixture
-def shop(borrower) -> APIClient:
-    """The merchant's server: a channel key acting for the borrower."""
-    _, key = channel_with_key("shop", ChannelKind.WEB)
+def shop(borrower, web_channel) -> APIClient:
+    """The merchant's server: the web channel's key, acting for the borrower."""
+    key = channel_rotate_key(channel_id=web_channel.pk)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}", HTTP_X_CUSTOMER_ID=str(borrower.pk))
     return client
 
 
 def buy(client: APIClient, lines: list[dict]) -> Order:
+    """The borrower applies in person (a plan is a credit agreement) through the web shop."""
     response = client.post(
         "/api/v1/orders",
         {
@@ -104,11 +105,11 @@ def refunded_signals():
 
 
 def test_returned_lines_shrink_the_last_installments_first(
-    borrower, shop, stock, product, card_processor, refunded_signals
+    borrower, customer_api, shop, stock, product, card_processor, refunded_signals
 ):
     stock("A", 10)
     stock("B", 10)
-    order = buy(shop, [line("A", 1, "240.00"), line("B", 3, "20.00")])  # 300.00
+    order = buy(customer_api, [line("A", 1, "240.00"), line("B", 3, "20.00")])  # 300.00
     order_fulfil(order_id=order.pk)
     plan = plan_of(order)
     assert schedule(plan) == [(1, 10_000, "scheduled"), (2, 10_000, "scheduled"),
@@ -132,10 +133,10 @@ def test_returned_lines_shrink_the_last_installments_first(
 
 
 def test_money_paid_beyond_the_new_total_goes_to_the_wallet(
-    borrower, shop, stock, product, card_processor
+    borrower, customer_api, shop, stock, product, card_processor
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 3, "100.00")])
+    order = buy(customer_api, [line("A", 3, "100.00")])
     order_fulfil(order_id=order.pk)
     plan = plan_of(order)
     pay_installment(plan, 1)
@@ -157,9 +158,11 @@ def test_money_paid_beyond_the_new_total_goes_to_the_wallet(
     assert Plan.objects.get(pk=plan.pk).status == PlanStatus.COMPLETED
 
 
-def test_refunding_everything_cancels_the_plan(borrower, shop, stock, product, card_processor):
+def test_refunding_everything_cancels_the_plan(
+    borrower, customer_api, shop, stock, product, card_processor
+):
     stock("A", 10)
-    order = buy(shop, [line("A", 3, "100.00")])
+    order = buy(customer_api, [line("A", 3, "100.00")])
     order_fulfil(order_id=order.pk)
     plan = plan_of(order)
     pay_installment(plan, 1)
@@ -180,10 +183,10 @@ def test_refunding_everything_cancels_the_plan(borrower, shop, stock, product, c
 
 
 def test_units_of_one_line_refunded_in_parts_add_up_to_the_line_total(
-    borrower, shop, stock, product, card_processor
+    borrower, customer_api, shop, stock, product, card_processor
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 3, "33.34")])  # 100.02
+    order = buy(customer_api, [line("A", 3, "33.34")])  # 100.02
     order_fulfil(order_id=order.pk)
 
     first = shop.post(
@@ -220,10 +223,10 @@ def test_units_of_one_line_refunded_in_parts_add_up_to_the_line_total(
     ],
 )
 def test_bad_refunds_are_refused_and_change_nothing(
-    borrower, shop, stock, product, card_processor, unchanged_db, body, field
+    borrower, customer_api, shop, stock, product, card_processor, unchanged_db, body, field
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 3, "100.00")])
+    order = buy(customer_api, [line("A", 3, "100.00")])
     order_fulfil(order_id=order.pk)
     check = unchanged_db()
 
@@ -238,7 +241,7 @@ def test_customers_cannot_refund_their_own_orders(
     borrower, customer_api, shop, stock, product, card_processor, unchanged_db
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 1, "100.00")])
+    order = buy(customer_api, [line("A", 1, "100.00")])
     order_fulfil(order_id=order.pk)
     check = unchanged_db()
 
@@ -252,10 +255,10 @@ def test_customers_cannot_refund_their_own_orders(
 
 
 def test_another_customers_order_is_not_found(
-    borrower, shop, stock, product, card_processor, unchanged_db
+    borrower, customer_api, shop, stock, product, card_processor, unchanged_db
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 1, "100.00")])
+    order = buy(customer_api, [line("A", 1, "100.00")])
     order_fulfil(order_id=order.pk)
     stranger = make_customer()
     _, key = channel_with_key("other-shop", ChannelKind.WEB)
@@ -270,10 +273,10 @@ def test_another_customers_order_is_not_found(
 
 
 def test_an_unshipped_order_is_cancelled_not_refunded(
-    borrower, shop, stock, product, card_processor, unchanged_db
+    borrower, customer_api, shop, stock, product, card_processor, unchanged_db
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 1, "100.00")])
+    order = buy(customer_api, [line("A", 1, "100.00")])
     check = unchanged_db()
 
     response = shop.post(f"/api/v1/orders/{order.pk}/refunds", {"reason": "x"}, format="json")
@@ -283,9 +286,11 @@ def test_an_unshipped_order_is_cancelled_not_refunded(
     check()
 
 
-def test_a_repeated_refund_request_refunds_once(borrower, shop, stock, product, card_processor):
+def test_a_repeated_refund_request_refunds_once(
+    borrower, customer_api, shop, stock, product, card_processor
+):
     stock("A", 10)
-    order = buy(shop, [line("A", 3, "100.00")])
+    order = buy(customer_api, [line("A", 3, "100.00")])
     order_fulfil(order_id=order.pk)
     body = {"lines": [{"line_no": 1, "quantity": 1}], "reason": "One back"}
 
@@ -327,7 +332,7 @@ def test_a_wallet_order_is_refunded_to_the_wallet(borrower, shop, stock, card_pr
 
 
 def test_cancelling_before_any_debit_cancels_the_plan_and_returns_the_down_payment(
-    borrower, shop, stock, card_processor
+    borrower, customer_api, shop, stock, card_processor
 ):
     make_product(
         code="pay-in-3",
@@ -337,7 +342,7 @@ def test_cancelling_before_any_debit_cancels_the_plan_and_returns_the_down_payme
         max_amount=500_000,
     )
     stock("A", 10)
-    order = buy(shop, [line("A", 1, "300.00")])
+    order = buy(customer_api, [line("A", 1, "300.00")])
     plan = plan_of(order)
     assert plan.installments.get(number=0).status == InstallmentStatus.PAID
     wallet_before = wallet_balance(borrower)
@@ -352,10 +357,10 @@ def test_cancelling_before_any_debit_cancels_the_plan_and_returns_the_down_payme
 
 
 def test_cancelling_after_a_debit_refunds_the_rest_of_the_plan(
-    borrower, shop, stock, product, card_processor
+    borrower, customer_api, shop, stock, product, card_processor
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 1, "300.00")])
+    order = buy(customer_api, [line("A", 1, "300.00")])
     plan = plan_of(order)
     pay_installment(plan, 1)
     plan.debit_requests.filter(installment__number=1).update(attempts_made=1)
@@ -370,10 +375,10 @@ def test_cancelling_after_a_debit_refunds_the_rest_of_the_plan(
 
 
 def test_staff_refund_a_returned_order_in_full_from_the_admin(
-    borrower, shop, stock, product, card_processor, admin_client
+    borrower, customer_api, shop, stock, product, card_processor, admin_client
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 3, "100.00")])
+    order = buy(customer_api, [line("A", 3, "100.00")])
     order_fulfil(order_id=order.pk)
 
     response = admin_client.post(
@@ -389,7 +394,7 @@ def test_staff_refund_a_returned_order_in_full_from_the_admin(
 
 
 def test_a_financed_order_does_not_ship_before_its_down_payment_is_paid(
-    borrower, shop, stock, card_processor, unchanged_db
+    borrower, customer_api, shop, stock, card_processor, unchanged_db
 ):
     make_product(
         code="pay-in-3",
@@ -399,7 +404,7 @@ def test_a_financed_order_does_not_ship_before_its_down_payment_is_paid(
         max_amount=500_000,
     )
     stock("A", 10)
-    response = shop.post(
+    response = customer_api.post(
         "/api/v1/orders",
         {
             "payment_method": "installments",
@@ -422,10 +427,10 @@ def test_a_financed_order_does_not_ship_before_its_down_payment_is_paid(
 
 
 def test_cancelling_an_order_whose_plan_was_paid_off_refunds_it(
-    borrower, shop, stock, product, card_processor
+    borrower, customer_api, shop, stock, product, card_processor
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 1, "300.00")])
+    order = buy(customer_api, [line("A", 1, "300.00")])
     plan = plan_of(order)
     for number in (1, 2, 3):
         pay_installment(plan, number)
@@ -443,7 +448,7 @@ def test_a_plan_that_pays_for_an_order_ends_only_with_its_order(
     borrower, customer_api, shop, stock, product, card_processor, unchanged_db
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 1, "300.00")])
+    order = buy(customer_api, [line("A", 1, "300.00")])
     plan = plan_of(order)
     check = unchanged_db()
 
@@ -464,7 +469,7 @@ def test_a_shipped_order_keeps_its_plan_until_its_lines_come_back(
     borrower, customer_api, shop, stock, product, card_processor, unchanged_db
 ):
     stock("A", 10)
-    order = buy(shop, [line("A", 1, "300.00")])
+    order = buy(customer_api, [line("A", 1, "300.00")])
     order_fulfil(order_id=order.pk)
     plan = plan_of(order)
     check = unchanged_db()
