@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -258,7 +259,7 @@ def order_checkout(
         raise InvalidOrder(fields={"payment_method": [f"Unknown method {payment_method!r}."]})
     total = _order_total(lines)
     customer_require_kyc_for(customer=customer, feature=Feature.WALLET_USAGE)
-    try:
+    with _unique_external_reference():
         return _checkout(
             customer=customer,
             channel=channel,
@@ -270,8 +271,18 @@ def order_checkout(
             actor=actor,
             idempotency=idempotency,
         )
+
+
+@contextmanager
+def _unique_external_reference() -> Iterator[None]:
+    """Turn a lost race for a channel's external reference into its stable error.
+
+    The order's insert checks the reference first; a concurrent checkout that commits the
+    same reference in between trips the unique constraint instead.
+    """
+    try:
+        yield
     except IntegrityError as exc:
-        # Lost a race for the same external reference: the other checkout committed first.
         if violated_constraint(exc) == "order_external_reference_unique_per_channel":
             raise DuplicateExternalReference(
                 fields={"external_reference": ["Already used."]}
@@ -1021,7 +1032,7 @@ def order_checkout_installments(
             "The down payment needs a card processor; none is available.",
             fields={"card_payment_method": ["Card payments are not available right now."]},
         )
-    try:
+    with _unique_external_reference():
         order = _hold_for_credit(
             customer=customer,
             channel=channel,
@@ -1034,12 +1045,6 @@ def order_checkout_installments(
             actor=actor,
             idempotency=idempotency,
         )
-    except IntegrityError as exc:
-        if violated_constraint(exc) == "order_external_reference_unique_per_channel":
-            raise DuplicateExternalReference(
-                fields={"external_reference": ["Already used."]}
-            ) from None
-        raise
     application_decide(application_id=order.credit_application_id)
     return _reload(order.pk)
 
@@ -1222,7 +1227,7 @@ def order_checkout_provider(
     )
     if refusal:
         raise CardUnavailable(refusal, fields={"payment_method": [refusal]})
-    try:
+    with _unique_external_reference():
         order = _hold_for_provider(
             customer=customer,
             channel=channel,
@@ -1234,12 +1239,6 @@ def order_checkout_provider(
             actor=actor,
             idempotency=idempotency,
         )
-    except IntegrityError as exc:
-        if violated_constraint(exc) == "order_external_reference_unique_per_channel":
-            raise DuplicateExternalReference(
-                fields={"external_reference": ["Already used."]}
-            ) from None
-        raise
     key = f"order:{order.pk}:{provider}"
     try:
         payment_authorize(
