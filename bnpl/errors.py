@@ -99,6 +99,13 @@ class PlanEndsWithItsOrder(Conflict):
     )
 
 
+class ChargeInFlight(Conflict):
+    code = "bnpl.charge_in_flight"
+    default_message = (
+        "A payment for this plan is still being processed; try again once it is settled."
+    )
+
+
 class RefundExceedsOrder(InvalidInput):
     code = "bnpl.refund_exceeds_order"
     default_message = "The refund is more than what is left of the financed order."

@@ -18,14 +18,17 @@ Rules, written out:
   be after today, at most ``terms.reschedule_max_days`` from the installment's *original*
   due date (so repeated moves cannot drift further), and strictly between its neighbours'
   due dates. ``terms.reschedule_fee`` is added to the moved installment's fee. With
-  declining-balance interest the principal outstanding before the installment (its own and
-  every later scheduled principal) accrues for the days the date moves, at the plan's APR
-  on an actual/365 day count (the convention of ``bnpl.pricing``'s 7/365 and 14/365 weeks)
-  rounded by ``core.money.to_minor``: the installment's interest grows (or shrinks) by that
-  and the next installment's shrinks (or grows) by the same accrual on the principal left
-  after it, never below what is already paid. Zero and flat interest do not depend on the
-  dates. The debit request follows the new date. Nothing moves in the ledger: interest and
-  fees are booked when paid.
+  declining-balance interest the principal still owed before the installment (the unpaid
+  principal, ``principal - paid_principal``, of it and of every later open installment;
+  principal already repaid accrues nothing) accrues for the days the date moves, at the
+  plan's APR on an actual/365 day count (the convention of ``bnpl.pricing``'s 7/365 and
+  14/365 weeks) rounded by ``core.money.to_minor``: the installment's interest grows (or
+  shrinks) by that, and the next *open* installment's shrinks (or grows) by the same accrual
+  on the unpaid principal left after the moved one, never below what is already paid. A
+  paid installment is never changed; when no later installment is open the moved one just
+  carries its extra interest (nothing is left to offset it against). Zero and flat interest
+  do not depend on the dates. The debit request follows the new date. Nothing moves in the
+  ledger: interest and fees are booked when paid.
 - **Extra payment** (``installment_pay``): toward one installment, from the wallet or by an
   off-session card charge (reference ``bnpl.installment``: the settlement handler books
   it). It pays that installment's parts (late fee → fee → interest → principal); no other
@@ -50,6 +53,15 @@ Rules, written out:
   in the same transaction; a card refund would need a provider call per installment's
   charge outside the transaction and could fail after the reduction is booked. Paid
   interest and fees are not refunded. A refund of the whole order cancels the plan.
+- **Charges in flight**: money asked of the card processor may still arrive; taking the
+  same money another way meanwhile would take it twice (the late capture would become a
+  credit on the receivable). So a payoff, a cancel, an extra payment toward an installment,
+  and a reschedule (for the installments whose amounts it changes) are refused with
+  ``bnpl.charge_in_flight`` (409: retry once the pending payment is settled) while a charge
+  for one of the plan's installments concerned, or for its payoff, is in flight: recorded by
+  the payments layer without a final outcome (``payments.selectors.pending_charge_exists``),
+  or claimed by the debit run without a recorded outcome. A card payment or payoff records
+  its charge request in the same short transaction, under the plan's lock, as its checks.
 - **Cancel** (``plan_cancel``): before the first installment debit only (no debit request
   attempted or settled, nothing paid beyond the checkout line). The receivable's unpaid
   principal is reversed (debit merchant), the down payment (whatever the checkout line
@@ -72,6 +84,7 @@ from bnpl import pricing
 from bnpl.applications import has_owner
 from bnpl.errors import (
     CancelRefused,
+    ChargeInFlight,
     InstallmentNotFound,
     InstallmentNotOpen,
     Overpayment,
@@ -111,8 +124,8 @@ from ledger.models import Purpose
 from ledger.services import AccountLike, credit, debit, ledger_post, system
 from payments.gateway import Decision
 from payments.models import EventKind, PaymentTransaction, Provider
-from payments.processing import ProviderNotSupported, payment_authorize
-from payments.selectors import enabled_account
+from payments.processing import ProviderNotSupported, payment_open, payment_send
+from payments.selectors import enabled_account, pending_charge_exists
 from wallet.models import Wallet
 from wallet.services import (
     wallet_ensure_covers,
@@ -202,6 +215,44 @@ def _m(minor: int, currency: str) -> Money:
     return Money(minor, currency)
 
 
+def _locked_debits(plan: Plan, installments: Sequence[Installment]) -> list[DebitRequest]:
+    """Lock the debit requests of ``installments`` (after them, in the lock order)."""
+    return list(
+        DebitRequest.objects.select_for_update(no_key=True)
+        .filter(plan=plan, installment__in=[i.pk for i in installments])
+        .order_by("pk")
+    )
+
+
+def _refuse_charge_in_flight(
+    plan: Plan, installments: Sequence[Installment], debits: Sequence[DebitRequest] = ()
+) -> None:
+    """Refuse (``bnpl.charge_in_flight``, 409) while money may still arrive for one of
+    ``installments`` or for the plan's payoff without being asked again.
+
+    In flight: a charge the payments layer has on record without a final outcome
+    (``payments.selectors.pending_charge_exists``: every installment charge, whether the
+    debit run's, the checkout down payment's or an extra card payment, goes through it, as
+    does a payoff by card), or a debit the debit run has claimed whose outcome it has not
+    recorded (``debits``, locked by the caller: claimed, ``next_attempt_at`` cleared, before
+    its request reaches the payments layer).
+    """
+    claimed = any(
+        d.status == DebitRequestStatus.SCHEDULED and d.attempts_made and not d.next_attempt_at
+        for d in debits
+    )
+    if claimed or pending_charge_exists(
+        references={
+            INSTALLMENT_REFERENCE: [i.pk for i in installments],
+            PAYOFF_REFERENCE: [plan.pk],
+        }
+    ):
+        raise ChargeInFlight(
+            f"A payment for plan #{plan.pk} is still being processed: try again once the "
+            "pending payment is settled."
+        )
+
+
 def _refuse(code: str, message: str, field_name: str = "due_date") -> RescheduleRefused:
     return RescheduleRefused(message, code=f"bnpl.{code}", fields={field_name: [message]})
 
@@ -232,6 +283,12 @@ def accrued_interest(*, terms: pricing.Terms, balance: int, days: int) -> int:
     value = Money(balance, terms.currency).to_decimal() * terms.apr / 100 * years
     minor = to_minor(value, terms.currency)
     return minor if days > 0 else -minor
+
+
+def reschedule_offset_installment(rows: Sequence[Installment], number: int) -> Installment | None:
+    """The installment whose interest offsets a move of installment ``number``: the next
+    open one after it (``None`` if none is open)."""
+    return next((i for i in rows if i.number > number and i.status in OPEN_INSTALLMENT), None)
 
 
 def _propose_reschedule(
@@ -294,8 +351,11 @@ def _propose_reschedule(
 
     interest_before = sum(i.interest for i in rows)
     days = (new_date - old_date).days
+    # What is still owed: unpaid principal of the open installments from this one on.
     balance = sum(
-        i.principal for i in rows if i.number >= number and i.status != InstallmentStatus.CANCELLED
+        i.principal - i.paid_principal
+        for i in rows
+        if i.number >= number and i.status in OPEN_INSTALLMENT
     )
     installment.due_date = new_date
     installment.fee += terms.reschedule_fee
@@ -303,12 +363,12 @@ def _propose_reschedule(
         installment.paid_interest,
         installment.interest + accrued_interest(terms=terms, balance=balance, days=days),
     )
-    following = after[0] if after else None
-    if following is not None and following.status in OPEN_INSTALLMENT:
+    following = reschedule_offset_installment(rows, number)
+    if following is not None:
+        left_after = balance - (installment.principal - installment.paid_principal)
         following.interest = max(
             following.paid_interest,
-            following.interest
-            - accrued_interest(terms=terms, balance=balance - installment.principal, days=days),
+            following.interest - accrued_interest(terms=terms, balance=left_after, days=days),
         )
     return Reschedule(
         plan=plan,
@@ -332,9 +392,17 @@ def plan_reschedule_preview(
     locked = _read(plan_id, customer_id=customer_id)
     installment = locked.installment(number) if locked.installments else None
     debit = DebitRequest.objects.filter(installment=installment).first() if installment else None
-    return _propose_reschedule(
+    proposal = _propose_reschedule(
         locked, number=number, new_date=new_date, debit=debit, today=clock.business_date()
     )
+    _refuse_charge_in_flight(locked.plan, _rescheduled_rows(locked.installments, number))
+    return proposal
+
+
+def _rescheduled_rows(rows: Sequence[Installment], number: int) -> list[Installment]:
+    """The installments whose amounts a move of installment ``number`` changes."""
+    following = reschedule_offset_installment(rows, number)
+    return [_installment(rows, number), *([following] if following else [])]
 
 
 @transaction.atomic(durable=True)
@@ -357,6 +425,7 @@ def plan_reschedule(
     proposal = _propose_reschedule(
         locked, number=number, new_date=new_date, debit=debit, today=clock.business_date()
     )
+    _refuse_charge_in_flight(locked.plan, _rescheduled_rows(locked.installments, number))
     for row in locked.installments:
         if row.number == number:
             row.save(update_fields=["due_date", "fee", "interest"])
@@ -465,6 +534,7 @@ def _installment_pay_from_wallet(
     locked = _lock(plan_id, customer_id=customer_id, wallet="existing")
     installment = locked.installment(number)
     _check_payable(locked.plan, installment, amount)
+    _refuse_charge_in_flight(locked.plan, [installment], _locked_debits(locked.plan, [installment]))
     wallet_ensure_covers(wallet=locked.wallet, amount=amount)
     _pay_from_wallet_booked(
         locked=locked,
@@ -501,23 +571,38 @@ def _installment_pay_by_card(
 ) -> ExtraPayment:
     """Charge the plan's card off-session for ``amount`` toward one installment.
 
-    Checked first (nothing is charged for a refused amount); the settlement handler books the
-    capture with the payment fact. Each call sends a fresh gateway key: the Idempotency-Key
-    of the request, not the gateway key, is what makes a client's retry safe.
+    Checked first (nothing is charged for a refused amount), under the plan's lock, in the
+    short transaction that records the charge request: a concurrent payment, payoff or
+    cancel waits for it and then sees the charge in flight (``bnpl.charge_in_flight``). The
+    settlement handler books the capture with the payment fact. Each call sends a fresh
+    gateway key: the Idempotency-Key of the request, not the gateway key, is what makes a
+    client's retry safe.
     """
-    read = _read(plan_id, customer_id=customer_id)
-    installment = read.installment(number)
-    _check_payable(read.plan, installment, amount)
-    account = enabled_account(Provider.CARD)
-    if account is None:
-        raise ProviderNotSupported("No card processor is enabled.")
     key = f"bnpl:plan:{plan_id}:installment:{number}:extra:{uuid.uuid4().hex}"
-    payment, outcome = payment_authorize(
-        account=account,
-        reference_type=INSTALLMENT_REFERENCE,
-        reference_id=str(installment.pk),
+    with transaction.atomic(durable=True):
+        locked = _lock(plan_id, customer_id=customer_id)
+        installment = locked.installment(number)
+        _check_payable(locked.plan, installment, amount)
+        _refuse_charge_in_flight(
+            locked.plan, [installment], _locked_debits(locked.plan, [installment])
+        )
+        account = enabled_account(Provider.CARD)
+        if account is None:
+            raise ProviderNotSupported("No card processor is enabled.")
+        payment_method = locked.plan.payment_method
+        payment = payment_open(
+            account=account,
+            reference_type=INSTALLMENT_REFERENCE,
+            reference_id=str(installment.pk),
+            amount=amount,
+            payment_method=payment_method,
+            idempotency_key=key,
+            capture=True,
+        )
+    outcome = payment_send(
+        txn=payment,
         amount=amount,
-        payment_method=read.plan.payment_method,
+        payment_method=payment_method,
         idempotency_key=key,
         capture=True,
     )
@@ -704,7 +789,10 @@ def plan_pay_off(
 
 
 def _quote_checked(locked: _Locked, expected_total: Money | None) -> PayoffQuote:
+    """The payoff quote of a locked plan, refused while a charge for it is in flight."""
     _require_active(locked.plan, "paid off")
+    open_rows = [r for r in locked.installments if r.status in OPEN_INSTALLMENT]
+    _refuse_charge_in_flight(locked.plan, open_rows, _locked_debits(locked.plan, open_rows))
     quote = payoff_quote(locked.plan, locked.installments, today=clock.business_date())
     if expected_total is not None and expected_total != quote.total:
         raise PayoffQuoteChanged(
@@ -738,9 +826,14 @@ def _settle_payoff(
         DebitRequest.objects.filter(installment=row).exclude(
             status=DebitRequestStatus.SETTLED
         ).update(status=DebitRequestStatus.SETTLED, next_attempt_at=None)
-    DebitRequest.objects.filter(plan=plan, status=DebitRequestStatus.SCHEDULED).update(
-        status=DebitRequestStatus.CANCELLED, next_attempt_at=None
-    )
+    DebitRequest.objects.filter(
+        plan=plan,
+        status__in=(
+            DebitRequestStatus.SCHEDULED,
+            DebitRequestStatus.ACTION_REQUIRED,
+            DebitRequestStatus.EXHAUSTED,
+        ),
+    ).update(status=DebitRequestStatus.CANCELLED, next_attempt_at=None)
     plan_complete_if_done(plan=plan)
 
 
@@ -816,19 +909,32 @@ def _plan_pay_off_by_card(
     idempotency: IdempotencyClaim | None,
 ) -> Payoff:
     """Charge the payoff total on the plan's card off-session (reference
-    ``bnpl.plan_payoff``); ``plan_payoff_settle`` books it with the capture."""
-    read = _read(plan_id, customer_id=customer_id)
-    quote = _quote_checked(read, expected_total)
-    account = enabled_account(Provider.CARD)
-    if account is None:
-        raise ProviderNotSupported("No card processor is enabled.")
-    payment, outcome = payment_authorize(
-        account=account,
-        reference_type=PAYOFF_REFERENCE,
-        reference_id=str(plan_id),
+    ``bnpl.plan_payoff``); ``plan_payoff_settle`` books it with the capture.
+
+    Quoted and checked under the plan's lock in the short transaction that records the
+    charge request, so a concurrent payment, payoff or cancel sees it in flight."""
+    key = f"bnpl:plan:{plan_id}:payoff:{uuid.uuid4().hex}"
+    with transaction.atomic(durable=True):
+        locked = _lock(plan_id, customer_id=customer_id)
+        quote = _quote_checked(locked, expected_total)
+        account = enabled_account(Provider.CARD)
+        if account is None:
+            raise ProviderNotSupported("No card processor is enabled.")
+        payment_method = locked.plan.payment_method
+        payment = payment_open(
+            account=account,
+            reference_type=PAYOFF_REFERENCE,
+            reference_id=str(plan_id),
+            amount=quote.total,
+            payment_method=payment_method,
+            idempotency_key=key,
+            capture=True,
+        )
+    outcome = payment_send(
+        txn=payment,
         amount=quote.total,
-        payment_method=read.plan.payment_method,
-        idempotency_key=f"bnpl:plan:{plan_id}:payoff:{uuid.uuid4().hex}",
+        payment_method=payment_method,
+        idempotency_key=key,
         capture=True,
     )
     if outcome.decision == Decision.DECLINED:
@@ -1142,6 +1248,9 @@ def plan_cancel_apply(
                 f"Installment {row.number} has been debited or paid: the plan can no longer "
                 "be cancelled."
             )
+    # A down payment or an extra card payment still with the processor: once it is settled
+    # the plan is cancelled (its money returned) or no longer cancellable.
+    _refuse_charge_in_flight(plan, rows)
     currency = plan.currency
     merchant = system(Purpose.MERCHANT, currency)
     unpaid = sum(r.principal - r.paid_principal for r in rows if r.status in OPEN_INSTALLMENT)

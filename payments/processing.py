@@ -137,7 +137,7 @@ def _request(
         )
 
 
-def payment_authorize(
+def payment_open(
     *,
     account: ProviderAccount,
     reference_type: str,
@@ -146,33 +146,57 @@ def payment_authorize(
     payment_method: str,
     idempotency_key: str,
     capture: bool = False,
-) -> tuple[PaymentTransaction, GatewayResult]:
-    """Open a transaction and authorize (or, ``capture=True``, charge off-session) it."""
-    with transaction.atomic(durable=True):
-        txn = PaymentTransaction.objects.create(
-            account=account,
-            reference_type=reference_type,
-            reference_id=reference_id,
-            currency=amount.currency,
-            amount=amount.minor,
-            created_at=clock.now(),
-        )
+) -> PaymentTransaction:
+    """Open a transaction and record its authorization request, in the caller's transaction.
+
+    For an owner that checks its own rows under lock before charging: the request commits
+    with the check, so a concurrent check sees it (``pending_charge_exists``). Only the new
+    transaction's row is locked here, which nobody else can be waiting for. The caller
+    commits, then calls ``payment_send`` outside any transaction.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("payment_open runs inside the caller's transaction")
+    txn = PaymentTransaction.objects.create(
+        account=account,
+        reference_type=reference_type,
+        reference_id=reference_id,
+        currency=amount.currency,
+        amount=amount.minor,
+        created_at=clock.now(),
+    )
     # The payment method is a provider token (never a card number): kept so that
     # reconciliation can replay the request under the same key.
-    _request(
-        txn,
-        EventKind.AUTHORIZATION,
-        amount,
-        idempotency_key,
+    payment_event_record(
+        transaction_id=txn.pk,
+        kind=EventKind.AUTHORIZATION,
+        outcome=Outcome.REQUESTED,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        source=Source.API,
         detail={"payment_method": payment_method, "capture": capture},
     )
+    return txn
+
+
+def payment_send(
+    *,
+    txn: PaymentTransaction,
+    amount: Money,
+    payment_method: str,
+    idempotency_key: str,
+    capture: bool = False,
+) -> GatewayResult:
+    """Send the authorization (or off-session charge) ``payment_open`` recorded, outside any
+    transaction, and record the answer in short transactions of its own."""
+    account = txn.account
+    reference = f"{txn.reference_type}:{txn.reference_id}"
     gateway = gateway_for(account)
     if capture:
         result = _call(
             account,
             lambda: gateway.charge_off_session(
                 amount=amount,
-                reference=f"{reference_type}:{reference_id}",
+                reference=reference,
                 payment_method=payment_method,
                 idempotency_key=idempotency_key,
             ),
@@ -182,7 +206,7 @@ def payment_authorize(
             account,
             lambda: gateway.authorize(
                 amount=amount,
-                reference=f"{reference_type}:{reference_id}",
+                reference=reference,
                 payment_method=payment_method,
                 idempotency_key=idempotency_key,
             ),
@@ -205,6 +229,37 @@ def payment_authorize(
                 source=Source.API,
             )
     txn.refresh_from_db()
+    return result
+
+
+def payment_authorize(
+    *,
+    account: ProviderAccount,
+    reference_type: str,
+    reference_id: str,
+    amount: Money,
+    payment_method: str,
+    idempotency_key: str,
+    capture: bool = False,
+) -> tuple[PaymentTransaction, GatewayResult]:
+    """Open a transaction and authorize (or, ``capture=True``, charge off-session) it."""
+    with transaction.atomic(durable=True):
+        txn = payment_open(
+            account=account,
+            reference_type=reference_type,
+            reference_id=reference_id,
+            amount=amount,
+            payment_method=payment_method,
+            idempotency_key=idempotency_key,
+            capture=capture,
+        )
+    result = payment_send(
+        txn=txn,
+        amount=amount,
+        payment_method=payment_method,
+        idempotency_key=idempotency_key,
+        capture=capture,
+    )
     return txn, result
 
 

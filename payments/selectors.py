@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from django.db.models import Q, Sum
+from django.db.models import Exists, OuterRef, Q, Sum
 
 from core.money import Money
 from payments.models import EventKind, Outcome, PaymentEvent, PaymentTransaction
@@ -60,6 +61,41 @@ def payment_amounts(transaction: PaymentTransaction) -> PaymentAmounts:
         captured=Money(sums[EventKind.CAPTURE], currency),
         refunded=Money(sums[EventKind.REFUND], currency),
         cancelled=Money(sums[EventKind.CANCEL], currency),
+    )
+
+
+def pending_charge_exists(*, references: Mapping[str, Iterable[str]]) -> bool:
+    """Whether a payment for one of ``references`` (reference type → reference ids) may
+    still take money without being asked again; one query.
+
+    Such a payment has an authorization request on record and no final outcome yet: not a
+    failed authorization, not a succeeded cancel, and, for a charge asked to capture at once
+    (``detail.capture``: an off-session charge), no capture outcome; for a plain
+    authorization, no authorization outcome. A charge under review, one whose answer never
+    came (until ``payment_reconcile`` records it) and one approved but whose capture is not
+    recorded yet are all pending.
+    """
+    match = Q()
+    for reference_type, ids in references.items():
+        ids = [str(i) for i in ids]
+        if ids:
+            match |= Q(reference_type=reference_type, reference_id__in=ids)
+    if not match:
+        return False
+    events = PaymentEvent.objects.filter(transaction=OuterRef("pk"))
+    requested = events.filter(kind=EventKind.AUTHORIZATION, outcome=Outcome.REQUESTED)
+    final = events.filter(
+        Q(kind=EventKind.AUTHORIZATION, outcome=Outcome.FAILED)
+        | Q(kind=EventKind.CANCEL, outcome=Outcome.SUCCEEDED)
+        | Q(kind=EventKind.CAPTURE, outcome__in=(Outcome.SUCCEEDED, Outcome.FAILED))
+    )
+    authorized = events.filter(kind=EventKind.AUTHORIZATION, outcome=Outcome.SUCCEEDED)
+    return (
+        PaymentTransaction.objects.filter(match)
+        .filter(Exists(requested))
+        .exclude(Exists(final))
+        .exclude(Exists(authorized) & ~Exists(requested.filter(detail__capture=True)))
+        .exists()
     )
 
 

@@ -17,7 +17,7 @@ from bnpl.services import plan_receivable
 from core import clock
 from core.errors import ApplicationError
 from core.models import AuditEntry
-from core.money import Money
+from core.money import Money, to_minor
 from ledger.models import Account, Purpose
 from ledger.services import system
 from payments.models import PaymentTransaction
@@ -150,6 +150,52 @@ def test_reschedule_earlier_lowers_the_interest(customer, jan_10):
     # 7 days earlier: −(803.97 × 12 % × 7/365 = 1.85) and +(403.98 × 12 % × 7/365 = 0.93).
     assert [r[3] for r in rows(plan)] == [1_200, 804 - 185, 404 + 93]
     assert result.interest_change == eur("-0.92")
+
+
+def test_reschedule_accrues_nothing_on_principal_already_repaid(customer, jan_10):
+    fund(customer, "2000.00")
+    plan = make_plan(
+        customer=customer,
+        amount="1200.00",
+        start_date=date(2026, 1, 10),
+        interest_method="declining",
+        apr=Decimal("19.99"),
+        reschedule_max_days=20,
+        reschedule_max_count=2,
+    )
+    before = rows(plan)
+    for number in (2, 3):  # repaid in full ahead of time
+        owed = Installment.objects.get(plan=plan, number=number).outstanding
+        servicing.installment_pay(
+            plan_id=plan.pk, number=number, amount=Money(owed, EUR), source="wallet"
+        )
+
+    result = servicing.plan_reschedule(plan_id=plan.pk, number=1, new_date=date(2026, 2, 20))
+
+    # Only installment 1's 393.41 is still owed: 393.41 × 19.99 % × 10/365 = 2.1546 → 2.15.
+    # No later installment is open to offset it: installment 1 carries it.
+    assert before[0][2:4] == (39_341, 1_999)
+    assert result.interest_change == eur("2.15")
+    after = rows(plan)
+    assert after[0][3] == 1_999 + 215
+    assert [r[2:5] for r in after[1:]] == [r[2:5] for r in before[1:]]
+
+
+def test_reschedule_offsets_against_the_next_open_installment(customer, jan_10):
+    plan = plan_1200_declining(customer)
+    servicing.installment_pay(plan_id=plan.pk, number=2, amount=eur("408.03"), source="wallet")
+
+    result = servicing.plan_reschedule(plan_id=plan.pk, number=1, new_date=date(2026, 2, 20))
+
+    # Owed before installment 1: 396.03 + 403.98 (installment 2 is repaid) = 800.01, for 10
+    # more days: 800.01 × 12 % × 10/365 = 2.63. The 403.98 left after it accrues 10 days
+    # less: 1.33, taken off installment 3, the next open one; paid installment 2 is untouched.
+    assert [(r[0], r[3], r[5]) for r in rows(plan)] == [
+        (1, 1_200 + 263, "scheduled"),
+        (2, 804, "paid"),
+        (3, 404 - 133, "scheduled"),
+    ]
+    assert result.interest_change == eur("1.30")
 
 
 def test_reschedule_preview_shows_the_schedule_and_writes_nothing(customer, jan_10, unchanged_db):
@@ -309,6 +355,22 @@ class _Debit:
     attempts_made = 0
 
 
+def _accrual(balance: int, apr: Decimal, days: int) -> int:
+    """Declining-balance interest written out: balance × APR × days / 365, half-even."""
+    value = Decimal(balance) / 100 * apr / 100 * Decimal(abs(days)) / 365
+    return to_minor(value, EUR) * (1 if days > 0 else -1)
+
+
+def _pay_in_memory(row: Installment, state: str) -> None:
+    """Paid in part (its fee, half its interest, a third of its principal) or in full."""
+    if state == "part":
+        row.paid_fee, row.paid_interest = row.fee, row.interest // 2
+        row.paid_principal = row.principal // 3
+    elif state == "paid":
+        row.paid_fee, row.paid_interest, row.paid_principal = row.fee, row.interest, row.principal
+        row.status = InstallmentStatus.PAID
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     method=st.sampled_from(pricing.INTEREST_METHODS),
@@ -318,30 +380,47 @@ class _Debit:
     fee=st.integers(min_value=0, max_value=2_000),
     pick=st.integers(min_value=0, max_value=1_000),
     shift=st.integers(min_value=-14, max_value=14).filter(bool),
+    paid=st.lists(st.sampled_from(["open", "open", "part", "paid"]), min_size=24, max_size=24),
 )
 def test_property_reschedule_keeps_totals_consistent(
-    method, count, frequency, amount, fee, pick, shift
+    method, count, frequency, amount, fee, pick, shift, paid
 ):
+    apr = Decimal(0) if method == "zero" else Decimal("19.99")
     terms = pricing.Terms(
         currency=EUR,
         installment_count=count,
         frequency=frequency,
         interest_method=method,
-        apr=Decimal(0) if method == "zero" else Decimal("19.99"),
+        apr=apr,
         reschedule_max_days=14,
         reschedule_max_count=3,
         reschedule_fee=fee,
     )
     start = date(2026, 1, 31)
     locked = _in_memory_plan(terms, amount, start)
+    for row, state in zip(locked.installments, paid, strict=False):
+        _pay_in_memory(row, state)
     before = [(i.number, i.due_date, i.principal, i.interest, i.fee) for i in locked.installments]
+    by_number = {i.number: i for i in locked.installments}
     number = 1 + pick % count
+    moved = by_number[number]
     target = _installment_date(locked, number)
     new_date = date.fromordinal(target.toordinal() + shift)
     neighbours = [b[1] for b in before if b[0] in (number - 1, number + 1)]
-    legal = new_date > start and all(
-        (new_date > d) if d < target else (new_date < d) for d in neighbours
+    legal = (
+        moved.status == InstallmentStatus.SCHEDULED
+        and new_date > start
+        and all((new_date > d) if d < target else (new_date < d) for d in neighbours)
     )
+    # What is still owed from the moved installment on, and after it (computed here, from
+    # the rows, not by the code under test).
+    owed = {
+        i.number: i.principal - i.paid_principal
+        for i in locked.installments
+        if i.status == InstallmentStatus.SCHEDULED
+    }
+    following = min((n for n in owed if n > number), default=None)
+    paid_interest = {i.number: i.paid_interest for i in locked.installments}
     if not legal:
         with pytest.raises(RescheduleRefused):
             servicing._propose_reschedule(
@@ -359,21 +438,33 @@ def test_property_reschedule_keeps_totals_consistent(
     assert total == sum(b[3] + b[4] + b[2] for b in before) + fee + result.interest_change.minor
     for i in result.installments:
         assert i.paid + i.outstanding == i.total
-        assert min(i.principal, i.interest, i.fee) >= 0
+        assert min(i.principal, i.interest, i.fee, i.outstanding) >= 0
     dates = [a[1] for a in after]
     assert dates == sorted(set(dates))  # strictly increasing
+    # Declining interest: the unpaid principal from the moved installment on accrues for the
+    # days moved (the moved one's interest); what is left after it accrues as many days
+    # less (the next open installment's), neither below what is already paid.
+    days = (new_date - target).days
+    declining = method == "declining"
+    up = _accrual(sum(p for n, p in owed.items() if n >= number), apr, days) if declining else 0
+    down = (
+        _accrual(sum(p for n, p in owed.items() if n > number), apr, days)
+        if declining and following
+        else 0
+    )
+    expected_change = 0
     for b, a in zip(before, after, strict=True):
         if a[0] == number:
-            assert (a[1], a[2], a[4]) == (new_date, b[2], b[4] + fee)
-        elif a[0] == number + 1 and method == "declining":
-            assert (a[1], a[2], a[4]) == (b[1], b[2], b[4])  # only its interest moves
+            interest = max(paid_interest[number], b[3] + up)
+            assert a == (number, new_date, b[2], interest, b[4] + fee)
+        elif a[0] == following:
+            interest = max(paid_interest[following], b[3] - down)
+            assert a == (b[0], b[1], b[2], interest, b[4])
         else:
             assert a == b
-    if method != "declining":
-        assert result.interest_change.minor == 0
-    else:
-        # Later costs more, earlier less (never the other way round).
-        assert result.interest_change.minor * shift >= 0
+            continue
+        expected_change += interest - b[3]
+    assert result.interest_change.minor == expected_change
 
 
 def _installment_date(locked, number: int) -> date:
