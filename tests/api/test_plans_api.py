@@ -328,3 +328,30 @@ def test_payoff_by_card(customer, customer_api, jan_10, card_processor):
 
     assert response.status_code == 200, response.json()
     assert (response.json()["status"], response.json()["plan"]["status"]) == ("paid", "completed")
+
+
+def test_payoff_while_a_card_payment_is_pending_is_a_conflict(
+    customer, customer_api, jan_10, card_processor, unchanged_db
+):
+    plan = plan_300(customer, payment_method="pm_review")  # the processor reviews charges
+    pending = customer_api.post(
+        f"/api/v1/bnpl/plans/{plan.pk}/installments/1/payments",
+        {"amount": money("40.00"), "source": "card"},
+        format="json",
+    )
+    assert pending.status_code == 202, pending.json()
+    check = unchanged_db()
+
+    response = customer_api.post(
+        f"/api/v1/bnpl/plans/{plan.pk}/payoff",
+        {"confirm": True},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="payoff-while-pending",
+    )
+
+    check()
+    assert response.status_code == 409, response.json()
+    error = response.json()["error"]
+    assert error["code"] == "bnpl.charge_in_flight"
+    assert "once the pending payment is settled" in error["message"]
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.ACTIVE
