@@ -7,6 +7,10 @@
 3. A second short transaction records what the provider decided. ``PENDING`` waits for
    the provider's notification; ``UNKNOWN`` (a timeout) is resolved by
    ``payment_reconcile``, which asks the provider before anything is tried again.
+
+``payment_authorize`` does all three. An owner that must check its own rows under lock
+before charging (no second charge while one is in flight) runs step 1 itself, inside the
+short transaction holding those locks (``payment_open``), then ``payment_send``.
 """
 
 from __future__ import annotations
