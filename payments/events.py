@@ -15,9 +15,10 @@ payments then calls it *inside* the transaction that records the capture or refu
 of posting, so the owner's rows and the ledger entry commit with the payment fact. The
 handler posts one balanced entry that debits (capture) or credits (refund) ``clearing`` by
 ``amount``. It runs after the payment transaction's row lock: it must not wait on a lock that
-a holder of a payment-transaction lock could be waiting for (no service takes a payment
-transaction's lock while holding an owner's row lock, because provider calls run outside
-transactions).
+a holder of a payment-transaction lock could be waiting for. No service takes an existing
+payment transaction's lock while holding an owner's row lock, because provider calls run
+outside transactions; ``processing.payment_open`` creates a new transaction's row under the
+owner's locks, which nobody else can be waiting for.
 
 Lending partner decisions: an owner that delegates a credit decision to a lending partner
 (``payments.lending.partner_application_submit``) registers
