@@ -6,8 +6,9 @@ business-day jobs are reckoned there, whatever the server's time zone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,10 @@ from django.conf import settings
 from django.utils import timezone
 
 _offset = timedelta(0)
+# The travels in force, oldest first, each the offset it set. Guarded by ``_lock``: tests
+# travel from several threads at once (one per connection in the concurrency tests).
+_travels: list[list[timedelta]] = []
+_lock = threading.Lock()
 
 
 def now() -> datetime:
@@ -30,19 +35,42 @@ def business_date() -> date:
 
 
 @contextmanager
-def travel(delta: timedelta) -> Iterator[None]:
-    """Move the clock by ``delta`` for the duration of the block (tests only)."""
+def _offset_by(offset: Callable[[timedelta], timedelta]) -> Iterator[None]:
+    """Set the clock's offset (``offset`` of the current one) for the duration of the block.
+
+    Blocks may overlap across threads and end in any order: the clock stands at the offset of
+    the latest block still open, and at none once every block is closed. (Restoring "the
+    offset found on entry" instead would leave a thread's offset behind for good whenever two
+    blocks end in the order they began.)
+    """
     global _offset
-    previous = _offset
-    _offset = previous + delta
+    with _lock:
+        entry = [offset(_offset)]
+        _travels.append(entry)
+        _offset = entry[0]
     try:
         yield
     finally:
-        _offset = previous
+        with _lock:
+            for i in range(len(_travels) - 1, -1, -1):
+                if _travels[i] is entry:
+                    del _travels[i]
+                    break
+            _offset = _travels[-1][0] if _travels else timedelta(0)
 
 
-@contextmanager
-def travel_to(moment: datetime) -> Iterator[None]:
-    """Run the block as if it were ``moment`` (an aware datetime)."""
-    with travel(moment - timezone.now()):
-        yield
+def travel(delta: timedelta) -> AbstractContextManager[None]:
+    """Move the clock by ``delta`` (from where it stands) for the duration of the block
+    (tests only)."""
+    return _offset_by(lambda current: current + delta)
+
+
+def travel_to(moment: datetime) -> AbstractContextManager[None]:
+    """Run the block as if it were ``moment`` (an aware datetime), wherever the clock stood."""
+    return _offset_by(lambda current: moment - timezone.now())
+
+
+def is_moved() -> bool:
+    """Whether any ``travel`` block is still open (tests check that none is left behind)."""
+    with _lock:
+        return bool(_travels)

@@ -40,6 +40,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _clock_is_put_back(request: pytest.FixtureRequest):
+    """Every test starts on the real clock and leaves it there: a moved clock would shift
+    the dates of every test after it."""
+    assert not clock.is_moved(), "an earlier test left the clock moved"
+    yield
+    assert not clock.is_moved(), f"{request.node.nodeid} left the clock moved"
+
+
+@pytest.fixture(autouse=True)
 def _ledger_stays_consistent(request: pytest.FixtureRequest):
     """After every test that touches the database, the ledger must verify clean."""
     marker = request.node.get_closest_marker("django_db")
