@@ -1112,6 +1112,8 @@ def plan_refund_apply(
         )
     terms = pricing.Terms.from_json(plan.terms)
     open_rows = [r for r in locked.installments if r.status in OPEN_INSTALLMENT]
+    # A charge already sent would land on installments the refund is about to shrink.
+    _refuse_charge_in_flight(plan, open_rows, _locked_debits(plan, open_rows))
     reductions = _refund_reductions(open_rows, amount.minor, terms.refund_allocation)
     now = clock.now()
     for row in open_rows:

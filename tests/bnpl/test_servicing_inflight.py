@@ -298,3 +298,31 @@ def test_card_payment_racing_a_wallet_payoff_takes_the_money_once(customer, card
         PlanStatus.ACTIVE if card_won else PlanStatus.COMPLETED
     )
     assert PaymentTransaction.objects.filter(reference_id=str(first.pk)).count() == card_won
+
+
+@pytest.mark.django_db
+def test_a_refund_waits_for_a_debit_the_run_has_claimed(customer, unchanged_db):
+    plan = make_plan(customer=customer, amount="300.00")
+    # The debit run claimed installment 1: an attempt is made, the request has no next time.
+    plan.debit_requests.filter(installment__number=1).update(attempts_made=1, next_attempt_at=None)
+    check = unchanged_db()
+
+    with pytest.raises(ApplicationError) as refused:
+        servicing.plan_refund(plan_id=plan.pk, amount=eur("300.00"))
+
+    assert (refused.value.code, refused.value.status_code) == ("bnpl.charge_in_flight", 409)
+    check()
+
+
+@pytest.mark.django_db
+def test_a_refund_waits_for_a_charge_under_review(customer, card_processor, unchanged_db):
+    plan = make_plan(customer=customer, amount="300.00")
+    first = plan.installments.get(number=1)
+    debit_run_charge(card_processor, first, "pm_review")  # sent; the processor reviews it
+    check = unchanged_db()
+
+    with pytest.raises(ApplicationError) as refused:
+        servicing.plan_refund(plan_id=plan.pk, amount=eur("100.00"))
+
+    assert refused.value.code == "bnpl.charge_in_flight"
+    check()
