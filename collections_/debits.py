@@ -10,20 +10,26 @@ lock across a network call:
    per request is inserted in one statement (``attempt_no = attempts_made + 1``, unique per
    request; key ``"<request key>:<n>"``; the retry calendar snapshotted), and the requests
    are marked in flight (``next_attempt_at`` cleared). Committed before anything is sent.
-2. **Charge**: each attempt goes to ``payments.processing.payment_authorize`` with
-   ``capture=True`` and the attempt's key, a few at a time from a small thread pool (each
-   thread its own connection). A succeeded capture is booked by bnpl's settlement handler
-   inside the transaction that records the capture: the installment is paid and the ledger
-   entry written together with the payment fact.
+2. **Charge**: each attempt is sent with ``capture=True`` and the attempt's key, a few at a
+   time from a small thread pool (each thread its own connection). Right before sending,
+   one short transaction locks the attempt, checks it is still ``pending`` and unsent, and
+   records the charge request (``payments.processing.payment_open``) and ``sent_at`` on it;
+   otherwise nothing is sent. The request then goes out (``payment_send``) outside it. A
+   succeeded capture is booked by bnpl's settlement handler inside the transaction that
+   records the capture: the installment is paid and the ledger entry written together
+   with the payment fact.
 3. **Record** (one short transaction per chunk): every attempt's outcome, classified:
    technical (minutes-scale retries), soft decline (day-scale retries), hard decline (no
    retry, the customer is asked for a new payment method), or unknown (reconciled with the
    provider by key before anything else is tried).
 
-A worker killed anywhere leaves at worst ``pending`` attempts: their charge may or may not
-have reached the provider, so they are never sent again under a new key; the reconciler
-asks the provider (``payment_reconcile``, by key) once they are old enough not to be in
-flight, and records what it says.
+A worker killed anywhere leaves at worst ``pending`` attempts. The reconciler and a worker
+that is merely slow are exclusive on the attempt row: an attempt never sent
+(``sent_at`` empty) is given up as ``not_sent`` under the attempt's lock, after which no
+worker sends it; one that was sent may or may not have reached the provider, so it is never
+sent again under a new key: once ``PENDING_GRACE`` has passed since ``sent_at`` (far beyond
+the HTTP deadline and its retries), the reconciler asks the provider by key
+(``payment_reconcile``) and records what it says.
 """
 
 from __future__ import annotations
@@ -58,13 +64,22 @@ from core import clock
 from core.audit import audit_record
 from core.money import Money
 from core.notifications import EmailDraft, email_queue
+from payments.adapters.card import TIMEOUT as CARD_TIMEOUT
 from payments.gateway import Decision, GatewayResult, GatewayTechnicalError
-from payments.models import EventKind, Outcome, PaymentEvent, Provider, Source
+from payments.models import (
+    EventKind,
+    Outcome,
+    PaymentEvent,
+    PaymentTransaction,
+    Provider,
+    Source,
+)
 from payments.processing import (
     ProviderNotSupported,
-    payment_authorize,
+    payment_open,
     payment_reconcile,
     payment_request_failed,
+    payment_send,
 )
 from payments.reliability import CircuitOpen
 from payments.selectors import enabled_account
@@ -97,8 +112,15 @@ HARD_DECLINES = frozenset(
 # Reasons we give ourselves when no provider decided anything: technical, not the card.
 TECHNICAL_CODES = frozenset({"not_found", "not_sent", "circuit_open", "provider_error"})
 
-# A ``pending`` attempt younger than this may still be in flight in a live worker.
+# The longest a live worker may still be sending a charge after recording it: three tries
+# (``payments.reliability.with_retries``) at the card adapter's connect + read timeouts, and
+# the backoff between them (at most 2 s each).
+SEND_DEADLINE = timedelta(seconds=3 * sum(CARD_TIMEOUT) + 2 * 2.0)
+# A ``pending`` attempt is left to its worker this long: counted from its claim while it is
+# unsent (a slow worker that gets to it later finds it given up and does not send it), from
+# ``sent_at`` once sent (only then can the provider's "never saw this key" be believed).
 PENDING_GRACE = timedelta(minutes=5)
+assert PENDING_GRACE > 2 * SEND_DEADLINE
 
 
 def charge_threads() -> int:
@@ -321,9 +343,10 @@ def debit_requests_charge(
     if not charges:
         return {}
     outcomes = _charge_all(charges, account)
-    _record(list(zip(charges, outcomes, strict=True)))
+    sent = [(c, o) for c, o in zip(charges, outcomes, strict=True) if o is not None]
+    _record(sent)
     counts: dict[str, int] = defaultdict(int)
-    for outcome in outcomes:
+    for _charge, outcome in sent:
         counts[str(outcome.status)] += 1
     return dict(counts)
 
@@ -395,13 +418,46 @@ def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) 
     ]
 
 
-def _charge_one(charge: Charge, account) -> AttemptOutcome:
-    """Send one attempt to the provider; outside any transaction."""
-    try:
-        txn, result = payment_authorize(
+def _open(charge: Charge, account) -> PaymentTransaction | None:
+    """Record the attempt's charge request and ``sent_at``, if it is still pending and
+    unsent, in one short transaction holding the attempt's lock; ``None``: do not send.
+
+    The reconciler gives up an unsent attempt under the same lock, so exactly one of the
+    two wins: either the request is on record (and the reconciler asks the provider about
+    it) or the attempt is ``not_sent`` (and it is never sent).
+    """
+    with transaction.atomic(durable=True):
+        attempt = (
+            DebitAttempt.objects.select_for_update(no_key=True)
+            .filter(pk=charge.attempt_id, status=AttemptStatus.PENDING, sent_at__isnull=True)
+            .first()
+        )
+        if attempt is None:
+            return None
+        txn = payment_open(
             account=account,
             reference_type=INSTALLMENT_REFERENCE,
             reference_id=str(charge.installment_id),
+            amount=charge.amount,
+            payment_method=charge.payment_method,
+            idempotency_key=charge.idempotency_key,
+            capture=True,
+        )
+        attempt.sent_at, attempt.payment_transaction = clock.now(), txn
+        attempt.save(update_fields=["sent_at", "payment_transaction"])
+    return txn
+
+
+def _charge_one(charge: Charge, account) -> AttemptOutcome | None:
+    """Send one attempt to the provider, outside any transaction; ``None`` if it was not
+    sent because the reconciler gave it up first."""
+    txn = _open(charge, account)
+    if txn is None:
+        log.info("attempt %s was given up before it was sent", charge.attempt_id)
+        return None
+    try:
+        result = payment_send(
+            txn=txn,
             amount=charge.amount,
             payment_method=charge.payment_method,
             idempotency_key=charge.idempotency_key,
@@ -422,14 +478,14 @@ def _charge_one(charge: Charge, account) -> AttemptOutcome:
     return outcome_from_result(result, txn.pk)
 
 
-def _charge_all(charges: list[Charge], account) -> list[AttemptOutcome]:
+def _charge_all(charges: list[Charge], account) -> list[AttemptOutcome | None]:
     threads = min(charge_threads(), len(charges))
     if threads <= 1 or connection.in_atomic_block:
         # Inside a caller's transaction (tests) other connections cannot see the rows.
         return [_charge_one(c, account) for c in charges]
     slices = [charges[i::threads] for i in range(threads)]
 
-    def work(part: list[Charge]) -> list[AttemptOutcome]:
+    def work(part: list[Charge]) -> list[AttemptOutcome | None]:
         try:
             return [_charge_one(c, account) for c in part]
         finally:
@@ -580,25 +636,38 @@ def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> Email
 # --- reconciliation and retries -------------------------------------------------------
 
 
-def _attempt_payment_event(attempt: DebitAttempt, installment_id: int, key: str):
-    return (
-        PaymentEvent.objects.filter(
-            transaction__reference_type=INSTALLMENT_REFERENCE,
-            transaction__reference_id=str(installment_id),
-            idempotency_key=key,
+_OPEN = (AttemptStatus.PENDING, AttemptStatus.UNKNOWN)
+
+
+def _give_up_unsent(attempt: DebitAttempt) -> bool:
+    """Record an attempt that was never sent as failed (``not_sent``: a technical retry
+    follows), holding its request's lock and then its own; ``False`` if its worker recorded
+    the charge request first (``_open`` takes the same attempt lock)."""
+    with transaction.atomic(durable=True):
+        list(
+            DebitRequest.objects.select_for_update(no_key=True)
+            .filter(pk=attempt.request_id)
+            .values_list("pk", flat=True)
         )
-        .select_related("transaction")
-        .first()
-    )
+        unsent = (
+            DebitAttempt.objects.select_for_update(no_key=True)
+            .filter(pk=attempt.pk, status__in=_OPEN, sent_at__isnull=True)
+            .first()
+        )
+        if unsent is None:
+            return False
+        attempts_record_outcomes(
+            outcomes={
+                attempt.pk: AttemptOutcome(AttemptStatus.FAILED, FailureClass.TECHNICAL, "not_sent")
+            },
+            attempt_ids=[attempt.pk],
+        )
+    return True
 
 
-def _outcome_from_records(attempt: DebitAttempt, installment_id: int) -> AttemptOutcome | None:
-    """What the payment records say of the attempt's charge; ``None`` while unknown."""
-    requested = _attempt_payment_event(attempt, installment_id, attempt.idempotency_key)
-    if requested is None:
-        # The request was never recorded, so never sent (the record commits first).
-        return AttemptOutcome(AttemptStatus.FAILED, FailureClass.TECHNICAL, "not_sent")
-    txn_id = requested.transaction_id
+def _outcome_from_records(attempt: DebitAttempt) -> AttemptOutcome | None:
+    """What the payment records say of a sent attempt's charge; ``None`` while unknown."""
+    txn_id = attempt.payment_transaction_id
     events = {
         e.idempotency_key: e
         for e in PaymentEvent.objects.filter(
@@ -619,7 +688,7 @@ def _outcome_from_records(attempt: DebitAttempt, installment_id: int) -> Attempt
         return AttemptOutcome(AttemptStatus.SUCCEEDED, transaction_id=txn_id)
     if result.detail.get("status") == "captured":
         # The provider said "captured" but the capture fact was not written (a crash in
-        # between): write it now, under the key payment_authorize uses.
+        # between): write it now, under the key payment_send uses.
         with transaction.atomic(durable=True):
             payment_event_record(
                 transaction_id=txn_id,
@@ -636,22 +705,26 @@ def _outcome_from_records(attempt: DebitAttempt, installment_id: int) -> Attempt
 def debit_attempt_reconcile(*, attempt_id: int) -> AttemptStatus:
     """Find out what became of an attempt without an outcome, by its key; record it.
 
-    Asks the provider only if the payment records do not already say (``payment_reconcile``
-    reads the charge back by the same key, or replays the request under it). Never sends a
-    new key: a new attempt is only made once this one is known to have failed.
+    An attempt never sent is given up (``not_sent``) under its lock, so that no worker sends
+    it afterwards. For one that was sent, asks the provider only if the payment records do
+    not already say (``payment_reconcile`` reads the charge back by the same key, or replays
+    the request under it). Never sends a new key: a new attempt is only made once this one
+    is known to have failed.
     """
-    attempt = DebitAttempt.objects.select_related("request").get(pk=attempt_id)
-    if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.UNKNOWN):
+    attempt = DebitAttempt.objects.get(pk=attempt_id)
+    if attempt.status not in _OPEN:
         return AttemptStatus(attempt.status)
-    installment_id = attempt.request.installment_id
-    outcome = _outcome_from_records(attempt, installment_id)
+    if attempt.sent_at is None:
+        if _give_up_unsent(attempt):
+            return AttemptStatus.FAILED
+        return AttemptStatus.PENDING  # sent just now: asked about once the grace has passed
+    outcome = _outcome_from_records(attempt)
     if outcome is None:
-        requested = _attempt_payment_event(attempt, installment_id, attempt.idempotency_key)
         try:
-            payment_reconcile(transaction_id=requested.transaction_id)
+            payment_reconcile(transaction_id=attempt.payment_transaction_id)
         except (GatewayTechnicalError, CircuitOpen):
             log.warning("provider still unreachable for attempt %s", attempt_id)
-        outcome = _outcome_from_records(attempt, installment_id)
+        outcome = _outcome_from_records(attempt)
     if outcome is None:
         outcome = AttemptOutcome(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "unknown")
     with transaction.atomic(durable=True):

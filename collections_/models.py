@@ -159,6 +159,9 @@ class DebitAttempt(models.Model):
         related_name="+",
     )
     created_at = models.DateTimeField()
+    # When the worker recorded the charge request (``payment_transaction``) under the
+    # attempt's lock, right before sending it: an attempt without it was never sent.
+    sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

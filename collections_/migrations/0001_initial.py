@@ -91,6 +91,7 @@ class Migration(migrations.Migration):
                 ('retry_schedule', models.JSONField(blank=True, default=dict)),
                 ('next_retry_at', models.DateTimeField(blank=True, null=True)),
                 ('created_at', models.DateTimeField()),
+                ('sent_at', models.DateTimeField(blank=True, null=True)),
                 ('finished_at', models.DateTimeField(blank=True, null=True)),
                 ('payment_transaction', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='payments.paymenttransaction')),
                 ('request', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='attempts', to='bnpl.debitrequest')),
