@@ -71,7 +71,8 @@ def payment_event_record(
     One fact has one key: a provider's report of the answer to one of our requests is
     recorded under ``"<request key>:result"``, whether it comes as the call's answer, a
     webhook or a read-back, so the second to arrive changes nothing (but is still checked
-    against the first).
+    against the first). The capture of an off-session charge (an authorization request
+    sent with ``capture``) is likewise one fact, ``"<request key>:capture"``.
     """
     txn = (
         PaymentTransaction.objects.select_for_update(no_key=True, of=("self",))
@@ -236,14 +237,30 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent:
         event.save(update_fields=["status", "attempts", "last_error"])
         return event
     kind, outcome = fact
+    amount = Money(int(data["amount"]), str(data["currency"]))
+    request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None
+    key = _fact_key(txn, kind, request_id, event.event_id)
+    detail = {"webhook_event": event.pk, "request_id": request_id or ""}
+    if request_id and key == f"{request_id}:capture" and outcome == Outcome.SUCCEEDED:
+        # A captured off-session charge is also the answer to its authorization request,
+        # recorded first, as ``payment_send`` does when the answer comes in time.
+        payment_event_record(
+            transaction_id=txn.pk,
+            kind=EventKind.AUTHORIZATION,
+            outcome=Outcome.SUCCEEDED,
+            amount=amount,
+            idempotency_key=f"{request_id}:result",
+            source=Source.WEBHOOK,
+            detail={**detail, "status": "captured"},
+        )
     payment_event_record(
         transaction_id=txn.pk,
         kind=kind,
         outcome=outcome,
-        amount=Money(int(data["amount"]), str(data["currency"])),
-        idempotency_key=_fact_key(txn, kind, data.get("request_id"), event.event_id),
+        amount=amount,
+        idempotency_key=key,
         source=Source.WEBHOOK,
-        detail={"webhook_event": event.pk, "request_id": data.get("request_id", "")},
+        detail=detail,
     )
     event.status = WebhookEvent.Status.PROCESSED
     event.processed_at = clock.now()
@@ -253,15 +270,34 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent:
 
 
 def _fact_key(txn: PaymentTransaction, kind: str, request_id: str | None, event_id: str) -> str:
-    """The answer to one of our requests is one fact, however it reaches us: its key is
-    the request's result key, but only when the request was for this kind of fact."""
-    if (
-        request_id
-        and PaymentEvent.objects.filter(
-            transaction=txn, idempotency_key=request_id, kind=kind, outcome=Outcome.REQUESTED
-        ).exists()
-    ):
+    """The key a reported fact is recorded under, so that one fact has one key, whatever
+    route brings it (the call's answer, a webhook, a read-back).
+
+    The answer to one of our requests of the same kind is ``"<request key>:result"``. The
+    capture of an off-session charge (an authorization request sent with ``capture``) is
+    ``"<request key>:capture"``, the key ``processing.payment_send`` and
+    ``processing.payment_reconcile`` record it under. Anything else is the notification's
+    own fact, ``"webhook:<event id>"``.
+    """
+    if not request_id:
+        return f"webhook:{event_id}"
+    asked = (
+        PaymentEvent.objects.filter(
+            transaction=txn, idempotency_key=request_id, outcome=Outcome.REQUESTED
+        )
+        .only("kind", "detail")
+        .first()
+    )
+    if asked is None:
+        return f"webhook:{event_id}"
+    if asked.kind == kind:
         return f"{request_id}:result"
+    if (
+        kind == EventKind.CAPTURE
+        and asked.kind == EventKind.AUTHORIZATION
+        and asked.detail.get("capture") is True
+    ):
+        return f"{request_id}:capture"
     return f"webhook:{event_id}"
 
 

@@ -7,8 +7,9 @@ Card processor API (what ``payments.adapters.card`` speaks), JSON, amounts in mi
 
 - ``POST /card/v1/charges`` ``{amount, currency, reference, payment_method, capture,
   off_session}`` → 201 ``{id, status, amount, currency, amount_captured,
-  amount_refunded, decline_code}``; ``status`` is ``authorized``, ``captured``,
-  ``declined`` or ``pending_review``.
+  amount_refunded, decline_code, capture}``; ``status`` is ``authorized``, ``captured``,
+  ``declined`` or ``pending_review`` (a charge with ``capture`` is captured when it is
+  authorized, at once or on review approval).
 - ``POST /card/v1/charges/{id}/capture`` ``{amount}``, ``POST …/refunds`` ``{amount}``,
   ``POST …/void`` → 200 with the charge.
 - ``GET /card/v1/charges/{id}`` → the charge; ``GET /card/v1/charges?idempotency_key=K``
@@ -27,8 +28,11 @@ delay before every answer; ``GET /sandbox/charges`` lists every charge (the witn
 
 Signed webhooks back to the app: ``POST /sandbox/config {"webhook_url": …,
 "webhook_secret": …}``, then ``POST /sandbox/charges/{id}/review {"decision": "approve"}``
-(or ``"reject"``) settles a ``pending_review`` charge and POSTs ``payment.authorized`` (or
-``payment.authorization_failed``) to the app, signed as ``payments.webhooks`` verifies.
+(or ``"reject"``) settles a ``pending_review`` charge and POSTs the outcome to the app,
+signed as ``payments.webhooks`` verifies: an approved charge made with ``capture: true`` is
+captured in full (``payment.captured``), as a processor captures on approval; one made
+without is ``authorized`` (``payment.authorized``); a rejected one is ``declined``
+(``payment.authorization_failed``).
 """
 
 from __future__ import annotations
@@ -197,11 +201,15 @@ class Handler(BaseHTTPRequestHandler):
             charge = state.charges.get(charge_id)
             if charge is None or charge["status"] != "pending_review":
                 return self._send(409, {"error": "not_pending_review"})
-            charge["status"] = "authorized" if approve else "declined"
+            if not approve:
+                charge["status"], event_type = "declined", "payment.authorization_failed"
+            elif charge["capture"]:
+                charge["status"], event_type = "captured", "payment.captured"
+                charge["amount_captured"] = charge["amount"]
+            else:
+                charge["status"], event_type = "authorized", "payment.authorized"
             snapshot = dict(charge)
-        status, answer = self._notify(
-            "payment.authorized" if approve else "payment.authorization_failed", snapshot
-        )
+        status, answer = self._notify(event_type, snapshot)
         return self._send(
             200, {"charge": snapshot, "webhook_status": status, "webhook_answer": answer}
         )
@@ -213,6 +221,8 @@ class Handler(BaseHTTPRequestHandler):
         from payments.webhooks import signature_header
 
         state = self.server.state
+        if not state.webhook_url:
+            return 0, "no webhook_url configured"
         body = json.dumps(
             {
                 "id": f"evt_{next(state.ids)}",
@@ -279,6 +289,7 @@ class Handler(BaseHTTPRequestHandler):
             "decline_code": decline,
             "idempotency_key": key,
             "off_session": bool(body.get("off_session")),
+            "capture": bool(body.get("capture")),
         }
         with state.lock:
             state.charges[charge["id"]] = charge
