@@ -40,33 +40,27 @@ How
 
 Run from the repository root::
 
-    .venv/bin/python bench/collections.py            # 10,000 then 100,000 installments
-    .venv/bin/python bench/collections.py --quick    # smoke run: 1,000 then 5,000
+    .venv/bin/python bench/debit_run.py            # 10,000 then 100,000 installments
+    .venv/bin/python bench/debit_run.py --quick    # smoke run: 1,000 then 5,000
 """
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
-# This file's name shadows the standard library's ``collections`` for anything imported
-# while its directory leads ``sys.path``: look there last (for ``benchdb``).
-_HERE = sys.path.pop(0)
-sys.path.append(_HERE)
-
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from datetime import date, datetime, timedelta  # noqa: E402
-from pathlib import Path  # noqa: E402
-from zoneinfo import ZoneInfo  # noqa: E402
-
-from benchdb import (  # noqa: E402
+from benchdb import (
     DEFAULT_DATABASE_URL,
     bench_urls,
     child_env,
@@ -651,7 +645,7 @@ def main(args: argparse.Namespace) -> None:
 
     django.setup()
     print(
-        f"collections bench: sizes {', '.join(f'{s:,}' for s in args.sizes)}; "
+        f"debit-run bench: sizes {', '.join(f'{s:,}' for s in args.sizes)}; "
         f"{WORKERS} Celery workers (solo pool), broker {broker}, sandbox at zero latency; "
         f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}",
         flush=True,
