@@ -9,7 +9,10 @@ lock across a network call:
    (``SKIP LOCKED``: a concurrent run or a redelivered chunk takes the others), one attempt
    per request is inserted in one statement (``attempt_no = attempts_made + 1``, unique per
    request; key ``"<request key>:<n>"``; the retry calendar snapshotted), and the requests
-   are marked in flight (``next_attempt_at`` cleared). Committed before anything is sent.
+   are marked in flight (``next_attempt_at`` cleared). A request whose installment, or
+   whose plan's payoff, has a charge in flight elsewhere (a card payment or payoff through
+   servicing) is not claimed: it is looked at again at the first technical step. Committed
+   before anything is sent.
 2. **Charge**: each attempt is sent with ``capture=True`` and the attempt's key, a few at a
    time from a small thread pool (each thread its own connection). Right before sending,
    one short transaction locks the attempt, checks it is still ``pending`` and unsent, and
@@ -51,6 +54,7 @@ from bnpl.models import (
     DebitRequestStatus,
     InstallmentStatus,
 )
+from bnpl.servicing import PAYOFF_REFERENCE
 from collections_ import selectors
 from collections_.models import (
     AttemptStatus,
@@ -82,7 +86,7 @@ from payments.processing import (
     payment_send,
 )
 from payments.reliability import CircuitOpen
-from payments.selectors import enabled_account
+from payments.selectors import enabled_account, pending_charge_exists
 from payments.services import payment_event_record
 
 log = logging.getLogger(__name__)
@@ -363,6 +367,14 @@ def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) 
         )
         if not requests:
             return []
+        busy = _charges_in_flight(requests)
+        if busy:
+            # Money asked another way (a card payment toward the installment, a payoff) may
+            # still arrive: asked again at the first technical step, settled by then if paid.
+            DebitRequest.objects.filter(pk__in=busy).update(
+                next_attempt_at=now + timedelta(minutes=_first_technical_step())
+            )
+            requests = [r for r in requests if r.pk not in busy]
         retried = [r.pk for r in requests if r.attempts_made]
         snapshots = dict(
             DebitAttempt.objects.filter(request_id__in=retried, attempt_no=1).values_list(
@@ -446,6 +458,32 @@ def _open(charge: Charge, account) -> PaymentTransaction | None:
         attempt.sent_at, attempt.payment_transaction = clock.now(), txn
         attempt.save(update_fields=["sent_at", "payment_transaction"])
     return txn
+
+
+def _charges_in_flight(requests: Sequence[DebitRequest]) -> set[int]:
+    """The requests among ``requests`` (locked by the caller) whose installment, or whose
+    plan's payoff, has a charge in flight (``payments.selectors.pending_charge_exists``).
+
+    Servicing records a card payment or payoff charge under the plan's lock, which includes
+    the plan's debit requests: a request this run has locked is either seen here with that
+    charge, or seen claimed by servicing once this commits. One query when nothing is in
+    flight (the usual case), then one per request to find which.
+    """
+
+    def references(rows: Sequence[DebitRequest]) -> dict[str, list[int]]:
+        return {
+            INSTALLMENT_REFERENCE: [r.installment_id for r in rows],
+            PAYOFF_REFERENCE: [r.plan_id for r in rows],
+        }
+
+    if not pending_charge_exists(references=references(requests)):
+        return set()
+    return {r.pk for r in requests if pending_charge_exists(references=references([r]))}
+
+
+def _first_technical_step() -> int:
+    minutes = selectors.collections_settings().technical_retry_minutes
+    return int(minutes[0]) if minutes else 5
 
 
 def _charge_one(charge: Charge, account) -> AttemptOutcome | None:

@@ -13,6 +13,7 @@ from collections_ import debits, selectors
 from collections_.models import AttemptStatus, DebitAttempt, FailureClass
 from core import clock
 from core.money import Money
+from ledger.models import JournalEntry
 from payments.processing import payment_send
 from tests.bnpl.factories import make_plan
 from tests.collections.debit_helpers import (
@@ -111,3 +112,78 @@ def test_an_attempt_is_opened_for_sending_once(customer, card_processor, sandbox
         assert debits._open(charge, card_processor) is not None
         assert debits._open(charge, card_processor) is None  # a second sender sends nothing
     assert Money(DebitAttempt.objects.get().amount, "EUR") == charge.amount
+
+
+# --- servicing's card charges in flight -----------------------------------------------
+
+
+def test_the_run_does_not_charge_an_installment_whose_card_payment_is_in_flight(
+    customer, card_processor, sandbox, monkeypatch
+):
+    """The 06:00 run works its chunk while the customer's own card payment toward the same
+    installment is on the wire: the installment is charged once."""
+    from bnpl import servicing
+
+    (plan,) = plans(customer, amount="300.00")
+    installment = first_due(plan)
+    real_send = servicing.payment_send
+    during: dict[str, object] = {}
+
+    def send_while_the_run_works(**kwargs):
+        during["run"] = debits.debit_requests_charge(
+            request_ids=[installment.debit_request.pk], cutoff=selectors.run_cutoff(DUE)
+        )
+        return real_send(**kwargs)
+
+    monkeypatch.setattr(servicing, "payment_send", send_while_the_run_works)
+    with clock.travel_to(moment(DUE)):
+        servicing.installment_pay(
+            plan_id=plan.pk,
+            number=1,
+            amount=Money(installment.outstanding, "EUR"),
+            source="card",
+        )
+    assert during["run"] == {}
+    assert not DebitAttempt.objects.exists()
+    assert charges_by_reference(sandbox) == {f"bnpl.installment:{installment.pk}": 1}
+    installment.refresh_from_db()
+    assert installment.status == InstallmentStatus.PAID
+    request = installment.debit_request
+    assert request.status == "settled"
+    assert JournalEntry.objects.filter(kind="bnpl.installment_paid").count() == 1
+
+
+def test_the_run_waits_for_a_payoff_in_flight_then_finds_the_plan_paid_off(
+    customer, card_processor, sandbox, monkeypatch
+):
+    from bnpl import servicing
+
+    (plan,) = plans(customer, amount="300.00")
+    installment = first_due(plan)
+    request = installment.debit_request
+    real_send = servicing.payment_send
+    during: dict[str, object] = {}
+
+    def send_while_the_run_works(**kwargs):
+        during["run"] = debits.debit_requests_charge(
+            request_ids=[request.pk], cutoff=selectors.run_cutoff(DUE)
+        )
+        request.refresh_from_db()
+        during["next"] = request.next_attempt_at
+        return real_send(**kwargs)
+
+    monkeypatch.setattr(servicing, "payment_send", send_while_the_run_works)
+    with clock.travel_to(moment(DUE)):
+        servicing.plan_pay_off(plan_id=plan.pk, source="card")
+    assert during["run"] == {}
+    # Looked at again at the first technical step.
+    assert timedelta(minutes=5) <= during["next"] - moment(DUE) < timedelta(minutes=6)
+    assert not DebitAttempt.objects.exists()
+    assert list(charges_by_reference(sandbox)) == [f"bnpl.plan_payoff:{plan.pk}"]
+    with clock.travel_to(moment(DUE) + timedelta(minutes=6)):
+        assert debits.debit_retries_process() == {}
+        run = debits.debit_requests_charge(
+            request_ids=[request.pk], cutoff=selectors.run_cutoff(DUE + timedelta(days=1))
+        )
+    assert run == {}
+    assert list(charges_by_reference(sandbox)) == [f"bnpl.plan_payoff:{plan.pk}"]

@@ -121,7 +121,7 @@ def test_claiming_a_chunk_costs_the_same_queries_for_one_request_or_many(
     counts = []
     for group in (one, many):
         ids = [first_due(p).debit_request.pk for p in group]
-        with clock.travel_to(moment(DUE)), django_assert_num_queries(6) as captured:
+        with clock.travel_to(moment(DUE)), django_assert_num_queries(7) as captured:
             charges = debits._claim(request_ids=ids, cutoff=cutoff, run_id=None)
         counts.append(len(captured.captured_queries))
         assert len(charges) == len(group)
