@@ -560,6 +560,45 @@ def _installment_pay_from_wallet(
     return result
 
 
+def _card_charge_open(
+    *, plan: Plan, reference_type: str, reference_id: str, amount: Money, key: str
+) -> PaymentTransaction:
+    """Record an off-session charge of the plan's card, in the caller's locked transaction
+    (so a concurrent payment, payoff or cancel sees it in flight)."""
+    account = enabled_account(Provider.CARD)
+    if account is None:
+        raise ProviderNotSupported("No card processor is enabled.")
+    return payment_open(
+        account=account,
+        reference_type=reference_type,
+        reference_id=reference_id,
+        amount=amount,
+        payment_method=plan.payment_method,
+        idempotency_key=key,
+        capture=True,
+    )
+
+
+def _card_charge_send(
+    *, payment: PaymentTransaction, amount: Money, key: str, payment_method: str
+) -> str:
+    """Send a recorded charge, outside any transaction: ``"paid"`` or ``"pending"`` (the
+    settlement handler books it when the capture is recorded); a decline raises."""
+    outcome = payment_send(
+        txn=payment,
+        amount=amount,
+        payment_method=payment_method,
+        idempotency_key=key,
+        capture=True,
+    )
+    if outcome.decision == Decision.DECLINED:
+        raise PaymentDeclined(
+            f"The card was declined ({outcome.decline_code or 'no reason given'}).",
+            extra={"decline_code": outcome.decline_code or ""},
+        )
+    return "paid" if outcome.decision == Decision.APPROVED else "pending"
+
+
 def _installment_pay_by_card(
     *,
     plan_id: int,
@@ -586,32 +625,16 @@ def _installment_pay_by_card(
         _refuse_charge_in_flight(
             locked.plan, [installment], _locked_debits(locked.plan, [installment])
         )
-        account = enabled_account(Provider.CARD)
-        if account is None:
-            raise ProviderNotSupported("No card processor is enabled.")
-        payment_method = locked.plan.payment_method
-        payment = payment_open(
-            account=account,
+        payment = _card_charge_open(
+            plan=locked.plan,
             reference_type=INSTALLMENT_REFERENCE,
             reference_id=str(installment.pk),
             amount=amount,
-            payment_method=payment_method,
-            idempotency_key=key,
-            capture=True,
+            key=key,
         )
-    outcome = payment_send(
-        txn=payment,
-        amount=amount,
-        payment_method=payment_method,
-        idempotency_key=key,
-        capture=True,
+    status = _card_charge_send(
+        payment=payment, amount=amount, key=key, payment_method=locked.plan.payment_method
     )
-    if outcome.decision == Decision.DECLINED:
-        raise PaymentDeclined(
-            f"The card was declined ({outcome.decline_code or 'no reason given'}).",
-            extra={"decline_code": outcome.decline_code or ""},
-        )
-    status = "paid" if outcome.decision == Decision.APPROVED else "pending"
     with transaction.atomic(durable=True):
         plan = Plan.objects.get(pk=plan_id)
         installment.refresh_from_db()
@@ -917,32 +940,16 @@ def _plan_pay_off_by_card(
     with transaction.atomic(durable=True):
         locked = _lock(plan_id, customer_id=customer_id)
         quote = _quote_checked(locked, expected_total)
-        account = enabled_account(Provider.CARD)
-        if account is None:
-            raise ProviderNotSupported("No card processor is enabled.")
-        payment_method = locked.plan.payment_method
-        payment = payment_open(
-            account=account,
+        payment = _card_charge_open(
+            plan=locked.plan,
             reference_type=PAYOFF_REFERENCE,
             reference_id=str(plan_id),
             amount=quote.total,
-            payment_method=payment_method,
-            idempotency_key=key,
-            capture=True,
+            key=key,
         )
-    outcome = payment_send(
-        txn=payment,
-        amount=quote.total,
-        payment_method=payment_method,
-        idempotency_key=key,
-        capture=True,
+    status = _card_charge_send(
+        payment=payment, amount=quote.total, key=key, payment_method=locked.plan.payment_method
     )
-    if outcome.decision == Decision.DECLINED:
-        raise PaymentDeclined(
-            f"The card was declined ({outcome.decline_code or 'no reason given'}).",
-            extra={"decline_code": outcome.decline_code or ""},
-        )
-    status = "paid" if outcome.decision == Decision.APPROVED else "pending"
     with transaction.atomic(durable=True):
         plan = Plan.objects.get(pk=plan_id)
         audit_record(
