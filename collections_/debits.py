@@ -563,9 +563,9 @@ def attempts_record_outcomes(
     request_ids = list(
         DebitAttempt.objects.filter(pk__in=attempt_ids).values_list("request_id", flat=True)
     )
-    locked = {
+    locked = {  # the requests only: their plan, customer and user are read, not locked
         r.pk: r
-        for r in DebitRequest.objects.select_for_update(no_key=True)
+        for r in DebitRequest.objects.select_for_update(no_key=True, of=("self",))
         .filter(pk__in=request_ids)
         .select_related("plan__customer__user", "installment")
         .order_by("pk")

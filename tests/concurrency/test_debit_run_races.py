@@ -3,12 +3,14 @@ each thread with its own connection. The sandbox's charge log is the witness."""
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 
 import pytest
+from django.db import connections, transaction
 
 from bnpl.models import DebitRequestStatus, InstallmentStatus
-from collections_ import debits
+from collections_ import debits, selectors
 from collections_.models import CollectionsSettings, DebitAttempt, DebitRun, RunStatus
 from core import clock
 from ledger.models import JournalEntry
@@ -85,3 +87,52 @@ def test_a_chunk_delivered_to_four_workers_at_once_charges_once(
     assert_each_charged_once(plans, sandbox)
     run.refresh_from_db()
     assert (run.chunks_done, run.chunks_total, run.status) == (2, 2, RunStatus.FINISHED)
+
+
+def test_recording_outcomes_waits_for_no_plan_a_servicing_call_holds(card_processor, sandbox):
+    """Servicing locks plan → installments → debit requests; recording a chunk's outcomes
+    locks its requests, then attempts, and reads (never locks) their plans and customers.
+    So recording finishes while servicing holds the plan, and servicing then gets the
+    request: no deadlock, whichever starts first."""
+    from bnpl import servicing
+
+    ChannelFactory(code="web")
+    with clock.travel_to(moment(START)):
+        customer = make_customer()
+        plan = make_plan(customer=customer, start_date=START, payment_method="pm_decline")
+    installment = first_due(plan)
+    with clock.travel_to(moment(DUE)):
+        (charge,) = debits._claim(
+            request_ids=[installment.debit_request.pk],
+            cutoff=selectors.run_cutoff(DUE),
+            run_id=None,
+        )
+        outcome = debits._charge_one(charge, card_processor)
+    held, recorded = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def servicing_side() -> None:
+        try:
+            with transaction.atomic():
+                locked = servicing._lock(plan.pk, customer_id=customer.pk)
+                held.set()
+                seen["recorded_while_plan_held"] = recorded.wait(20)
+                servicing._locked_debits(locked.plan, [locked.installment(1)])
+        except Exception as exc:  # a deadlock is detected and raised on one side
+            seen["servicing"] = repr(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=servicing_side)
+    thread.start()
+    try:
+        assert held.wait(20)
+        with clock.travel_to(moment(DUE)):
+            debits._record([(charge, outcome)])
+        recorded.set()
+    finally:
+        recorded.set()
+        thread.join(60)
+    assert seen == {"recorded_while_plan_held": True}
+    attempt = DebitAttempt.objects.get()
+    assert (attempt.status, attempt.decline_code) == ("failed", "insufficient_funds")
