@@ -81,7 +81,9 @@ class DebitRunAdmin(ActionsOnlyAdmin):
             f"({t.retrying.amount}); unknown {t.unknown.count} ({t.unknown.amount})"
         )
 
-    @admin.action(description="Re-send unfinished chunks of the selected runs")
+    @admin.action(
+        description="Re-send unfinished chunks of the selected runs", permissions=["change"]
+    )
     def resume_runs(self, request: HttpRequest, queryset) -> None:
         sent = debits.debit_runs_resume(
             older_than=timedelta(0), run_ids=list(queryset.values_list("pk", flat=True))

@@ -583,3 +583,27 @@ def test_a_run_never_charges_early(
     assert rerun.due_count == 0
     assert DebitAttempt.objects.count() == 1
     assert first_due(plan).status == InstallmentStatus.SCHEDULED
+
+
+def test_staff_who_may_only_view_runs_cannot_resend_their_chunks(
+    client, customer, card_processor, sandbox, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth.models import Permission, User
+
+    small_chunks(1)
+    plans(customer, 2)
+    card_processor.enabled = False
+    card_processor.save(update_fields=["enabled"])
+    run = run_day(DUE, django_capture_on_commit_callbacks)
+    card_processor.enabled = True
+    card_processor.save(update_fields=["enabled"])
+    viewer = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_debitrun"))
+    client.force_login(viewer)
+    changelist = reverse("admin:collections_debitrun_changelist")
+    assert "resume_runs" not in client.get(changelist).content.decode()
+    with clock.travel_to(moment(DUE)), EagerCelery():
+        client.post(changelist, {"action": "resume_runs", "_selected_action": [run.pk]})
+    run.refresh_from_db()
+    assert (run.chunks_done, run.status) == (0, RunStatus.RUNNING)
+    assert charges_by_reference(sandbox) == {}
