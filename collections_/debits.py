@@ -516,16 +516,27 @@ def _charge_one(charge: Charge, account) -> AttemptOutcome | None:
     return outcome_from_result(result, txn.pk)
 
 
+def _charge_safely(charge: Charge, account) -> AttemptOutcome | None:
+    """``_charge_one``; a failure nobody planned for (a bug, a lost connection) makes the
+    attempt ``unknown``, so the others of the chunk are still recorded. The reconciler then
+    finds out by key whether it was sent (or gives it up if it never was)."""
+    try:
+        return _charge_one(charge, account)
+    except Exception:
+        log.exception("charging attempt %s failed", charge.attempt_id)
+        return AttemptOutcome(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "error")
+
+
 def _charge_all(charges: list[Charge], account) -> list[AttemptOutcome | None]:
     threads = min(charge_threads(), len(charges))
     if threads <= 1 or connection.in_atomic_block:
         # Inside a caller's transaction (tests) other connections cannot see the rows.
-        return [_charge_one(c, account) for c in charges]
+        return [_charge_safely(c, account) for c in charges]
     slices = [charges[i::threads] for i in range(threads)]
 
     def work(part: list[Charge]) -> list[AttemptOutcome | None]:
         try:
-            return [_charge_one(c, account) for c in part]
+            return [_charge_safely(c, account) for c in part]
         finally:
             connections.close_all()  # this thread's connections only
 
@@ -801,12 +812,20 @@ def _unknown_again(attempt: DebitAttempt) -> None:
 def debit_attempts_reconcile(
     *, pending_older_than: timedelta = PENDING_GRACE, limit: int = 1000
 ) -> dict[str, int]:
-    """Reconcile every attempt without an outcome that is due a question; counts by result."""
+    """Reconcile every attempt without an outcome that is due a question; counts by result.
+
+    One attempt that fails in a way nobody planned for is logged and counted as ``error``
+    (it is asked about again on the next pass); the others are still reconciled.
+    """
     counts: dict[str, int] = defaultdict(int)
     for attempt_id in selectors.attempts_to_reconcile(
         now=clock.now(), pending_older_than=pending_older_than, limit=limit
     ):
-        counts[str(debit_attempt_reconcile(attempt_id=attempt_id))] += 1
+        try:
+            counts[str(debit_attempt_reconcile(attempt_id=attempt_id))] += 1
+        except Exception:
+            log.exception("reconciling debit attempt %s failed", attempt_id)
+            counts["error"] += 1
     return dict(counts)
 
 

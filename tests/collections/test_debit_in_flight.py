@@ -187,3 +187,63 @@ def test_the_run_waits_for_a_payoff_in_flight_then_finds_the_plan_paid_off(
         )
     assert run == {}
     assert list(charges_by_reference(sandbox)) == [f"bnpl.plan_payoff:{plan.pk}"]
+
+
+# --- failures nobody planned for ------------------------------------------------------
+
+
+def test_one_charge_that_breaks_leaves_the_others_of_its_chunk_recorded(
+    customer, card_processor, sandbox, monkeypatch
+):
+    broken, fine = plans(customer, 2)
+    real_send = debits.payment_send
+    broken_id = str(first_due(broken).pk)
+
+    def send(**kwargs):
+        if kwargs["txn"].reference_id == broken_id:
+            raise RuntimeError("a bug in one charge")
+        return real_send(**kwargs)
+
+    monkeypatch.setattr(debits, "payment_send", send)
+    requests = [first_due(p).debit_request.pk for p in (broken, fine)]
+    with clock.travel_to(moment(DUE)):
+        counts = debits.debit_requests_charge(
+            request_ids=requests, cutoff=selectors.run_cutoff(DUE)
+        )
+    assert counts == {AttemptStatus.SUCCEEDED: 1, AttemptStatus.UNKNOWN: 1}
+    assert first_due(fine).status == InstallmentStatus.PAID
+    stuck = DebitAttempt.objects.get(request__installment__plan=broken)
+    assert (stuck.status, stuck.decline_code) == (AttemptStatus.UNKNOWN, "error")
+    # Recorded but never sent: the processor never saw the key, so a new attempt is safe.
+    monkeypatch.setattr(debits, "payment_send", real_send)
+    with clock.travel_to(stuck.next_retry_at + timedelta(seconds=1)):
+        assert debits.debit_attempts_reconcile() == {AttemptStatus.FAILED: 1}
+    stuck.refresh_from_db()
+    with clock.travel_to(stuck.next_retry_at + timedelta(seconds=1)):
+        assert debits.debit_retries_process() == {AttemptStatus.SUCCEEDED: 1}
+    assert first_due(broken).status == InstallmentStatus.PAID
+    assert sum(charges_by_reference(sandbox).values()) == 2
+
+
+def test_one_attempt_that_breaks_the_reconciler_leaves_the_others_reconciled(
+    customer, card_processor, sandbox, monkeypatch
+):
+    first, second = plans(customer, 2)
+    with clock.travel_to(moment(DUE)):
+        charges = [claim(first_due(p).debit_request) for p in (first, second)]
+        for charge in charges:
+            debits._charge_one(charge, card_processor)  # sent; the worker died before recording
+    real_reconcile = debits.debit_attempt_reconcile
+
+    def reconcile(*, attempt_id):
+        if attempt_id == charges[0].attempt_id:
+            raise RuntimeError("a bug in one attempt")
+        return real_reconcile(attempt_id=attempt_id)
+
+    monkeypatch.setattr(debits, "debit_attempt_reconcile", reconcile)
+    with clock.travel_to(moment(DUE) + timedelta(minutes=10)):
+        assert debits.debit_attempts_reconcile() == {"error": 1, AttemptStatus.SUCCEEDED: 1}
+    monkeypatch.setattr(debits, "debit_attempt_reconcile", real_reconcile)
+    with clock.travel_to(moment(DUE) + timedelta(minutes=11)):
+        assert debits.debit_attempts_reconcile() == {AttemptStatus.SUCCEEDED: 1}
+    assert set(DebitAttempt.objects.values_list("status", flat=True)) == {AttemptStatus.SUCCEEDED}
