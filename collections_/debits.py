@@ -80,6 +80,7 @@ from payments.models import (
 )
 from payments.processing import (
     ProviderNotSupported,
+    payment_capture,
     payment_open,
     payment_reconcile,
     payment_request_failed,
@@ -714,28 +715,45 @@ def _give_up_unsent(attempt: DebitAttempt) -> bool:
     return True
 
 
-def _outcome_from_records(attempt: DebitAttempt) -> AttemptOutcome | None:
-    """What the payment records say of a sent attempt's charge; ``None`` while unknown."""
-    txn_id = attempt.payment_transaction_id
-    events = {
+def _charge_events(attempt: DebitAttempt) -> dict[str, PaymentEvent]:
+    """The facts of the attempt's charge by key: its answer, its capture (recorded with the
+    answer, or asked separately by ``payment_capture``) and the capture's answer."""
+    key = attempt.idempotency_key
+    return {
         e.idempotency_key: e
         for e in PaymentEvent.objects.filter(
-            transaction_id=txn_id,
-            idempotency_key__in=[
-                f"{attempt.idempotency_key}:result",
-                f"{attempt.idempotency_key}:capture",
-            ],
+            transaction_id=attempt.payment_transaction_id,
+            idempotency_key__in=[f"{key}:result", f"{key}:capture", f"{key}:capture:result"],
         )
     }
-    result = events.get(f"{attempt.idempotency_key}:result")
+
+
+def _outcome_from_records(attempt: DebitAttempt) -> AttemptOutcome | None:
+    """What the payment records say of a sent attempt's charge; ``None`` while unknown.
+
+    An approved charge counts once its capture is on record: the capture fact written with
+    the answer, or the answer to the capture the reconciler asked for (``_ask_provider``).
+    A capture the provider refused leaves nothing taken: a technical failure, retried
+    under a new key.
+    """
+    txn_id = attempt.payment_transaction_id
+    key = attempt.idempotency_key
+    events = _charge_events(attempt)
+    result = events.get(f"{key}:result")
     if result is None:
         return None
     if result.outcome == Outcome.FAILED:
         code = str(result.detail.get("decline_code") or "declined")
         return AttemptOutcome(AttemptStatus.FAILED, classify_decline(code), code, txn_id)
-    if f"{attempt.idempotency_key}:capture" in events:
+    capture, captured = events.get(f"{key}:capture"), events.get(f"{key}:capture:result")
+    if (capture is not None and capture.outcome == Outcome.SUCCEEDED) or (
+        captured is not None and captured.outcome == Outcome.SUCCEEDED
+    ):
         return AttemptOutcome(AttemptStatus.SUCCEEDED, transaction_id=txn_id)
-    if result.detail.get("status") == "captured":
+    if captured is not None:
+        code = "capture_failed"
+        return AttemptOutcome(AttemptStatus.FAILED, FailureClass.TECHNICAL, code, txn_id)
+    if capture is None and result.detail.get("status") == "captured":
         # The provider said "captured" but the capture fact was not written (a crash in
         # between): write it now, under the key payment_send uses.
         with transaction.atomic(durable=True):
@@ -749,6 +767,38 @@ def _outcome_from_records(attempt: DebitAttempt) -> AttemptOutcome | None:
             )
         return AttemptOutcome(AttemptStatus.SUCCEEDED, transaction_id=txn_id)
     return None
+
+
+def _ask_provider(attempt: DebitAttempt) -> None:
+    """Outside any transaction: read a charge without an answer back by key
+    (``payment_reconcile``), or capture one the provider approved without capturing it.
+
+    The latter is an off-session charge the provider held (e.g. for review) and then
+    authorized only: it is captured under ``"<key>:capture"`` (the same key every time,
+    so asking again is safe), rather than voided and charged anew, which would leave the
+    customer's funds held twice until the first authorization expired. Until the capture
+    is recorded the charge counts as in flight for servicing too.
+    """
+    txn_id = attempt.payment_transaction_id
+    key = attempt.idempotency_key
+    try:
+        events = _charge_events(attempt)
+        if f"{key}:result" not in events:
+            payment_reconcile(transaction_id=txn_id)
+            events = _charge_events(attempt)
+        result = events.get(f"{key}:result")
+        if (
+            result is not None
+            and result.outcome == Outcome.SUCCEEDED
+            and _outcome_from_records(attempt) is None
+        ):
+            payment_capture(
+                transaction_id=txn_id,
+                amount=Money(result.amount, result.currency),
+                idempotency_key=f"{attempt.idempotency_key}:capture",
+            )
+    except (GatewayTechnicalError, CircuitOpen):
+        log.warning("provider still unreachable for attempt %s", attempt.pk)
 
 
 def debit_attempt_reconcile(*, attempt_id: int) -> AttemptStatus:
@@ -769,10 +819,7 @@ def debit_attempt_reconcile(*, attempt_id: int) -> AttemptStatus:
         return AttemptStatus.PENDING  # sent just now: asked about once the grace has passed
     outcome = _outcome_from_records(attempt)
     if outcome is None:
-        try:
-            payment_reconcile(transaction_id=attempt.payment_transaction_id)
-        except (GatewayTechnicalError, CircuitOpen):
-            log.warning("provider still unreachable for attempt %s", attempt_id)
+        _ask_provider(attempt)
         outcome = _outcome_from_records(attempt)
     if outcome is None:
         outcome = AttemptOutcome(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "unknown")

@@ -21,6 +21,7 @@ from tests.collections.debit_helpers import (
     charges_by_reference,
     first_due,
     moment,
+    sandbox_charges,
 )
 
 pytestmark = pytest.mark.django_db
@@ -247,3 +248,65 @@ def test_one_attempt_that_breaks_the_reconciler_leaves_the_others_reconciled(
     with clock.travel_to(moment(DUE) + timedelta(minutes=11)):
         assert debits.debit_attempts_reconcile() == {AttemptStatus.SUCCEEDED: 1}
     assert set(DebitAttempt.objects.values_list("status", flat=True)) == {AttemptStatus.SUCCEEDED}
+
+
+# --- approved without its capture -----------------------------------------------------
+
+
+def test_an_off_session_charge_approved_without_its_capture_is_captured_by_key(
+    customer, card_processor, sandbox, monkeypatch
+):
+    """A processor that holds an off-session charge (review) and then only authorizes it:
+    the reconciler captures it under ``<key>:capture``, once, and the installment is paid.
+    Until then a payment toward the installment is refused (in flight), never taken twice."""
+    from payments.adapters.card import CardGateway
+    from payments.gateway import Decision, GatewayResult
+    from payments.models import PaymentEvent
+    from payments.selectors import pending_charge_exists
+
+    (plan,) = plans(customer)
+    installment = first_due(plan)
+
+    def held_then_authorized_only(self, *, amount, reference, payment_method, idempotency_key):
+        answer = self.authorize(
+            amount=amount,
+            reference=reference,
+            payment_method=payment_method,
+            idempotency_key=idempotency_key,
+        )
+        return GatewayResult(
+            Decision.PENDING, provider_reference=answer.provider_reference, status="processing"
+        )
+
+    monkeypatch.setattr(CardGateway, "charge_off_session", held_then_authorized_only)
+    with clock.travel_to(moment(DUE)):
+        assert debits.debit_requests_charge(
+            request_ids=[installment.debit_request.pk], cutoff=selectors.run_cutoff(DUE)
+        ) == {AttemptStatus.UNKNOWN: 1}
+    monkeypatch.undo()
+    attempt = DebitAttempt.objects.get()
+    references = {"bnpl.installment": [installment.pk]}
+    assert pending_charge_exists(references=references)
+
+    with clock.travel_to(attempt.next_retry_at + timedelta(seconds=1)):
+        assert debits.debit_attempts_reconcile() == {AttemptStatus.SUCCEEDED: 1}
+        assert debits.debit_attempts_reconcile() == {}
+    attempt.refresh_from_db()
+    installment.refresh_from_db()
+    assert installment.status == InstallmentStatus.PAID
+    assert not pending_charge_exists(references=references)
+    (charge,) = [
+        c for c in sandbox_charges(sandbox) if c["reference"].endswith(f":{installment.pk}")
+    ]
+    assert (charge["status"], charge["amount_captured"]) == ("captured", attempt.amount)
+    assert set(
+        PaymentEvent.objects.filter(transaction_id=attempt.payment_transaction_id).values_list(
+            "idempotency_key", "outcome"
+        )
+    ) == {
+        (attempt.idempotency_key, "requested"),
+        (f"{attempt.idempotency_key}:result", "succeeded"),
+        (f"{attempt.idempotency_key}:capture", "requested"),
+        (f"{attempt.idempotency_key}:capture:result", "succeeded"),
+    }
+    assert JournalEntry.objects.filter(kind="bnpl.installment_paid").count() == 1
