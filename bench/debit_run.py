@@ -6,7 +6,7 @@ What it measures
     * **ours** — ``collections_.debits.debit_run_start(business_date=…)`` called in this
       process; its chunks (``CollectionsSettings.chunk_size`` = 1,000 requests each) are
       worked by 2 Celery worker processes (``--pool solo``, a real Redis broker) that charge
-      every installment off-session through ``payment_authorize`` against the payment
+      every installment off-session (``payment_open`` then ``payment_send``) against the payment
       sandbox (a separate process, zero latency) and record the outcomes. Timed from the
       call until the run is finished (every chunk done). Installments/s = due ÷ seconds.
     * **ceiling** — on a fresh copy of the same data (``CREATE DATABASE … TEMPLATE``), ONE
