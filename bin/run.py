@@ -27,7 +27,7 @@ def manage(*args: str) -> None:
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     var = Path(os.environ.get("OMS_VAR_DIR", ROOT / "var"))
-    for folder in (var, var / "broker" / "queue", var / "broker" / "processed"):
+    for folder in (var, *(var / "broker" / name for name in ("queue", "processed", "control"))):
         folder.mkdir(parents=True, exist_ok=True)
     manage("migrate", "--noinput", "-v", "0")
     os.environ.setdefault("PAYMENT_SANDBOX_URL", f"http://127.0.0.1:{SANDBOX_PORT}")
