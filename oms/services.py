@@ -824,30 +824,18 @@ def order_checkout_split(
     )
     if not on_card.is_positive():
         return _finish_split(order_id=order.pk, approved=True, actor=actor, idempotency=idempotency)
-    key = f"order:{order.pk}:card"
-    try:
-        _, result = payment_authorize(
-            account=account,
-            reference_type="oms.order",
-            reference_id=str(order.pk),
-            amount=on_card,
-            payment_method=card_payment_method,
-            idempotency_key=key,
-        )
-    except CircuitOpen:
-        # Nothing reached the processor: the authorization failed, the order is settled.
-        payment_request_failed(
-            reference_type="oms.order",
-            reference_id=str(order.pk),
-            idempotency_key=key,
-            reason="provider_unavailable",
-        )
+    result = _authorize_for_order(
+        account=account,
+        order_id=order.pk,
+        amount=on_card,
+        payment_method=card_payment_method,
+        key=f"order:{order.pk}:card",
+    )
+    if result is None:
         _finish_split(
             order_id=order.pk, approved=False, actor=actor, reason="Card processor unavailable"
         )
-        raise CardUnavailable(extra={"order_id": order.pk}) from None
-    except GatewayTechnicalError:
-        result = GatewayResult(Decision.UNKNOWN)  # the reconciler asks the processor
+        raise CardUnavailable(extra={"order_id": order.pk})
     if result.decision == Decision.DECLINED:
         reason = f"Card declined ({result.decline_code or 'no reason given'})"
         _finish_split(order_id=order.pk, approved=False, reason=reason, actor=actor)
@@ -855,6 +843,37 @@ def order_checkout_split(
     if result.decision == Decision.APPROVED:
         return _finish_split(order_id=order.pk, approved=True, actor=actor, idempotency=idempotency)
     return _answer_pending(order_id=order.pk, idempotency=idempotency)
+
+
+def _authorize_for_order(
+    *, account, order_id: int, amount: Money, payment_method: str, key: str
+) -> GatewayResult | None:
+    """Authorize an order's payment, outside any lock.
+
+    ``None``: the circuit was open, nothing reached the provider, and the request is
+    recorded as failed (so the order's handler settles it). A technical failure is an
+    unknown outcome: the reconciler asks the provider.
+    """
+    try:
+        _, result = payment_authorize(
+            account=account,
+            reference_type="oms.order",
+            reference_id=str(order_id),
+            amount=amount,
+            payment_method=payment_method,
+            idempotency_key=key,
+        )
+    except CircuitOpen:
+        payment_request_failed(
+            reference_type="oms.order",
+            reference_id=str(order_id),
+            idempotency_key=key,
+            reason="provider_unavailable",
+        )
+        return None
+    except GatewayTechnicalError:
+        return GatewayResult(Decision.UNKNOWN)
+    return result
 
 
 @transaction.atomic(durable=True)
@@ -1239,26 +1258,15 @@ def order_checkout_provider(
             actor=actor,
             idempotency=idempotency,
         )
-    key = f"order:{order.pk}:{provider}"
-    try:
-        payment_authorize(
-            account=account,
-            reference_type="oms.order",
-            reference_id=str(order.pk),
-            amount=total,
-            payment_method=authorization_token,
-            idempotency_key=key,
-        )
-    except CircuitOpen:
-        # Nothing reached the provider: the authorization failed and the order is settled.
-        payment_request_failed(
-            reference_type="oms.order",
-            reference_id=str(order.pk),
-            idempotency_key=key,
-            reason="provider_unavailable",
-        )
-    except GatewayTechnicalError:
-        pass  # unknown: the reconciler asks the provider; the order stays on hold
+    # The outcome reaches the order through the payments hand-up (an open circuit is a
+    # failed authorization too); unknown stays on hold for the reconciler.
+    _authorize_for_order(
+        account=account,
+        order_id=order.pk,
+        amount=total,
+        payment_method=authorization_token,
+        key=f"order:{order.pk}:{provider}",
+    )
     return _reload(order.pk)
 
 
