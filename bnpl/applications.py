@@ -32,6 +32,13 @@ cancelled). So the order, the application and the plan change together, in the d
 lock order. Without an owner the decision is applied in a transaction of its own.
 
 Applying a decision is idempotent: an application no longer open is left as it is.
+
+A partner's application that ends while still open at the partner (withdrawn, expired) is
+cancelled at the partner after commit (the task ``bnpl.cancel_partner_application`` →
+``application_partner_cancel``); so is one the partner approves after it ended, so no
+funding stands without a plan. A partner that refuses because it already funded the
+merchant is audited (``bnpl.partner_funded_without_plan``) and flagged for finance on its
+``payments.PartnerApplication``; no ledger entry is invented for it.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ from bnpl.services import plan_create
 from bnpl.underwriting import APPROVE, DECLINE, credit_decide
 from core import clock
 from core.audit import audit_record
+from core.models import AuditEntry
 from core.money import Money
 from customers.models import Customer
 from ledger.models import JournalEntry
@@ -85,7 +93,7 @@ from payments.adapters.lending_partner import (
     PartnerTerms,
     RequestedProduct,
 )
-from payments.lending import partner_application_submit
+from payments.lending import partner_application_cancel, partner_application_submit
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +412,7 @@ def application_expire(*, application_id: int) -> CreditApplication:
             actor_label="decision timeout",
             changes={"status": [before, locked.status]},
         )
+        _partner_cancel_on_commit(locked, reason=f"The credit decision timed out (was {before}).")
         _after_decision(locked)
         return locked
 
@@ -453,6 +462,7 @@ def application_withdraw(
         changes={"status": [before, locked.status]},
         note=reason,
     )
+    _partner_cancel_on_commit(locked, reason=f"Withdrawn: {reason}"[:255])
     return locked
 
 
@@ -528,6 +538,64 @@ def _partner_submit(application: CreditApplication) -> CreditApplication:
     return _get(application.pk)
 
 
+_ENDED = (ApplicationStatus.EXPIRED, ApplicationStatus.CANCELLED)
+
+
+def _partner_cancel_on_commit(application: CreditApplication, *, reason: str) -> None:
+    """After commit, have the partner cancel an application that ended before its decision
+    (only a partner-decided one: an internal decision has nobody to tell)."""
+    if application.product.decider != Decider.PARTNER or application.status not in _ENDED:
+        return
+    from bnpl.tasks import cancel_partner_application
+
+    application_id = application.pk
+    transaction.on_commit(lambda: cancel_partner_application.delay(application_id, reason))
+
+
+def application_partner_cancel(*, application_id: int, reason: str) -> CreditApplication:
+    """Cancel at the partner an application that ended (expired or withdrawn); idempotent.
+
+    Runs outside any transaction (the partner is called). A partner that refuses because
+    it funded the merchant is audited once as ``bnpl.partner_funded_without_plan`` (its
+    ``payments.PartnerApplication`` flagged ``funded_without_plan``): finance settles it
+    with the partner; no plan and no ledger entry stand for it.
+    """
+    application = _get(application_id)
+    account = application.product.partner_account
+    if application.status not in _ENDED or account is None:
+        return application
+    record = partner_application_cancel(
+        account=account,
+        reference_type=PARTNER_REFERENCE,
+        reference_id=str(application.pk),
+        reason=reason,
+    )
+    if record is None or not record.funded_without_plan:
+        return application
+    with transaction.atomic(durable=True):
+        locked = _locked(application.pk)
+        already = AuditEntry.objects.filter(
+            action="bnpl.partner_funded_without_plan",
+            target_type=locked._meta.label_lower,
+            target_id=str(locked.pk),
+        ).exists()
+        if not already:
+            audit_record(
+                action="bnpl.partner_funded_without_plan",
+                target=locked,
+                actor_label="lending partner",
+                changes={
+                    "status": locked.status,
+                    "partner_application": record.pk,
+                    "partner_reference": record.partner_reference,
+                    "funded_amount": record.funded_amount,
+                    "currency": record.currency,
+                },
+                note=record.flag_reason,
+            )
+    return locked
+
+
 def partner_terms(base: Terms, terms: PartnerTerms) -> Terms:
     """The plan terms the partner approved, on top of the product's servicing terms.
 
@@ -568,6 +636,9 @@ def partner_decision_received(reference_id: str, decision: PartnerDecision) -> N
                     actor_label="lending partner",
                     changes={"status": locked.status, "decision": str(decision.decision)},
                     note="The partner approved after the application had ended.",
+                )
+                _partner_cancel_on_commit(
+                    locked, reason=f"Approved after the application was {locked.status}."
                 )
             return locked
         before = locked.status

@@ -55,3 +55,13 @@ def decide_applications_chunk(application_ids: list[int]) -> int:
         else:
             done += 1
     return done
+
+
+@shared_task(name="bnpl.cancel_partner_application", acks_late=True)
+def cancel_partner_application(application_id: int, reason: str) -> str:
+    """Cancel at the lending partner an application that ended; running it twice sends one
+    cancellation (the same idempotency key) and audits a refusal once."""
+    application = applications.application_partner_cancel(
+        application_id=application_id, reason=reason
+    )
+    return str(application.status)

@@ -202,10 +202,12 @@ class PartnerApplicationAdmin(ReadOnlyAdmin):
         "status",
         "amount_display",
         "flagged",
+        "funded_without_plan",
+        "cancel_state",
         "created_at",
         "decided_at",
     )
-    list_filter = ("status", "flagged", "account")
+    list_filter = ("status", "flagged", "funded_without_plan", "cancel_state", "account")
     search_fields = ("reference_id", "partner_reference", "idempotency_key")
     date_hierarchy = "created_at"
     list_select_related = ("account",)

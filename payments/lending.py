@@ -13,6 +13,12 @@ route brings it first; the owner's ``payments.events.register_partner_decision``
 is then called once, after commit. A later report for a decided application changes
 nothing and is kept in ``ignored_reports``; one that contradicts the decision flags it.
 
+Cancelling (``partner_application_cancel``): when what an application finances is gone
+(the order cancelled, the hold expired) the partner is asked to cancel it, recorded in the
+same two short transactions around the call. A cancelled application's later reports are
+kept in ``ignored_reports`` and never handed up. A partner that refuses because it has
+funded the merchant flags the row ``funded_without_plan`` for finance.
+
 Funding: on approval the partner pays the merchant ``funded_amount``. The ledger entry for
 it belongs to the owner of the plan (``bnpl.partner_funded``), written when it acts on the
 decision.
@@ -37,6 +43,7 @@ from core.errors import Conflict, InvalidInput
 from core.money import Money
 from payments import crypto, events
 from payments.adapters.lending_partner import (
+    CancelOutcome,
     LendingPartnerClient,
     PartnerApplication,
     PartnerDecision,
@@ -51,6 +58,7 @@ from payments.models import (
 )
 from payments.models import (
     PartnerApplicationStatus,
+    PartnerCancelState,
     Provider,
     ProviderAccount,
     WebhookEvent,
@@ -72,6 +80,7 @@ _STATUS_OF = {
     PartnerDecisionKind.FAILED: PartnerApplicationStatus.FAILED,
     PartnerDecisionKind.REFERRED: PartnerApplicationStatus.REFERRED,
     PartnerDecisionKind.UNKNOWN: PartnerApplicationStatus.UNKNOWN,
+    PartnerDecisionKind.CANCELLED: PartnerApplicationStatus.CANCELLED,
 }
 _DECISION_OF = {
     **{status: kind for kind, status in _STATUS_OF.items()},
@@ -98,6 +107,9 @@ def reconcile_after() -> timedelta:
 # --- plumbing ---------------------------------------------------------------------------
 
 _local = threading.local()
+
+# Statuses the owner is never told about: still open, or cancelled at our request.
+NOT_HANDED_UP = (*PartnerApplicationRecord.OPEN, PartnerApplicationStatus.CANCELLED)
 
 
 def partner_client_for(account: ProviderAccount) -> LendingPartnerClient:
@@ -171,7 +183,9 @@ def _record(
                 },
             ]
             fields.append("ignored_reports")
-            if kind.final and _STATUS_OF[kind] != record.status:
+            # A cancelled application expects nothing more; what comes is kept, not acted on.
+            cancelled = record.status == PartnerApplicationStatus.CANCELLED
+            if kind.final and _STATUS_OF[kind] != record.status and not cancelled:
                 _flag(record, f"{source} reports {kind} after the decision {record.status}")
     elif kind.final:
         record.status = _STATUS_OF[kind]
@@ -186,6 +200,13 @@ def _record(
             funded = decision.funded_amount
             if funded.currency != record.currency or funded.minor > record.amount:
                 _flag(record, f"funded {funded}, {Money(record.amount, record.currency)} asked")
+    elif kind == PartnerDecisionKind.CANCELLED:
+        # Read back after a cancel whose answer was lost: nothing is handed up.
+        record.status = PartnerApplicationStatus.CANCELLED
+        record.partner_status = decision.status
+        record.cancel_state = PartnerCancelState.CANCELLED
+        record.cancelled_at = now
+        fields += ["status", "partner_status", "cancel_state", "cancelled_at"]
     elif kind == PartnerDecisionKind.REFERRED or (
         kind == PartnerDecisionKind.UNKNOWN and record.status == PartnerApplicationStatus.SUBMITTING
     ):
@@ -213,7 +234,7 @@ def partner_decision_hand_up(*, application_id: int) -> bool:
     """
     record = PartnerApplicationRecord.objects.get(pk=application_id)
     handler = events.partner_decision_handler(record.reference_type)
-    if record.status in PartnerApplicationRecord.OPEN or handler is None:
+    if record.status in NOT_HANDED_UP or handler is None:
         return False
     try:
         handler(record.reference_id, partner_decision_of(record))
@@ -410,7 +431,7 @@ def partner_applications_reconcile(*, older_than: timedelta | None = None) -> di
     )
     counts: dict[str, Any] = {"looked_at": len(ids)}
     untold = list(
-        PartnerApplicationRecord.objects.exclude(status__in=PartnerApplicationRecord.OPEN)
+        PartnerApplicationRecord.objects.exclude(status__in=NOT_HANDED_UP)
         .filter(owner_notified_at__isnull=True, decided_at__lte=cutoff)
         .filter(reference_type__in=events.partner_decision_reference_types())
         .order_by("id")
@@ -426,7 +447,155 @@ def partner_applications_reconcile(*, older_than: timedelta | None = None) -> di
             counts["errors"] = counts.get("errors", 0) + 1
         else:
             counts[str(decision.decision)] = counts.get(str(decision.decision), 0) + 1
+    unsent = list(
+        PartnerApplicationRecord.objects.filter(
+            cancel_state=PartnerCancelState.REQUESTED, cancel_requested_at__lte=cutoff
+        )
+        .select_related("account")
+        .order_by("id")
+    )
+    for record in unsent:
+        try:
+            again = partner_application_cancel(
+                account=record.account,
+                reference_type=record.reference_type,
+                reference_id=record.reference_id,
+                reason=record.cancel_reason,
+            )
+        except Exception:
+            log.exception("cancelling partner application %s failed", record.pk)
+            counts["errors"] = counts.get("errors", 0) + 1
+        else:
+            state = f"cancel_{again.cancel_state}" if again else "cancel_missing"
+            counts[state] = counts.get(state, 0) + 1
     return counts
+
+
+# --- cancel -----------------------------------------------------------------------------
+
+
+def _cancel_state_set(
+    record: PartnerApplicationRecord, state: PartnerCancelState, *, note: str = ""
+) -> None:
+    """Move the cancellation of a locked row to ``state`` and audit it (caller saves)."""
+    before = record.cancel_state
+    record.cancel_state = state
+    audit_record(
+        action=f"payments.partner_cancel_{state}",
+        target=record,
+        actor_label="lending partner",
+        changes={"cancel_state": [before, state], "status": record.status},
+        note=note,
+    )
+
+
+def partner_application_cancel(
+    *, account: ProviderAccount, reference_type: str, reference_id: str, reason: str
+) -> PartnerApplicationRecord | None:
+    """Ask the partner to cancel the latest application for what it finances; idempotent.
+
+    Must not run inside a transaction: a short one records the request (``requested``),
+    the partner is called outside any (its breaker, technical retries, the key
+    ``<application key>:cancel`` on every try), a second one records the outcome. A row
+    with nothing to cancel (declined, failed) becomes ``not_needed`` without a call; one
+    the partner has not answered for yet is read back first to learn its id. A cancel left
+    ``requested`` (no answer, partner down) is sent again by the reconciler. Returns the
+    row, or ``None`` when the partner was never asked for one.
+    """
+    found = (
+        PartnerApplicationRecord.objects.filter(
+            account=account, reference_type=reference_type, reference_id=reference_id
+        )
+        .order_by("-id")
+        .first()
+    )
+    if found is None:
+        return None
+    nothing_funded = (PartnerApplicationStatus.DECLINED, PartnerApplicationStatus.FAILED)
+    with transaction.atomic(durable=True):
+        record = PartnerApplicationRecord.objects.select_for_update(no_key=True).get(pk=found.pk)
+        if record.cancel_state not in (PartnerCancelState.NONE, PartnerCancelState.REQUESTED):
+            return record
+        if record.status == PartnerApplicationStatus.CANCELLED:
+            return record
+        now = clock.now()
+        if record.cancel_state == PartnerCancelState.NONE:
+            record.cancel_reason = reason
+            record.cancel_requested_at = now
+            _cancel_state_set(record, PartnerCancelState.REQUESTED, note=reason)
+        if record.status in nothing_funded:
+            _cancel_state_set(record, PartnerCancelState.NOT_NEEDED)
+        record.updated_at = now
+        record.save(
+            update_fields=["cancel_state", "cancel_reason", "cancel_requested_at", "updated_at"]
+        )
+        if record.cancel_state == PartnerCancelState.NOT_NEEDED:
+            return record
+    if not record.partner_reference:
+        partner_application_reconcile(application_id=record.pk)
+        record.refresh_from_db()
+        if record.status in nothing_funded:
+            with transaction.atomic(durable=True):
+                record = PartnerApplicationRecord.objects.select_for_update(no_key=True).get(
+                    pk=record.pk
+                )
+                if record.cancel_state == PartnerCancelState.REQUESTED:
+                    _cancel_state_set(record, PartnerCancelState.NOT_NEEDED)
+                    record.save(update_fields=["cancel_state"])
+            return record
+        if not record.partner_reference or record.cancel_state != PartnerCancelState.REQUESTED:
+            return record  # not received yet, or settled meanwhile
+    client = partner_client_for(account)
+    reference, key = record.partner_reference, f"{record.idempotency_key}:cancel"
+    try:
+        answer = _call(
+            account,
+            lambda: client.cancel_application(
+                partner_reference=reference, reason=reason, idempotency_key=key
+            ),
+        )
+    except (GatewayTechnicalError, CircuitOpen):
+        return record  # still requested: the reconciler asks again
+    if answer.outcome == CancelOutcome.UNKNOWN:
+        return record
+    if answer.outcome == CancelOutcome.REFUSED and answer.application is not None:
+        # What the partner states (e.g. approved and funded) is recorded first, as any
+        # report would be: an open row is decided, a decided one keeps it as ignored.
+        with transaction.atomic(durable=True):
+            _record(application_id=record.pk, decision=answer.application, source="cancel")
+    with transaction.atomic(durable=True):
+        record = PartnerApplicationRecord.objects.select_for_update(no_key=True).get(pk=record.pk)
+        if record.cancel_state != PartnerCancelState.REQUESTED:
+            return record
+        now = clock.now()
+        fields = ["cancel_state", "updated_at"]
+        if answer.outcome == CancelOutcome.CANCELLED:
+            _cancel_state_set(record, PartnerCancelState.CANCELLED)
+            record.status = PartnerApplicationStatus.CANCELLED
+            record.partner_status = answer.application.status if answer.application else ""
+            record.cancelled_at = now
+            fields += ["status", "partner_status", "cancelled_at"]
+        else:
+            _cancel_state_set(
+                record, PartnerCancelState.REFUSED, note=f"{answer.code} {answer.message}".strip()
+            )
+            funded = answer.application.funded_amount if answer.application else None
+            if answer.outcome == CancelOutcome.NOT_FOUND:
+                _flag(record, f"the partner has no application {reference} to cancel")
+            elif funded is not None:
+                record.funded_without_plan = True
+                fields.append("funded_without_plan")
+                _flag(
+                    record,
+                    f"the partner funded {funded} and refused to cancel ({answer.code}); "
+                    "nothing it financed stands",
+                )
+            else:
+                _flag(record, f"the partner refused to cancel ({answer.code})")
+            fields += ["flagged", "flag_reason"]
+        record.updated_at = now
+        record.save(update_fields=fields)
+    return record
 
 
 def partner_decision_for(*, reference_type: str, reference_id: str) -> PartnerDecision | None:

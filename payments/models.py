@@ -196,6 +196,15 @@ class PartnerApplicationStatus(models.TextChoices):
     APPROVED = "approved", "Approved by the partner, which funds the merchant"
     DECLINED = "declined", "Declined by the partner (see reasons)"
     FAILED = "failed", "Never reached the partner; nothing was decided"
+    CANCELLED = "cancelled", "Cancelled at the partner at our request; nothing stands funded"
+
+
+class PartnerCancelState(models.TextChoices):
+    NONE = "", "Not asked to cancel"
+    REQUESTED = "requested", "Cancellation asked for; the partner has not confirmed it yet"
+    CANCELLED = "cancelled", "The partner cancelled it"
+    REFUSED = "refused", "The partner refused to cancel it (see flag_reason)"
+    NOT_NEEDED = "not_needed", "Nothing to cancel: the partner declined or never received it"
 
 
 class PartnerApplication(models.Model):
@@ -250,6 +259,22 @@ class PartnerApplication(models.Model):
     # When the owner's decision handler last ran through; a final decision without it is
     # handed up again by the reconciler (handlers are idempotent).
     owner_notified_at = models.DateTimeField(null=True, blank=True)
+    # Cancelling it at the partner (what it financed is gone): ``payments.lending.
+    # partner_application_cancel``; a request still ``requested`` is sent again by the
+    # reconciler under the same key.
+    cancel_state = models.CharField(
+        max_length=12,
+        choices=PartnerCancelState.choices,
+        default=PartnerCancelState.NONE,
+        blank=True,
+        db_index=True,
+    )
+    cancel_reason = models.TextField(blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    # For finance: the partner funded the merchant for a loan that has no plan (the
+    # application ended first) and refused to cancel it. No ledger entry stands for it.
+    funded_without_plan = models.BooleanField(default=False, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

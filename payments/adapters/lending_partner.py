@@ -50,6 +50,7 @@ class PartnerDecisionKind(enum.StrEnum):
     REFERRED = "referred"  # the partner decides later and notifies by signed webhook
     UNKNOWN = "unknown"  # no answer in time: read back, never resubmit
     FAILED = "failed"  # never reached the partner: nothing was decided
+    CANCELLED = "cancelled"  # cancelled at our request: nothing stands funded
 
     @property
     def final(self) -> bool:
@@ -246,6 +247,7 @@ _STATUSES = {
     "approved": PartnerDecisionKind.APPROVED,
     "declined": PartnerDecisionKind.DECLINED,
     "referred": PartnerDecisionKind.REFERRED,
+    "cancelled": PartnerDecisionKind.CANCELLED,
 }
 
 
@@ -277,6 +279,21 @@ def decision_from_application(body: dict[str, Any]) -> PartnerDecision:
         idempotency_key=str(body.get("idempotency_key") or ""),
         raw=body,
     )
+
+
+class CancelOutcome(enum.StrEnum):
+    CANCELLED = "cancelled"  # the partner cancelled it (or had declined it): nothing funded
+    REFUSED = "refused"  # the partner will not cancel it (``code`` says why, e.g. funded)
+    NOT_FOUND = "not_found"  # the partner has no application with this id
+    UNKNOWN = "unknown"  # no answer in time: ask again with the same key
+
+
+@dataclass(frozen=True)
+class PartnerCancellation:
+    outcome: CancelOutcome
+    code: str = ""
+    message: str = ""
+    application: PartnerDecision | None = None  # the application as the partner states it
 
 
 class LendingPartnerClient:
@@ -385,6 +402,47 @@ class LendingPartnerClient:
                 return None
             body = rows[0]
         return decision_from_application(body)
+
+    def cancel_application(
+        self, *, partner_reference: str, reason: str, idempotency_key: str
+    ) -> PartnerCancellation:
+        """Ask the partner to cancel an application (the order behind it is gone).
+
+        A declined application answers as cancelled (nothing is funded). A refusal (409,
+        e.g. ``already_funded``) carries the application as the partner states it.
+        """
+        answer = self._request(
+            "POST",
+            f"/v1/applications/{quote(partner_reference, safe='')}/cancel",
+            key=idempotency_key,
+            json={"reason": reason},
+        )
+        if answer is None:
+            return PartnerCancellation(CancelOutcome.UNKNOWN)
+        status, body = answer
+        body = body if isinstance(body, dict) else {}
+        if status == 404:
+            return PartnerCancellation(CancelOutcome.NOT_FOUND, code="not_found")
+        if status == 200 and "status" in body:
+            application = decision_from_application(body)
+            if application.decision in (
+                PartnerDecisionKind.CANCELLED,
+                PartnerDecisionKind.DECLINED,
+            ):
+                return PartnerCancellation(CancelOutcome.CANCELLED, application=application)
+            return PartnerCancellation(
+                CancelOutcome.REFUSED, code=f"still_{application.status}", application=application
+            )
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        if status == 409:
+            app = body.get("application")
+            return PartnerCancellation(
+                CancelOutcome.REFUSED,
+                code=str(error.get("code") or "refused"),
+                message=str(error.get("message", "")),
+                application=decision_from_application(app) if isinstance(app, dict) else None,
+            )
+        raise GatewayTechnicalError(f"lending partner answered {status} to a cancel")
 
     def health(self) -> bool:
         try:

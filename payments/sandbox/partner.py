@@ -16,6 +16,12 @@ ISO 4217 ``currency``; APRs are decimal strings. Errors are ``{"error": {code, m
   malformed request is 422 ``invalid_request``.
 - ``GET /v1/applications/{id}`` → the Application; ``GET /v1/applications?idempotency_key=K``
   → ``{"data": [Application]}`` (empty when the key was never received).
+- ``POST /v1/applications/{id}/cancel`` ``{reason}`` → 200 the Application, ``status``
+  ``cancelled`` (with ``cancel_reason`` and ``cancelled_at``; an approved one's ``funding``
+  becomes ``reversed``). A declined or cancelled one answers as it is. An approved one
+  answers 409 ``already_funded`` (with ``application``) when ``POST /partner/sandbox/config
+  {"refuse_cancel_funded": true}``. Unknown id → 404. A cancelled application is never
+  decided afterwards (``decide`` answers 409 ``not_referred``; no webhook goes out).
 - ``GET /v1/health`` → ``{"status": "ok"}``.
 - Writes need ``Authorization: Bearer …`` (else 401) and ``Idempotency-Key`` (else 400); a
   repeated key answers the application it opened, as it is now (200), and never
@@ -89,9 +95,11 @@ def _store(state: Any) -> dict[str, Any]:
                 "webhook_secret": "",
                 "refer_delay_ms": 200,
                 "max_amount": DEFAULT_MAX_AMOUNT,
+                "refuse_cancel_funded": False,
             },
             "applications": {},  # id -> Application
             "answers": {},  # idempotency key -> (status, Application id | error body)
+            "cancel_answers": {},  # idempotency key -> (status, body) of a cancel
             "seen": set(),  # keys seen (error-once)
             "notifications": {},  # application id -> [event body, …]
             "ids": itertools.count(1),
@@ -125,6 +133,9 @@ def route(
         return _get(state, path, parse_qs(query))
     if method == "POST" and path == "/v1/applications":
         return _submit(state, body, _header(headers, "Idempotency-Key"))
+    match = re.fullmatch(r"/v1/applications/([A-Za-z0-9_]+)/cancel", path)
+    if method == "POST" and match:
+        return _cancel(state, match.group(1), body, _header(headers, "Idempotency-Key"))
     return None
 
 
@@ -181,6 +192,33 @@ def _submit(state: Any, body: dict[str, Any], key: str) -> Answer:
     if status == 201 and script == "timeout":
         time.sleep(SLOW_SECONDS)  # made and stored; the answer comes too late
     return status, answer
+
+
+def _cancel(state: Any, application_id: str, body: dict[str, Any], key: str) -> Answer:
+    """Cancel an application at the merchant's request; a repeated key answers again."""
+    if not key:
+        return _error(400, "idempotency_key_required", "Idempotency-Key is required.")
+    with state.lock:
+        store = _store(state)
+        if key in store["cancel_answers"]:
+            status, kept = store["cancel_answers"][key]
+            return status, copy.deepcopy(kept)
+        application = store["applications"].get(application_id)
+        if application is None:
+            return _error(404, "not_found", "No application has this id.")
+        if application["status"] == "approved" and store["config"]["refuse_cancel_funded"]:
+            status, answer = _error(409, "already_funded", "The merchant is already funded.")
+            answer["application"] = copy.deepcopy(application)
+        else:
+            if application["status"] in ("referred", "approved"):
+                application["status"] = "cancelled"
+                application["cancel_reason"] = str(body.get("reason", ""))[:255]
+                application["cancelled_at"] = _iso(_now())
+                if application["funding"]:
+                    application["funding"]["status"] = "reversed"
+            status, answer = 200, copy.deepcopy(application)
+        store["cancel_answers"][key] = (status, copy.deepcopy(answer))
+        return status, answer
 
 
 def _valid(body: dict[str, Any]) -> str | None:
@@ -301,7 +339,13 @@ def _control(state: Any, method: str, path: str, body: dict[str, Any]) -> Answer
     if path == "/sandbox/config":
         with state.lock:
             config = _store(state)["config"]
-            for name in ("webhook_url", "webhook_secret", "refer_delay_ms", "max_amount"):
+            for name in (
+                "webhook_url",
+                "webhook_secret",
+                "refer_delay_ms",
+                "max_amount",
+                "refuse_cancel_funded",
+            ):
                 if name in body:
                     config[name] = body[name]
             return 200, {k: v for k, v in config.items() if k != "webhook_secret"}

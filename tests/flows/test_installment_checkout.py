@@ -7,6 +7,7 @@ the scheduled debit requests, the signals and ``GET /api/v1/orders/{id}``.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -33,7 +34,7 @@ from bnpl.pricing import due_date
 from bnpl.quoting import quote_product
 from bnpl.services import due_moment, plan_receivable
 from bnpl.servicing import borrower_income_aligned_set
-from bnpl.tasks import expire_applications
+from bnpl.tasks import cancel_partner_application, expire_applications
 from core import clock
 from core.models import AuditEntry
 from core.money import Money
@@ -52,9 +53,11 @@ from oms.models import (
 )
 from oms.services import LineInput, order_fulfil
 from oms.tasks import settle_down_payments
-from payments import crypto
+from payments import crypto, reliability
+from payments.models import PartnerApplication as PartnerApplicationRecord
 from payments.models import Provider, ProviderAccount
 from payments.services import provider_webhook_secret_rotate
+from payments.webhooks import signature_header
 from tests.bnpl.factories import make_product
 from tests.factories import (
     approve_kyc,
@@ -484,6 +487,7 @@ def partner(sandbox, live_server, eager, web_channel):
     make_product(
         code="partner-12", installment_count=12, decider="partner", partner_account=account
     )
+    account.secret = secret
     return account
 
 
@@ -900,3 +904,181 @@ def test_an_opted_in_customer_gets_due_dates_after_their_income_days(
             "next_attempt_at", flat=True
         )
     ) == [due_moment(date(2026, 12, 16)), due_moment(date(2027, 1, 16))]
+
+
+# --- an application that ends while the partner has it ------------------------------------
+
+
+def partner_applications(sandbox) -> list[dict]:
+    return requests.get(f"{sandbox}/partner/sandbox/applications", timeout=5).json()["data"]
+
+
+def partner_decide(sandbox, partner_id: str, decision: str = "approve") -> requests.Response:
+    return requests.post(
+        f"{sandbox}/partner/sandbox/applications/{partner_id}/decide",
+        json={"decision": decision},
+        timeout=15,
+    )
+
+
+def signed_approval(live_server, partner, application: dict, event_id: str) -> int:
+    """A validly signed approval for ``application``, POSTed to the live app."""
+    event = {
+        "id": event_id,
+        "type": "application.approved",
+        "data": {
+            **application,
+            "status": "approved",
+            "terms": {
+                "installment_count": 12,
+                "frequency": "monthly",
+                "apr": "19.99",
+                "fees": {"origination": 600, "per_installment": 99},
+            },
+            "funding": {"amount": 60_000, "status": "funded"},
+        },
+    }
+    body = json.dumps(event).encode()
+    return requests.post(
+        f"{live_server.url}/webhooks/lending_partner/",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Webhook-Signature": signature_header(partner.secret, body),
+        },
+        timeout=15,
+    ).status_code
+
+
+def open_breaker() -> reliability.CircuitBreaker:
+    breaker = reliability.breaker_for(Provider.LENDING_PARTNER)
+    for _ in range(breaker.failure_threshold):
+        breaker._after(ok=False)
+    return breaker
+
+
+def test_cancelling_an_order_referred_to_the_partner_cancels_it_there(
+    partner, sandbox, stock, seen, live_server
+):
+    stock("A", 10)
+    customer, client = partner_customer("wes+refer@example.com")
+    order_id = checkout(client, "600.00", product="partner-12").json()["id"]
+    merchant_before = balance(MERCHANT)
+
+    cancelled = client.post(f"/api/v1/orders/{order_id}/cancel", {}, format="json").json()
+
+    assert (cancelled["status"], cancelled["credit_decision"]["status"]) == (
+        "cancelled",
+        "cancelled",
+    )
+    [sent] = partner_applications(sandbox)
+    assert sent["status"] == "cancelled"
+    record = PartnerApplicationRecord.objects.get()
+    assert (record.status, record.cancel_state) == ("cancelled", "cancelled")
+    # The partner cannot decide it any more; an approval notified anyway changes nothing.
+    assert partner_decide(sandbox, sent["id"]).status_code == 409
+    assert signed_approval(live_server, partner, sent, "evt_after_withdraw") == 200
+    record.refresh_from_db()
+    assert record.status == "cancelled"
+    assert [r["decision"] for r in record.ignored_reports] == ["approved"]
+    assert not Plan.objects.exists()
+    assert Order.objects.get(pk=order_id).status == OrderStatus.CANCELLED
+    assert balance(MERCHANT) == merchant_before
+    assert owed(customer) == 0
+
+
+def test_an_expired_referral_is_cancelled_at_the_partner(partner, sandbox, stock, seen):
+    stock("A", 10)
+    customer, client = partner_customer("eva+refer@example.com")
+    order_id = checkout(client, "600.00", product="partner-12").json()["id"]
+
+    with clock.travel(timedelta(hours=24, minutes=1)):
+        assert expire_applications()["expire"] == 1
+
+    order = Order.objects.get(pk=order_id)
+    assert (order.status, order.credit_application.status) == (OrderStatus.CANCELLED, "expired")
+    [sent] = partner_applications(sandbox)
+    assert sent["status"] == "cancelled"
+    assert "timed out" in sent["cancel_reason"]
+    assert partner_decide(sandbox, sent["id"]).status_code == 409
+    assert PartnerApplicationRecord.objects.get().status == "cancelled"
+    assert not Plan.objects.exists()
+    assert owed(customer) == 0
+
+
+def test_a_partner_approval_after_the_expiry_is_cancelled_at_the_partner(
+    partner, sandbox, stock, seen
+):
+    stock("A", 10)
+    customer, client = partner_customer("lou+refer@example.com")
+    order_id = checkout(client, "600.00", product="partner-12").json()["id"]
+    merchant_before = balance(MERCHANT)
+    breaker = open_breaker()  # the cancel sent at expiry does not get through
+    with clock.travel(timedelta(hours=24, minutes=1)):
+        assert expire_applications()["expire"] == 1
+    assert PartnerApplicationRecord.objects.get().cancel_state == "requested"
+    breaker._after(ok=True)
+    [sent] = partner_applications(sandbox)
+
+    decided = partner_decide(sandbox, sent["id"]).json()
+
+    assert decided["webhook_status"] == 200, decided
+    [sent] = partner_applications(sandbox)
+    assert (sent["status"], sent["funding"]["status"]) == ("cancelled", "reversed")
+    record = PartnerApplicationRecord.objects.get()
+    assert (record.status, record.cancel_state, record.funded_without_plan) == (
+        "cancelled",
+        "cancelled",
+        False,
+    )
+    application = Order.objects.get(pk=order_id).credit_application
+    assert application.status == ApplicationStatus.EXPIRED
+    assert AuditEntry.objects.filter(
+        action="bnpl.partner_decision_ignored", target_id=str(application.pk)
+    ).exists()
+    assert not AuditEntry.objects.filter(action="bnpl.partner_funded_without_plan").exists()
+    assert not Plan.objects.exists()
+    assert balance(MERCHANT) == merchant_before
+    assert owed(customer) == 0
+
+
+def test_a_partner_that_funded_and_refuses_to_cancel_is_flagged_for_finance(
+    partner, sandbox, stock, seen
+):
+    stock("A", 10)
+    requests.post(
+        f"{sandbox}/partner/sandbox/config", json={"refuse_cancel_funded": True}, timeout=5
+    )
+    customer, client = partner_customer("kim+refer@example.com")
+    order_id = checkout(client, "600.00", product="partner-12").json()["id"]
+    merchant_before = balance(MERCHANT)
+    breaker = open_breaker()
+    client.post(f"/api/v1/orders/{order_id}/cancel", {}, format="json")
+    breaker._after(ok=True)
+    [sent] = partner_applications(sandbox)
+
+    decided = partner_decide(sandbox, sent["id"]).json()
+
+    assert decided["webhook_status"] == 200, decided
+    [sent] = partner_applications(sandbox)
+    assert (sent["status"], sent["funding"]["status"]) == ("approved", "funded")
+    record = PartnerApplicationRecord.objects.get()
+    assert (record.status, record.cancel_state) == ("approved", "refused")
+    assert record.funded_without_plan
+    assert record.flagged
+    application = Order.objects.get(pk=order_id).credit_application
+    [flag] = AuditEntry.objects.filter(action="bnpl.partner_funded_without_plan")
+    assert flag.target_id == str(application.pk)
+    assert (flag.changes["funded_amount"], flag.changes["partner_reference"]) == (
+        60_000,
+        sent["id"],
+    )
+    # Sent again (the notification redelivered, the task rerun): audited once.
+    requests.post(f"{sandbox}/partner/sandbox/applications/{sent['id']}/redeliver", timeout=15)
+    cancel_partner_application(application.pk, "again")
+    assert AuditEntry.objects.filter(action="bnpl.partner_funded_without_plan").count() == 1
+    # No plan and no ledger entry stand for the partner's funding.
+    assert not Plan.objects.exists()
+    assert balance(MERCHANT) == merchant_before
+    assert owed(customer) == 0
+    assert Order.objects.get(pk=order_id).status == OrderStatus.CANCELLED

@@ -29,7 +29,9 @@ from payments.adapters.lending_partner import (
 from payments.lending import (
     IdempotencyKeyReused,
     NotALendingPartner,
+    partner_application_cancel,
     partner_application_submit,
+    partner_applications_reconcile,
     partner_decision_for,
 )
 from payments.models import (
@@ -518,3 +520,134 @@ def test_a_referral_the_partner_decides_on_its_own_is_notified(wired, partner, s
         events._partner_decisions.pop(REFERENCE_TYPE, None)
     assert PartnerApplicationRecord.objects.get().status == "declined"
     assert WebhookEvent.objects.get().status == "processed"
+
+
+# --- cancelling at the partner ----------------------------------------------------------
+
+
+def cancel(account, reference_id: str, reason: str = "order cancelled"):
+    return partner_application_cancel(
+        account=account, reference_type=REFERENCE_TYPE, reference_id=reference_id, reason=reason
+    )
+
+
+def test_a_cancelled_referral_is_never_decided_and_a_later_approval_is_ignored(
+    wired, partner, sandbox, decisions
+):
+    referred = submit(partner, "30", "pc-30", application("rita+refer@example.com"))
+    assert referred.decision == PartnerDecisionKind.REFERRED
+
+    record = cancel(partner, "30")
+
+    assert (record.status, record.cancel_state) == ("cancelled", "cancelled")
+    assert record.cancel_reason == "order cancelled"
+    [sent] = sandbox_applications(sandbox)
+    assert (sent["status"], sent["cancel_reason"]) == ("cancelled", "order cancelled")
+    refused = requests.post(
+        f"{sandbox}/partner/sandbox/applications/{referred.partner_reference}/decide",
+        json={"decision": "approve"},
+        timeout=15,
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "not_referred")
+    # An approval notified anyway (validly signed) is kept, not acted on.
+    late = {
+        "id": "evt_after_cancel",
+        "type": "application.approved",
+        "data": {
+            **sent,
+            "status": "approved",
+            "terms": {
+                "installment_count": 12,
+                "frequency": "monthly",
+                "apr": "19.99",
+                "fees": {"origination": 600, "per_installment": 99},
+            },
+            "funding": {"amount": 60000, "status": "funded"},
+        },
+    }
+    assert deliver(Client(), late, partner.secret, provider="lending_partner").status_code == 200
+    record.refresh_from_db()
+    assert (record.status, record.funded_amount, record.flagged) == ("cancelled", None, False)
+    assert [(r["source"], r["decision"]) for r in record.ignored_reports] == [
+        ("webhook", "approved")
+    ]
+    assert decisions == []
+    # Asked again: nothing more is sent or changed.
+    assert cancel(partner, "30").cancel_state == "cancelled"
+    assert len(sandbox_applications(sandbox)) == 1
+    assert list(
+        AuditEntry.objects.filter(
+            target_id=str(record.pk), action__startswith="payments.partner_cancel"
+        )
+        .order_by("id")
+        .values_list("action", flat=True)
+    ) == ["payments.partner_cancel_requested", "payments.partner_cancel_cancelled"]
+
+
+def test_a_funded_application_the_partner_cancels_has_its_funding_reversed(
+    partner, sandbox, decisions
+):
+    assert submit(partner, "31", "pc-31").decision == PartnerDecisionKind.APPROVED
+
+    record = cancel(partner, "31", "approved after the order was cancelled")
+
+    assert (record.status, record.cancel_state, record.funded_without_plan) == (
+        "cancelled",
+        "cancelled",
+        False,
+    )
+    [sent] = sandbox_applications(sandbox)
+    assert (sent["status"], sent["funding"]["status"]) == ("cancelled", "reversed")
+
+
+def test_a_partner_that_refuses_to_cancel_a_funded_application_flags_it_for_finance(
+    partner, sandbox, decisions
+):
+    requests.post(
+        f"{sandbox}/partner/sandbox/config", json={"refuse_cancel_funded": True}, timeout=5
+    )
+    assert submit(partner, "32", "pc-32").decision == PartnerDecisionKind.APPROVED
+
+    record = cancel(partner, "32")
+
+    assert (record.status, record.cancel_state) == ("approved", "refused")
+    assert record.funded_without_plan
+    assert record.flagged
+    assert "refused to cancel (already_funded)" in record.flag_reason
+    [sent] = sandbox_applications(sandbox)
+    assert (sent["status"], sent["funding"]["status"]) == ("approved", "funded")
+    # Asked again: the refusal stands, flagged once.
+    again = cancel(partner, "32")
+    assert again.flag_reason == record.flag_reason
+
+
+def test_nothing_is_sent_to_cancel_a_declined_application(partner, sandbox, decisions):
+    assert submit(partner, "33", "pc-33", application("dan+decline@example.com")).decision == (
+        PartnerDecisionKind.DECLINED
+    )
+    record = cancel(partner, "33")
+    assert (record.status, record.cancel_state) == ("declined", "not_needed")
+    assert sandbox_applications(sandbox)[0]["status"] == "declined"
+    assert cancel(partner, "unknown-reference") is None
+
+
+def test_a_cancel_the_partner_could_not_take_is_sent_again_by_the_reconciler(
+    partner, sandbox, decisions
+):
+    submit(partner, "34", "pc-34", application("rob+refer@example.com"))
+    breaker = reliability.breaker_for(Provider.LENDING_PARTNER)
+    for _ in range(breaker.failure_threshold):
+        breaker._after(ok=False)
+
+    record = cancel(partner, "34")
+
+    assert (record.status, record.cancel_state) == ("referred", "requested")
+    assert sandbox_applications(sandbox)[0]["status"] == "referred"
+    breaker._after(ok=True)  # the partner is back
+    with clock.travel(PAST_RECONCILE_AGE):
+        counts = partner_applications_reconcile()
+    assert counts["cancel_cancelled"] == 1
+    record.refresh_from_db()
+    assert (record.status, record.cancel_state) == ("cancelled", "cancelled")
+    assert sandbox_applications(sandbox)[0]["status"] == "cancelled"
+    assert decisions == []
