@@ -34,6 +34,14 @@ class GatewayResult:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OffSessionCharge:
+    amount: Money
+    reference: str
+    payment_method: str
+    idempotency_key: str
+
+
 class GatewayTechnicalError(Exception):
     """The provider failed (5xx, connection refused): safe to retry with the same key."""
 

@@ -2,18 +2,31 @@
 ``payments/sandbox/server.py`` (minor-unit amounts, Bearer auth, ``Idempotency-Key`` on
 every write). Card numbers pass through ``save_payment_method`` to the processor and are
 never stored or logged here: only the returned token is.
+
+``charge_off_session_many`` sends up to a chunk of off-session charges in one
+``POST /v1/charges/batch``; each item carries its own idempotency key, so the whole request
+is as safe to retry as a single charge, and its read timeout grows with its size
+(``batch_timeout``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import requests
 
 from core.money import Money
-from payments.gateway import Decision, GatewayResult, GatewayTechnicalError
+from payments.gateway import Decision, GatewayResult, GatewayTechnicalError, OffSessionCharge
 
 TIMEOUT = (2.0, 2.5)  # connect, read seconds
+BATCH_SECONDS_PER_ITEM = 0.005  # read time a batch gets per charge, on top of TIMEOUT[1]
+
+
+def batch_timeout(n: int) -> tuple[float, float]:
+    """(connect, read) seconds for a batch of ``n`` charges: how long a caller may wait."""
+    return TIMEOUT[0], TIMEOUT[1] + BATCH_SECONDS_PER_ITEM * n
+
 
 _DECISIONS = {
     "authorized": Decision.APPROVED,
@@ -35,14 +48,24 @@ class CardGateway:
 
     # --- plumbing -------------------------------------------------------------------
     def _request(
-        self, method: str, path: str, *, key: str | None = None, json: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | None = None,
+        json: dict[str, Any] | None = None,
+        timeout: tuple[float, float] | None = None,
     ) -> dict[str, Any] | None:
         headers = {"Authorization": f"Bearer {self.secret}"}
         if key:
             headers["Idempotency-Key"] = key
         try:
             response = self.http.request(
-                method, f"{self.base}{path}", json=json, headers=headers, timeout=TIMEOUT
+                method,
+                f"{self.base}{path}",
+                json=json,
+                headers=headers,
+                timeout=timeout or TIMEOUT,
             )
         except requests.ConnectTimeout as exc:  # never sent: safe to retry
             raise GatewayTechnicalError(f"card processor took no connection: {exc}") from exc
@@ -125,6 +148,63 @@ class CardGateway:
         return self._charge(
             amount, reference, payment_method, idempotency_key, capture=True, off_session=True
         )
+
+    def charge_off_session_many(self, charges: Sequence[OffSessionCharge]) -> list[GatewayResult]:
+        """Charge each of ``charges`` off-session in one request: one result each, in order.
+
+        As ``charge_off_session`` per item, by its own key: a key already used (single or
+        batch) gets its first answer and no second charge. The whole request failing raises
+        ``GatewayTechnicalError`` (safe to resend: every item has its key); no answer in
+        time makes every item ``UNKNOWN``. An item the processor failed on (5xx) is
+        ``UNKNOWN`` with ``status="provider_error"``: resend it with the same key.
+        """
+        if not charges:
+            return []
+        body = self._request(
+            "POST",
+            "/v1/charges/batch",
+            json={
+                "charges": [
+                    {
+                        "idempotency_key": charge.idempotency_key,
+                        "amount": charge.amount.minor,
+                        "currency": charge.amount.currency,
+                        "reference": charge.reference,
+                        "payment_method": charge.payment_method,
+                        "capture": True,
+                        "off_session": True,
+                    }
+                    for charge in charges
+                ]
+            },
+            timeout=batch_timeout(len(charges)),
+        )
+        if body is None:  # sent, but no answer in time: every outcome is unknown
+            return [GatewayResult(Decision.UNKNOWN) for _ in charges]
+        items = body.get("data")
+        if (
+            not isinstance(items, list)
+            or len(items) != len(charges)
+            or any(
+                not isinstance(item, dict) or item.get("idempotency_key") != charge.idempotency_key
+                for item, charge in zip(items, charges, strict=True)
+            )
+        ):
+            raise GatewayTechnicalError(
+                "card processor's batch answer does not match the charges sent"
+                + (f": {body['error']}" if "error" in body else "")
+            )
+        return [self._batch_item_result(item) for item in items]
+
+    def _batch_item_result(self, item: dict[str, Any]) -> GatewayResult:
+        if isinstance(item.get("charge"), dict):
+            return self._result(item["charge"])
+        status_code = item.get("status_code")
+        if not isinstance(status_code, int) or status_code < 400:
+            raise GatewayTechnicalError(f"card processor's batch item is malformed: {item}")
+        if status_code >= 500:  # failed there, nothing decided: resend with the same key
+            return GatewayResult(Decision.UNKNOWN, status="provider_error", raw=item)
+        return GatewayResult(Decision.DECLINED, decline_code=str(item.get("error")), raw=item)
 
     def capture(
         self, *, provider_reference: str, amount: Money, idempotency_key: str

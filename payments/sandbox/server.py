@@ -12,6 +12,17 @@ Card processor API (what ``payments.adapters.card`` speaks), JSON, amounts in mi
   authorized, at once or on review approval).
 - ``POST /card/v1/charges/{id}/capture`` ``{amount}``, ``POST …/refunds`` ``{amount}``,
   ``POST …/void`` → 200 with the charge.
+- ``POST /card/v1/charges/batch`` ``{"charges": [{idempotency_key, amount, currency,
+  reference, payment_method, capture, off_session}, …]}`` (at most 5,000; no
+  ``Idempotency-Key`` header: each item carries its own) → 200 ``{"data": [{idempotency_key,
+  status_code, charge}, …]}``, one per item in order. Each item is exactly a
+  ``POST /card/v1/charges`` with its key (same per-key lock, same replay store: a key used
+  once by either route gets the first answer from both), so ``status_code`` is 201 with the
+  ``charge``, or an error code with ``error`` instead (``pm_error_once``: 500 ``internal``
+  the first time). A new ``pm_timeout`` charge delays the whole answer once; latency counts
+  once per batch. 400 ``invalid_batch`` (not a non-empty list of objects, too many, an item
+  without a non-empty ``idempotency_key``, an int ``amount`` or a ``currency``) or
+  ``duplicate_idempotency_key`` creates nothing.
 - ``GET /card/v1/charges/{id}`` → the charge; ``GET /card/v1/charges?idempotency_key=K``
   → ``{"data": [charge]}`` (how a caller whose request timed out finds out what happened).
 - ``POST /card/v1/payment_methods`` ``{card_number, exp_month, exp_year}`` → 201
@@ -43,10 +54,12 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 TIMEOUT_SECONDS = 3.0  # how long pm_timeout keeps the caller waiting
+MAX_BATCH = 5000  # charges in one POST /card/v1/charges/batch
 
 
 # Other providers plug in here: a module with
@@ -58,6 +71,25 @@ PROVIDER_ROUTES: dict[str, str] = {
     "afterpay": "payments.sandbox.afterpay",
     "partner": "payments.sandbox.partner",
 }
+
+
+def _batch_problem(items: Any) -> str | None:
+    """Why a batch's ``charges`` is refused (400), or None."""
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+        return "invalid_batch"
+    for item in items:
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("idempotency_key"), str)
+            and item["idempotency_key"]
+            and type(item.get("amount")) is int
+            and isinstance(item.get("currency"), str)
+            and item["currency"]
+        ):
+            return "invalid_batch"
+    if len({item["idempotency_key"] for item in items}) != len(items):
+        return "duplicate_idempotency_key"
+    return None
 
 
 class SandboxState:
@@ -172,28 +204,72 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not self._authorized():
             return self._send(401, {"error": "unauthorized"})
+        if self.path == "/card/v1/charges/batch":
+            return self._charge_batch(body)
         key = self.headers.get("Idempotency-Key")
         if not key:
             return self._send(400, {"error": "idempotency_key_required"})
-        # One request per key at a time, like a real processor: a concurrent repeat waits
-        # for the first and gets its answer, so the charge log stays a true witness.
         with state.lock:
             key_lock = state.key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with state.lock:
-                if key in state.by_key:
-                    status, answer = state.by_key[key]
-                    return self._send(status, answer)
-                first_time = key not in state.seen_keys
-                state.seen_keys.add(key)
-            if body.get("payment_method") == "pm_error_once" and first_time:
-                return self._send(500, {"error": "internal"})
-            status, answer = self._write(body, key)
-            with state.lock:
-                state.by_key[key] = (status, answer)
-        if body.get("payment_method") == "pm_timeout":
+        status, answer, written = self._once(key, key_lock, body, self._write)
+        if written and body.get("payment_method") == "pm_timeout":
             time.sleep(TIMEOUT_SECONDS)
         return self._send(status, answer)
+
+    def _once(
+        self,
+        key: str,
+        key_lock: threading.Lock,
+        body: dict[str, Any],
+        write: Callable[[dict[str, Any], str], tuple[int, dict[str, Any]]],
+    ) -> tuple[int, dict[str, Any], bool]:
+        """Do the write of ``key`` once: ``(status, answer, written)``.
+
+        Every keyed write goes through here, a single request or an item of a batch. One
+        request per key at a time, like a real processor: a concurrent repeat waits on
+        ``key_lock`` (the key's entry in ``state.key_locks``) for the first and gets its
+        answer, so the charge log stays a true witness. ``state.lock`` is taken once around
+        the check, the write and the store: ``write`` runs with it held and must not take
+        it. ``written`` is false for a replayed answer and for ``pm_error_once``'s 500.
+        """
+        state = self.server.state
+        with key_lock, state.lock:
+            replay = state.by_key.get(key)
+            if replay is not None:
+                return replay[0], replay[1], False
+            first_time = key not in state.seen_keys
+            state.seen_keys.add(key)
+            if first_time and body.get("payment_method") == "pm_error_once":
+                return 500, {"error": "internal"}, False
+            status, answer = write(body, key)
+            state.by_key[key] = (status, answer)
+            return status, answer, True
+
+    def _charge_batch(self, body: Any) -> None:
+        """``POST /card/v1/charges/batch``: each item as its own ``POST /card/v1/charges``."""
+        state = self.server.state
+        items = body.get("charges") if isinstance(body, dict) else None
+        problem = _batch_problem(items)
+        if problem:
+            return self._send(400, {"error": problem})
+        keys = [item["idempotency_key"] for item in items]
+        with state.lock:  # once for the batch; a key's lock, once made, is never replaced
+            known = state.key_locks
+            key_locks = [known.get(key) or known.setdefault(key, threading.Lock()) for key in keys]
+        once, create = self._once, self._create_charge
+        data, delay = [], False
+        for item, key, key_lock in zip(items, keys, key_locks, strict=True):
+            status, answer, written = once(key, key_lock, item, create)
+            if status < 400:
+                data.append({"idempotency_key": key, "status_code": status, "charge": answer})
+            else:
+                data.append(
+                    {"idempotency_key": key, "status_code": status, "error": answer.get("error")}
+                )
+            delay = delay or (written and item.get("payment_method") == "pm_timeout")
+        if delay:  # once for the batch, after every item is done and no lock is held
+            time.sleep(TIMEOUT_SECONDS)
+        return self._send(200, {"data": data})
 
     def _review(self, charge_id: str, approve: bool) -> None:
         state = self.server.state
@@ -251,6 +327,7 @@ class Handler(BaseHTTPRequestHandler):
             return 0, str(exc)
 
     def _write(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
+        """The write a keyed request asks for; called by ``_once`` with ``state.lock`` held."""
         state = self.server.state
         if self.path == "/card/v1/payment_methods":
             number = str(body.get("card_number", ""))
@@ -260,13 +337,13 @@ class Handler(BaseHTTPRequestHandler):
         match = re.fullmatch(r"/card/v1/charges/(ch_\d+)/(capture|refunds|void)", self.path)
         if not match:
             return 404, {"error": "not_found"}
-        with state.lock:
-            charge = state.charges.get(match.group(1))
-            if charge is None:
-                return 404, {"error": "not_found"}
-            return self._change(charge, match.group(2), int(body.get("amount", 0)))
+        charge = state.charges.get(match.group(1))
+        if charge is None:
+            return 404, {"error": "not_found"}
+        return self._change(charge, match.group(2), int(body.get("amount", 0)))
 
     def _create_charge(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
+        """One charge, single or batch item; called by ``_once`` with ``state.lock`` held."""
         state = self.server.state
         amount, method = int(body["amount"]), str(body.get("payment_method", ""))
         status, decline = "authorized", None
@@ -291,8 +368,7 @@ class Handler(BaseHTTPRequestHandler):
             "off_session": bool(body.get("off_session")),
             "capture": bool(body.get("capture")),
         }
-        with state.lock:
-            state.charges[charge["id"]] = charge
+        state.charges[charge["id"]] = charge
         return 201, dict(charge)
 
     @staticmethod
