@@ -6,4 +6,7 @@ class CoreConfig(AppConfig):
     verbose_name = "Core: audit trail, idempotency, emails, dead letters"
 
     def ready(self) -> None:
-        from core import deadletters  # noqa: F401  (connects the task_failure receiver)
+        from core import (  # noqa: F401
+            db,  # registers the __any lookup
+            deadletters,  # connects the task_failure receiver
+        )
