@@ -8,10 +8,12 @@ from ledger.errors import InsufficientFunds, UnbalancedEntry
 from ledger.models import Account, JournalEntry, Posting, Purpose
 from ledger.selectors import ledger_problems
 from ledger.services import (
+    EntryDraft,
     account_get_or_create,
     credit,
     debit,
     ledger_post,
+    ledger_post_many,
     ledger_reverse,
     system_account,
 )
@@ -158,3 +160,62 @@ def test_account_codes_are_unique_per_purpose_and_currency():
     a = account_get_or_create(code="merchant:EUR", purpose=Purpose.MERCHANT, currency=EUR)
     b = system_account(Purpose.MERCHANT, EUR)
     assert a.pk == b.pk
+
+
+# --- many entries at once ---------------------------------------------------------------
+
+
+def test_post_many_writes_each_entry_in_order_in_four_queries(accounts, django_assert_num_queries):
+    cash, merchant = accounts
+    drafts = [
+        EntryDraft(
+            kind="test.sale",
+            legs=[debit(cash, Money(100 + n, EUR)), credit(merchant, Money(100 + n, EUR))],
+            reference_type="test",
+            reference_id=str(n),
+        )
+        for n in range(50)
+    ]
+    with transaction.atomic(), django_assert_num_queries(4):
+        ids = ledger_post_many(drafts)
+    entries = JournalEntry.objects.in_bulk(ids)
+    assert [entries[i].reference_id for i in ids] == [str(n) for n in range(50)]
+    assert all(
+        sorted(entries[i].postings.values_list("amount", flat=True)) == [-(100 + n), 100 + n]
+        for n, i in enumerate(ids)
+    )
+    cash.refresh_from_db()
+    merchant.refresh_from_db()
+    assert (cash.balance, merchant.balance) == (sum(range(100, 150)), sum(range(100, 150)))
+    assert ledger_problems() == []
+
+
+def test_post_many_checks_a_non_negative_account_after_each_entry_in_order(customer):
+    wallet = Account.objects.get(customer=customer, purpose=Purpose.CUSTOMER_WALLET)
+    merchant = system_account(Purpose.MERCHANT, EUR)
+    held = Money(wallet.balance, EUR)
+    top_up = EntryDraft(
+        "test.top_up", [debit(merchant, eur("10.00")), credit(wallet, eur("10.00"))]
+    )
+    spend_all = EntryDraft(
+        "test.spend", [debit(wallet, held + eur("10.00")), credit(merchant, held + eur("10.00"))]
+    )
+    before = JournalEntry.objects.count()
+    # Spending first overdraws, whatever comes after it: nothing is written.
+    with pytest.raises(InsufficientFunds), transaction.atomic():
+        ledger_post_many([spend_all, top_up])
+    assert JournalEntry.objects.count() == before
+    with transaction.atomic():
+        ledger_post_many([top_up, spend_all])
+    wallet.refresh_from_db()
+    assert wallet.balance == 0
+    assert ledger_problems() == []
+
+
+def test_post_many_refuses_the_batch_if_one_entry_is_unbalanced(accounts):
+    cash, merchant = accounts
+    good = EntryDraft("test.sale", [debit(cash, eur("1.00")), credit(merchant, eur("1.00"))])
+    bad = EntryDraft("test.sale", [debit(cash, eur("1.00")), credit(merchant, eur("0.99"))])
+    with pytest.raises(UnbalancedEntry), transaction.atomic():
+        ledger_post_many([good, bad])
+    assert not JournalEntry.objects.exists()
