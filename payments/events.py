@@ -32,7 +32,8 @@ the partner reconciler calls it again later. It must be idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from django.db import transaction
@@ -53,7 +54,21 @@ class SettlementHandler(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """One capture or refund for an owner's batch settlement handler to book."""
+
+    payment_id: int
+    reference_id: str
+    kind: str  # EventKind.CAPTURE or EventKind.REFUND
+    amount: Money
+    clearing: str  # the clearing account's code
+
+
+SettlementBatchHandler = Callable[[Sequence[Settlement]], None]
+
 _settlements: dict[str, SettlementHandler] = {}
+_batch_settlements: dict[str, SettlementBatchHandler] = {}
 
 
 def register(reference_type: str, handler: Handler) -> None:
@@ -67,12 +82,25 @@ def authorization_settled(*, reference_type: str, reference_id: str, approved: b
         transaction.on_commit(lambda: handler(reference_id, approved))
 
 
-def register_settlement(reference_type: str, handler: SettlementHandler) -> None:
+def register_settlement(
+    reference_type: str,
+    handler: SettlementHandler,
+    *,
+    many: SettlementBatchHandler | None = None,
+) -> None:
+    """``many`` (optional) books a batch of settlements in one go, with the rules of
+    ``handler``; payments uses it when it records many captures at once (the debit run)."""
     _settlements[reference_type] = handler
+    if many is not None:
+        _batch_settlements[reference_type] = many
 
 
 def settlement_handler(reference_type: str) -> SettlementHandler | None:
     return _settlements.get(reference_type)
+
+
+def batch_settlement_handler(reference_type: str) -> SettlementBatchHandler | None:
+    return _batch_settlements.get(reference_type)
 
 
 PartnerDecisionHandler = Callable[[str, "PartnerDecision"], None]

@@ -11,25 +11,42 @@
 ``payment_authorize`` does all three. An owner that must check its own rows under lock
 before charging (no second charge while one is in flight) runs step 1 itself, inside the
 short transaction holding those locks (``payment_open``), then ``payment_send``.
+
+Batches: ``payment_open_many`` and ``payment_send_many`` do the same for many off-session
+charges at once (the debit run's chunk): one statement per table to open them, one request
+to the provider (``charge_off_session_many``), and one short transaction recording every
+answer, with the captures booked by their owners in one go
+(``services.payment_events_record_many``).
 """
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import requests
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
 from core import clock
+from core.db import insert_rows, update_rows
 from core.errors import ApplicationError
 from core.money import Money
 from payments import crypto
 from payments.adapters.afterpay import AfterpayGateway
 from payments.adapters.card import CardGateway
 from payments.adapters.klarna import KlarnaGateway, klarna_base_url
-from payments.gateway import Decision, Gateway, GatewayResult
+from payments.gateway import (
+    Decision,
+    Gateway,
+    GatewayResult,
+    GatewayTechnicalError,
+    OffSessionCharge,
+)
 from payments.models import (
     EventKind,
     Outcome,
@@ -40,9 +57,14 @@ from payments.models import (
     Source,
     WebhookEvent,
 )
-from payments.reliability import breaker_for, with_retries
+from payments.reliability import CircuitOpen, breaker_for, with_retries
 from payments.selectors import payment_amounts
-from payments.services import payment_event_record
+from payments.services import (
+    Fact,
+    facts_insert,
+    payment_event_record,
+    payment_events_record_many,
+)
 
 
 class ProviderNotSupported(ApplicationError):
@@ -91,38 +113,81 @@ def _call(account: ProviderAccount, fn: Callable[[], GatewayResult]) -> GatewayR
     return breaker_for(account.provider).call(lambda: with_retries(fn))
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A provider's answer to one of our requests, to record (``_record_answers``)."""
+
+    txn_id: int
+    kind: EventKind
+    key: str
+    amount: Money
+    result: GatewayResult
+    off_session: bool = False  # an approved off-session charge is captured too
+
+
 def _record_result(
     *, txn_id: int, kind: EventKind, key: str, amount: Money, result: GatewayResult
 ) -> None:
-    """Second short transaction: the provider's reference, and what it decided, if it did.
+    _record_answers([_Answer(txn_id, kind, key, amount, result)])
+
+
+def _record_answers(answers: Sequence[_Answer]) -> None:
+    """One short transaction: the provider's references, and what it decided, if it did.
 
     The reference is kept even while the decision is pending: the provider's notification
-    is matched to the transaction by it.
+    is matched to the transaction by it. An approved off-session charge is also its capture
+    (``"<key>:capture"``), recorded with the answer.
     """
-    if result.provider_reference:
-        PaymentTransaction.objects.filter(pk=txn_id, provider_reference__isnull=True).update(
-            provider_reference=result.provider_reference
+    references = [
+        (a.txn_id, a.result.provider_reference) for a in answers if a.result.provider_reference
+    ]
+    expiries = []
+    facts = []
+    for a in answers:
+        raw = a.result.raw
+        expires = parse_datetime(str(raw.get("expires_at") or raw.get("expires") or ""))
+        if expires is not None:
+            expiries.append((a.txn_id, expires))
+        if a.result.decision in (Decision.PENDING, Decision.UNKNOWN):
+            continue
+        approved = a.result.decision == Decision.APPROVED
+        facts.append(
+            Fact(
+                transaction_id=a.txn_id,
+                kind=a.kind,
+                outcome=Outcome.SUCCEEDED if approved else Outcome.FAILED,
+                amount=a.amount,
+                idempotency_key=f"{a.key}:result",
+                source=Source.API,
+                detail={
+                    "request_id": a.key,
+                    "status": a.result.status,
+                    "decline_code": a.result.decline_code,
+                },
+            )
         )
-    expires = parse_datetime(str(result.raw.get("expires_at") or result.raw.get("expires") or ""))
-    if expires is not None:
-        PaymentTransaction.objects.filter(pk=txn_id).update(authorization_expires_at=expires)
-    if result.decision in (Decision.PENDING, Decision.UNKNOWN):
+        if a.off_session and approved:
+            facts.append(
+                Fact(
+                    transaction_id=a.txn_id,
+                    kind=EventKind.CAPTURE,
+                    outcome=Outcome.SUCCEEDED,
+                    amount=a.amount,
+                    idempotency_key=f"{a.key}:capture",
+                    source=Source.API,
+                )
+            )
+    if not (references or expiries or facts):
         return
     with transaction.atomic(durable=True):
-        outcome = Outcome.SUCCEEDED if result.decision == Decision.APPROVED else Outcome.FAILED
-        payment_event_record(
-            transaction_id=txn_id,
-            kind=kind,
-            outcome=outcome,
-            amount=amount,
-            idempotency_key=f"{key}:result",
-            source=Source.API,
-            detail={
-                "request_id": key,
-                "status": result.status,
-                "decline_code": result.decline_code,
-            },
+        update_rows(
+            PaymentTransaction,
+            ["provider_reference"],
+            references,
+            unless_set="provider_reference",
         )
+        update_rows(PaymentTransaction, ["authorization_expires_at"], expiries)
+        payment_events_record_many(facts)
 
 
 def _request(
@@ -141,6 +206,21 @@ def _request(
         )
 
 
+@dataclass(frozen=True)
+class ChargeRequest:
+    """One charge to open and send (``payment_open_many``, ``payment_send_many``)."""
+
+    reference_type: str
+    reference_id: str
+    amount: Money
+    payment_method: str
+    idempotency_key: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.reference_type}:{self.reference_id}"
+
+
 def payment_open(
     *,
     account: ProviderAccount,
@@ -154,32 +234,68 @@ def payment_open(
     """Open a transaction and record its authorization request, in the caller's transaction.
 
     For an owner that checks its own rows under lock before charging: the request commits
-    with the check, so a concurrent check sees it (``pending_charge_exists``). Only the new
-    transaction's row is locked here, which nobody else can be waiting for. The caller
-    commits, then calls ``payment_send`` outside any transaction.
+    with the check, so a concurrent check sees it (``pending_charge_exists``). Only new rows
+    are written here, which nobody else can see, let alone wait for, before the caller
+    commits; it then calls ``payment_send`` outside any transaction.
     """
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("payment_open runs inside the caller's transaction")
-    txn = PaymentTransaction.objects.create(
+    charge = ChargeRequest(
+        reference_type, str(reference_id), amount, payment_method, idempotency_key
+    )
+    ((txn_id, created_at),) = _open([charge], account=account, capture=capture)
+    return PaymentTransaction(
+        pk=txn_id,
         account=account,
-        reference_type=reference_type,
-        reference_id=reference_id,
+        reference_type=charge.reference_type,
+        reference_id=charge.reference_id,
         currency=amount.currency,
         amount=amount.minor,
-        created_at=clock.now(),
+        created_at=created_at,
     )
-    # The payment method is a provider token (never a card number): kept so that
-    # reconciliation can replay the request under the same key.
-    payment_event_record(
-        transaction_id=txn.pk,
-        kind=EventKind.AUTHORIZATION,
-        outcome=Outcome.REQUESTED,
-        amount=amount,
-        idempotency_key=idempotency_key,
-        source=Source.API,
-        detail={"payment_method": payment_method, "capture": capture},
+
+
+def payment_open_many(
+    *, account: ProviderAccount, charges: Sequence[ChargeRequest], capture: bool = False
+) -> list[int]:
+    """``payment_open`` for many charges at once (one statement per table); the new
+    transactions' ids, in order."""
+    return [txn_id for txn_id, _ in _open(charges, account=account, capture=capture)]
+
+
+def _open(
+    charges: Sequence[ChargeRequest], *, account: ProviderAccount, capture: bool
+) -> list[tuple[int, datetime]]:
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("payment_open runs inside the caller's transaction")
+    if not charges:
+        return []
+    now = clock.now()
+    txn_ids = insert_rows(
+        PaymentTransaction,
+        ["account_id", "reference_type", "reference_id", "currency", "amount", "created_at"],
+        [
+            (account.pk, c.reference_type, c.reference_id, c.amount.currency, c.amount.minor, now)
+            for c in charges
+        ],
     )
-    return txn
+    # The request, on a transaction nobody else has seen yet: nothing to check it against
+    # (``payment_event_record``'s rules hold trivially). The payment method is a provider
+    # token (never a card number): kept so that reconciliation can replay the request
+    # under the same key.
+    facts_insert(
+        [
+            Fact(
+                transaction_id=txn_id,
+                kind=EventKind.AUTHORIZATION,
+                outcome=Outcome.REQUESTED,
+                amount=c.amount,
+                idempotency_key=c.idempotency_key,
+                source=Source.API,
+                detail={"payment_method": c.payment_method, "capture": capture},
+            )
+            for txn_id, c in zip(txn_ids, charges, strict=True)
+        ]
+    )
+    return [(txn_id, now) for txn_id in txn_ids]
 
 
 def payment_send(
@@ -215,25 +331,83 @@ def payment_send(
                 idempotency_key=idempotency_key,
             ),
         )
-    _record_result(
-        txn_id=txn.pk,
-        kind=EventKind.AUTHORIZATION,
-        key=idempotency_key,
-        amount=amount,
-        result=result,
+    _record_answers(
+        [_Answer(txn.pk, EventKind.AUTHORIZATION, idempotency_key, amount, result, capture)]
     )
-    if capture and result.decision == Decision.APPROVED:
-        with transaction.atomic(durable=True):
-            payment_event_record(
-                transaction_id=txn.pk,
-                kind=EventKind.CAPTURE,
-                outcome=Outcome.SUCCEEDED,
-                amount=amount,
-                idempotency_key=f"{idempotency_key}:capture",
-                source=Source.API,
-            )
     txn.refresh_from_db()
     return result
+
+
+# Items of a batch the provider answered with a server error are sent again, under the
+# same keys, this many times in all (as ``with_retries`` does for a whole request).
+ITEM_TRIES = 3
+
+
+def payment_send_many(
+    *, account: ProviderAccount, opened: Sequence[tuple[int, ChargeRequest]]
+) -> list[GatewayResult]:
+    """Send the off-session charges ``payment_open_many(capture=True)`` recorded as one
+    batch, outside any transaction, and record the answers in one short transaction.
+
+    Returns one result per charge, in order. Raises ``CircuitOpen`` (nothing was sent) or
+    ``GatewayTechnicalError`` (the batch may or may not have been made: every charge is
+    unknown, to be read back by its key) as ``payment_send`` does. Charges the provider
+    answered with an error of its own are sent again under the same keys; those still
+    without an answer come back ``UNKNOWN``.
+    """
+    gateway = gateway_for(account)
+    results: list[GatewayResult | None] = [None] * len(opened)
+    waiting = list(range(len(opened)))
+    for attempt in range(1, ITEM_TRIES + 1):
+        batch = [
+            OffSessionCharge(
+                amount=opened[i][1].amount,
+                reference=opened[i][1].reference,
+                payment_method=opened[i][1].payment_method,
+                idempotency_key=opened[i][1].idempotency_key,
+            )
+            for i in waiting
+        ]
+        try:
+            answers = _call(account, lambda batch=batch: gateway.charge_off_session_many(batch))
+        except (GatewayTechnicalError, CircuitOpen):
+            if attempt == 1:
+                raise
+            break  # the rest were answered with errors before: still unknown
+        again = []
+        for i, answer in zip(waiting, answers, strict=True):
+            results[i] = answer
+            if answer.decision == Decision.UNKNOWN and answer.status == "provider_error":
+                again.append(i)
+        waiting = again
+        if not waiting:
+            break
+        time.sleep(random.uniform(0, min(2.0, 0.1 * 2 ** (attempt - 1))))
+    final = [r if r is not None else GatewayResult(Decision.UNKNOWN) for r in results]
+    _record_answers(
+        [
+            _Answer(txn_id, EventKind.AUTHORIZATION, c.idempotency_key, c.amount, result, True)
+            for (txn_id, c), result in zip(opened, final, strict=True)
+        ]
+    )
+    return final
+
+
+def payment_send_refused(*, opened: Sequence[tuple[int, ChargeRequest]], reason: str) -> None:
+    """Record that requests ``payment_open_many`` recorded never reached the provider
+    (``payment_send_many`` raised ``CircuitOpen``): failed, for a new attempt to follow."""
+    _record_answers(
+        [
+            _Answer(
+                txn_id,
+                EventKind.AUTHORIZATION,
+                c.idempotency_key,
+                c.amount,
+                GatewayResult(Decision.DECLINED, decline_code=reason),
+            )
+            for txn_id, c in opened
+        ]
+    )
 
 
 def payment_authorize(

@@ -79,7 +79,7 @@ def pending_charge_exists(*, references: Mapping[str, Iterable[str]]) -> bool:
     for reference_type, ids in references.items():
         ids = [str(i) for i in ids]
         if ids:
-            match |= Q(reference_type=reference_type, reference_id__in=ids)
+            match |= Q(reference_type=reference_type, reference_id__any=ids)
     if not match:
         return False
     events = PaymentEvent.objects.filter(transaction=OuterRef("pk"))

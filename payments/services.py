@@ -6,6 +6,9 @@ Lock order (ARCHITECTURE.md): … → payment transaction → ledger accounts.
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -14,10 +17,11 @@ from django.db import IntegrityError, transaction
 
 from core import clock
 from core.audit import audit_record
+from core.db import insert_rows
 from core.errors import InvalidInput
 from core.money import Money
 from ledger.models import Purpose
-from ledger.services import credit, debit, ledger_post, system
+from ledger.services import EntryDraft, credit, debit, ledger_post_many, system
 from payments import crypto, events
 from payments.errors import CaptureExceedsAuthorized, RefundExceedsCaptured
 from payments.models import (
@@ -148,6 +152,36 @@ def payment_event_record(
     return recorded
 
 
+@dataclass(frozen=True)
+class _Movement:
+    """A succeeded capture or refund to book: what ``_post_money_movements`` needs."""
+
+    reference_type: str
+    provider: str
+    key: str
+    settlement: events.Settlement
+
+
+def _movement(txn: PaymentTransaction, event_kind: str, amount: Money, key: str) -> _Movement:
+    purpose = (
+        Purpose.GATEWAY_CLEARING
+        if txn.account.provider == Provider.CARD
+        else Purpose.PROVIDER_CLEARING
+    )
+    return _Movement(
+        reference_type=txn.reference_type,
+        provider=txn.account.provider,
+        key=key,
+        settlement=events.Settlement(
+            payment_id=txn.pk,
+            reference_id=txn.reference_id,
+            kind=event_kind,
+            amount=amount,
+            clearing=system(purpose, amount.currency),
+        ),
+    )
+
+
 def _post_money_movement(*, txn: PaymentTransaction, event: PaymentEvent, amount: Money) -> None:
     """A succeeded capture moves money (clearing → merchant); a refund moves it back.
 
@@ -161,29 +195,167 @@ def _post_money_movement(*, txn: PaymentTransaction, event: PaymentEvent, amount
         return
     if amount.currency != txn.currency or not amount.is_positive():
         return  # flagged above; a person decides what the money was
-    purpose = (
-        Purpose.GATEWAY_CLEARING
-        if txn.account.provider == Provider.CARD
-        else Purpose.PROVIDER_CLEARING
-    )
-    clearing = system(purpose, amount.currency)
     settle = events.settlement_handler(txn.reference_type)
+    movement = _movement(txn, event.kind, amount, event.idempotency_key)
     if settle is not None:  # the owner books its own money (an installment, not a sale)
-        settle(payment=txn, kind=event.kind, amount=amount, clearing=clearing)
+        s = movement.settlement
+        settle(payment=txn, kind=s.kind, amount=s.amount, clearing=s.clearing)
         return
-    merchant = system(Purpose.MERCHANT, amount.currency)
-    legs = (
-        [debit(clearing, amount), credit(merchant, amount)]
-        if event.kind == EventKind.CAPTURE
-        else [debit(merchant, amount), credit(clearing, amount)]
+    _post_sales([movement])
+
+
+def _post_sales(movements: Sequence[_Movement]) -> None:
+    """Captures and refunds of sales: clearing → merchant, and back, one entry each."""
+    drafts = []
+    for movement in movements:
+        s = movement.settlement
+        merchant = system(Purpose.MERCHANT, s.amount.currency)
+        legs = (
+            [debit(s.clearing, s.amount), credit(merchant, s.amount)]
+            if s.kind == EventKind.CAPTURE
+            else [debit(merchant, s.amount), credit(s.clearing, s.amount)]
+        )
+        drafts.append(
+            EntryDraft(
+                kind=f"payments.{s.kind}",
+                legs=legs,
+                reference_type="payments.transaction",
+                reference_id=str(s.payment_id),
+                memo=f"{movement.provider} {movement.key}",
+            )
+        )
+    ledger_post_many(drafts)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One fact for ``payment_events_record_many``; the arguments of
+    ``payment_event_record``."""
+
+    transaction_id: int
+    kind: EventKind
+    outcome: Outcome
+    amount: Money
+    idempotency_key: str
+    source: Source
+    detail: dict[str, Any] | None = None
+
+
+def facts_insert(facts: Sequence[Fact]) -> None:
+    """Insert facts the caller has checked are new and follow every rule, in one
+    statement; nothing is booked. For ``payment_events_record_many`` and for the requests
+    of transactions just opened (``processing.payment_open_many``)."""
+    now = clock.now()
+    insert_rows(
+        PaymentEvent,
+        [
+            "transaction_id",
+            "kind",
+            "outcome",
+            "amount",
+            "currency",
+            "idempotency_key",
+            "source",
+            "detail",
+            "created_at",
+        ],
+        [
+            (
+                f.transaction_id,
+                f.kind,
+                f.outcome,
+                f.amount.minor,
+                f.amount.currency,
+                f.idempotency_key,
+                f.source,
+                f.detail or {},
+                now,
+            )
+            for f in facts
+        ],
+        returning=None,
     )
-    ledger_post(
-        kind=f"payments.{event.kind}",
-        legs=legs,
-        reference_type="payments.transaction",
-        reference_id=str(txn.pk),
-        memo=f"{txn.account.provider} {event.idempotency_key}",
+
+
+def payment_events_record_many(facts: Sequence[Fact]) -> None:
+    """``payment_event_record`` for many facts at once, in the caller's transaction.
+
+    The same rules, set-based for the usual case (a fact new to its transaction, in its
+    currency, that no amount rule or request check applies to): the transactions are
+    locked in id order, the facts inserted in one statement, and the captures booked per
+    owner in one go (its batch settlement handler, or one sales entry each). Any other fact
+    (a repeat, a currency mismatch, a request held to the derived amounts, a report checked
+    against its request) goes through ``payment_event_record`` itself, afterwards.
+    """
+    if not facts:
+        return
+    txn_ids = sorted({f.transaction_id for f in facts})
+    txns = {
+        txn.pk: txn
+        for txn in PaymentTransaction.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("account")
+        .filter(pk__any=txn_ids)
+        .order_by("pk")
+    }
+    recorded = set(
+        PaymentEvent.objects.filter(
+            transaction_id__any=txn_ids, idempotency_key__any={f.idempotency_key for f in facts}
+        ).values_list("transaction_id", "idempotency_key")
     )
+    simple: list[Fact] = []
+    others: list[Fact] = []
+    for fact in facts:
+        txn = txns[fact.transaction_id]
+        pair = (fact.transaction_id, fact.idempotency_key)
+        checked = (fact.source == Source.API and fact.outcome == Outcome.REQUESTED) or (
+            fact.source != Source.API and (fact.detail or {}).get("request_id")
+        )
+        if pair in recorded or fact.amount.currency != txn.currency or checked:
+            others.append(fact)
+        else:
+            recorded.add(pair)
+            simple.append(fact)
+    facts_insert(simple)
+    movements: dict[str, list[_Movement]] = defaultdict(list)
+    for f in simple:
+        txn = txns[f.transaction_id]
+        if (
+            f.outcome == Outcome.SUCCEEDED
+            and f.kind in (EventKind.CAPTURE, EventKind.REFUND)
+            and f.amount.is_positive()
+        ):
+            movements[txn.reference_type].append(
+                _movement(txn, f.kind, f.amount, f.idempotency_key)
+            )
+        if f.kind == EventKind.AUTHORIZATION and f.outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+            events.authorization_settled(
+                reference_type=txn.reference_type,
+                reference_id=txn.reference_id,
+                approved=f.outcome == Outcome.SUCCEEDED,
+            )
+    for reference_type, batch in movements.items():
+        many = events.batch_settlement_handler(reference_type)
+        single = events.settlement_handler(reference_type)
+        if many is not None:
+            many([m.settlement for m in batch])
+        elif single is not None:
+            for m in batch:
+                s = m.settlement
+                single(
+                    payment=txns[s.payment_id], kind=s.kind, amount=s.amount, clearing=s.clearing
+                )
+        else:
+            _post_sales(batch)
+    for f in others:
+        payment_event_record(
+            transaction_id=f.transaction_id,
+            kind=f.kind,
+            outcome=f.outcome,
+            amount=f.amount,
+            idempotency_key=f.idempotency_key,
+            source=f.source,
+            detail=f.detail,
+        )
 
 
 # --- webhooks -------------------------------------------------------------------------
