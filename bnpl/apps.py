@@ -6,12 +6,14 @@ class BnplConfig(AppConfig):
     verbose_name = "Installment plans (BNPL)"
 
     def ready(self) -> None:
-        from bnpl.services import INSTALLMENT_REFERENCE, installment_settle
+        from bnpl.services import INSTALLMENT_REFERENCE, installment_settle, installments_settle
         from payments import events
 
         # A captured installment charge pays the installment down in the same transaction
         # as the payment fact (payments.events, "Money that an owner books itself").
-        events.register_settlement(INSTALLMENT_REFERENCE, installment_settle)
+        events.register_settlement(
+            INSTALLMENT_REFERENCE, installment_settle, many=installments_settle
+        )
 
         from bnpl.servicing import PAYOFF_REFERENCE, plan_payoff_settle
 

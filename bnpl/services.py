@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -43,10 +44,22 @@ from bnpl.models import (
 )
 from core import clock
 from core.audit import audit_record
+from core.db import update_rows
 from core.money import Money
 from customers.models import Customer
 from ledger.models import Account, JournalEntry, Purpose
-from ledger.services import AccountLike, account_get_or_create, credit, debit, ledger_post, system
+from ledger.services import (
+    AccountLike,
+    EntryDraft,
+    Leg,
+    account_get_or_create,
+    credit,
+    debit,
+    ledger_post,
+    ledger_post_many,
+    system,
+)
+from payments.events import Settlement
 from payments.gateway import Decision, GatewayResult
 from payments.models import EventKind, PaymentTransaction, Provider
 from payments.processing import ProviderNotSupported, payment_authorize
@@ -256,6 +269,27 @@ def allocate_payment(installment: Installment, amount: int) -> Allocation:
     )
 
 
+def _payment_legs(
+    source: AccountLike, receivable: AccountLike, amount: Money, split: Allocation
+) -> list[Leg]:
+    """The one entry a payment toward an installment makes: debit the source; credit the
+    receivable (principal and any excess), interest income and fee income."""
+    currency = amount.currency
+    return [
+        debit(source, amount),
+        credit(receivable, Money(split.principal + split.excess, currency)),
+        credit(system(Purpose.INTEREST_INCOME, currency), Money(split.interest, currency)),
+        credit(system(Purpose.FEE_INCOME, currency), Money(split.fee + split.late_fee, currency)),
+    ]
+
+
+def _apply_split(installment: Any, split: Allocation) -> None:
+    installment.paid_late_fee += split.late_fee
+    installment.paid_fee += split.fee
+    installment.paid_interest += split.interest
+    installment.paid_principal += split.principal
+
+
 def locked_plan_installment(installment_id: int) -> tuple[Plan, Installment]:
     plan_id = Installment.objects.values_list("plan_id", flat=True).get(pk=installment_id)
     plan = Plan.objects.select_for_update(no_key=True).get(pk=plan_id)
@@ -303,22 +337,12 @@ def installment_apply_payment(
     receivable = plan_receivable(customer_id=plan.customer_id, currency=currency)
     entry = ledger_post(
         kind=kind,
-        legs=[
-            debit(source, amount),
-            credit(receivable, Money(split.principal + split.excess, currency)),
-            credit(system(Purpose.INTEREST_INCOME, currency), Money(split.interest, currency)),
-            credit(
-                system(Purpose.FEE_INCOME, currency), Money(split.fee + split.late_fee, currency)
-            ),
-        ],
+        legs=_payment_legs(source, receivable.pk, amount, split),
         reference_type=reference_type,
         reference_id=reference_id,
         memo=memo,
     )
-    installment.paid_late_fee += split.late_fee
-    installment.paid_fee += split.fee
-    installment.paid_interest += split.interest
-    installment.paid_principal += split.principal
+    _apply_split(installment, split)
     fields = ["paid_late_fee", "paid_fee", "paid_interest", "paid_principal"]
     if installment.outstanding == 0 and installment.status in OPEN_INSTALLMENT:
         installment.status = InstallmentStatus.PAID
@@ -393,33 +417,209 @@ def _recover(*, plan: Plan, amount: Money, source: AccountLike, key: str, actor:
 def installment_settle(
     *, payment: PaymentTransaction, kind: str, amount: Money, clearing: str
 ) -> None:
-    """Payments' settlement handler for ``bnpl.installment`` (see ``payments.events``).
+    """Payments' settlement handler for ``bnpl.installment`` (see ``payments.events``)."""
+    installments_settle([Settlement(payment.pk, payment.reference_id, kind, amount, clearing)])
 
-    A capture pays the installment down; a refund of such a capture returns money to the
-    customer from the merchant's side, as any card refund does.
+
+@dataclass
+class _Owed:
+    """What an installment owes and has been paid (``allocate_payment`` reads these)."""
+
+    id: int
+    plan_id: int
+    number: int
+    status: str
+    principal: int
+    interest: int
+    fee: int
+    late_fee: int
+    paid_principal: int
+    paid_interest: int
+    paid_fee: int
+    paid_late_fee: int
+
+    @property
+    def outstanding(self) -> int:
+        return (
+            self.principal
+            + self.interest
+            + self.fee
+            + self.late_fee
+            - self.paid_principal
+            - self.paid_interest
+            - self.paid_fee
+            - self.paid_late_fee
+        )
+
+
+_OWED_FIELDS = [f.name for f in dataclasses.fields(_Owed)]
+
+
+def installments_settle(settlements: Sequence[Settlement]) -> None:
+    """Book captured (or refunded) installment charges, one or a whole debit-run chunk.
+
+    A capture pays its installment down (``allocate_payment``, one entry of
+    ``_payment_legs``); a refund of such a capture returns money to the customer from the
+    merchant's side, as any card refund does. The usual capture (an installment of an
+    active plan, no more than it owes) is booked set-based: plans then installments locked
+    in id order, their rows updated in one statement each, fully paid installments' debit
+    requests settled, finished plans completed, and every entry posted at once, last. Any
+    other (a written-off or cancelled plan, an overpayment) goes through
+    ``installment_apply_payment`` one by one, afterwards.
     """
-    if kind == EventKind.REFUND:
-        ledger_post(
+    drafts: list[EntryDraft] = [
+        EntryDraft(
             kind="bnpl.installment_refunded",
             legs=[
-                debit(system(Purpose.MERCHANT, amount.currency), amount),
-                credit(clearing, amount),
+                debit(system(Purpose.MERCHANT, s.amount.currency), s.amount),
+                credit(s.clearing, s.amount),
             ],
             reference_type="payments.transaction",
-            reference_id=str(payment.pk),
+            reference_id=str(s.payment_id),
         )
+        for s in settlements
+        if s.kind == EventKind.REFUND
+    ]
+    captures = [s for s in settlements if s.kind != EventKind.REFUND]
+    slow: list[Settlement] = []
+    if captures:
+        installment_ids = sorted({int(s.reference_id) for s in captures})
+        plan_ids = sorted(
+            set(
+                Installment.objects.filter(pk__any=installment_ids)
+                .order_by()
+                .values_list("plan_id", flat=True)
+            )
+        )
+        plans = {
+            row[0]: row
+            for row in Plan.objects.select_for_update(no_key=True)
+            .filter(pk__any=plan_ids)
+            .order_by("pk")
+            .values_list("pk", "status", "customer_id", "currency")
+        }
+        owed = {
+            row[0]: _Owed(*row)
+            for row in Installment.objects.select_for_update(no_key=True)
+            .filter(pk__any=installment_ids)
+            .order_by("pk")
+            .values_list(*_OWED_FIELDS)
+        }
+        now = clock.now()
+        receivables = _receivable_codes({plans[o.plan_id][2:] for o in owed.values()})
+        changed: dict[int, _Owed] = {}
+        for s in captures:
+            installment = owed[int(s.reference_id)]
+            _plan_id, plan_status, customer_id, currency = plans[installment.plan_id]
+            split = allocate_payment(installment, s.amount.minor)  # type: ignore[arg-type]
+            if (
+                plan_status != PlanStatus.ACTIVE
+                or installment.status not in OPEN_INSTALLMENT
+                or split.excess
+                or s.amount.currency != currency
+            ):
+                slow.append(s)
+                continue
+            _apply_split(installment, split)
+            if installment.outstanding == 0:
+                installment.status = InstallmentStatus.PAID
+            changed[installment.id] = installment
+            drafts.append(
+                EntryDraft(
+                    kind="bnpl.installment_paid",
+                    legs=_payment_legs(
+                        s.clearing, receivables[(customer_id, currency)], s.amount, split
+                    ),
+                    reference_type="payments.transaction",
+                    reference_id=str(s.payment_id),
+                    memo=f"installment {installment.number} of plan {installment.plan_id}",
+                )
+            )
+        paid = [i.id for i in changed.values() if i.status == InstallmentStatus.PAID]
+        update_rows(
+            Installment,
+            ["paid_late_fee", "paid_fee", "paid_interest", "paid_principal", "status", "paid_at"],
+            [
+                (
+                    i.id,
+                    i.paid_late_fee,
+                    i.paid_fee,
+                    i.paid_interest,
+                    i.paid_principal,
+                    i.status,
+                    now if i.status == InstallmentStatus.PAID else None,
+                )
+                for i in changed.values()
+            ],
+        )
+        if paid:
+            DebitRequest.objects.filter(installment_id__any=paid).exclude(
+                status=DebitRequestStatus.SETTLED
+            ).update(status=DebitRequestStatus.SETTLED, next_attempt_at=None)
+            _installments_paid_signals(paid, {s.reference_id: s.amount for s in captures})
+            _plans_complete_if_done({owed[i].plan_id for i in paid}, now)
+    ledger_post_many(drafts)
+    for s in slow:
+        plan, installment = locked_plan_installment(int(s.reference_id))
+        installment_apply_payment(
+            plan=plan,
+            installment=installment,
+            amount=s.amount,
+            source=s.clearing,
+            kind="bnpl.installment_paid",
+            reference_type="payments.transaction",
+            reference_id=str(s.payment_id),
+            memo=f"installment {installment.number} of plan {plan.pk}",
+        )
+
+
+def _receivable_codes(pairs: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """The receivable account codes of (customer, currency) pairs, every one existing."""
+    codes = {pair: f"installments:{pair[0]}:{pair[1]}" for pair in pairs}
+    existing = set(Account.objects.filter(code__any=codes.values()).values_list("code", flat=True))
+    for (customer_id, currency), code in codes.items():
+        if code not in existing:
+            plan_receivable(customer_id=customer_id, currency=currency)
+    return codes
+
+
+def _installments_paid_signals(ids: list[int], amounts: dict[str, Money]) -> None:
+    """``installment_paid`` for each, after commit; the rows are read only if anyone
+    listens."""
+    if not signals.installment_paid.has_listeners(Installment):
         return
-    plan, installment = locked_plan_installment(int(payment.reference_id))
-    installment_apply_payment(
-        plan=plan,
-        installment=installment,
-        amount=amount,
-        source=clearing,
-        kind="bnpl.installment_paid",
-        reference_type="payments.transaction",
-        reference_id=str(payment.pk),
-        memo=f"installment {installment.number} of plan {plan.pk}",
+
+    def send() -> None:
+        for installment in Installment.objects.filter(pk__in=ids).order_by("pk"):
+            signals.installment_paid.send(
+                sender=Installment, installment=installment, amount=amounts[str(installment.pk)]
+            )
+
+    transaction.on_commit(send)
+
+
+def _plans_complete_if_done(plan_ids: set[int], now: datetime) -> None:
+    """Complete the locked active plans among ``plan_ids`` with nothing left to pay (the
+    set-based ``plan_complete_if_done``: ``Plan.complete`` only stamps ``completed_at``)."""
+    unfinished = set(
+        Installment.objects.filter(plan_id__any=plan_ids, status__in=OPEN_INSTALLMENT)
+        .order_by()
+        .values_list("plan_id", flat=True)
+        .distinct()
     )
+    done = sorted(plan_ids - unfinished)
+    if not done:
+        return
+    Plan.objects.filter(pk__any=done, status=PlanStatus.ACTIVE).update(
+        status=PlanStatus.COMPLETED, completed_at=now
+    )
+    if signals.plan_completed.has_listeners(Plan):
+
+        def send() -> None:
+            for plan in Plan.objects.filter(pk__in=done, status=PlanStatus.COMPLETED):
+                signals.plan_completed.send(sender=Plan, plan=plan)
+
+        transaction.on_commit(send)
 
 
 # --- charging the down payment --------------------------------------------------------
