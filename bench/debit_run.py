@@ -6,8 +6,9 @@ What it measures
     * **ours** — ``collections_.debits.debit_run_start(business_date=…)`` called in this
       process; its chunks (``CollectionsSettings.chunk_size`` = 1,000 requests each) are
       worked by 2 Celery worker processes (``--pool solo``, a real Redis broker) that charge
-      every installment off-session (``payment_open`` then ``payment_send``) against the payment
-      sandbox (a separate process, zero latency) and record the outcomes. Timed from the
+      every installment off-session (``payment_open_many`` then ``payment_send_many``: one
+      batch request per chunk) against the payment sandbox (a separate process, zero
+      latency) and record the outcomes. Timed from the
       call until the run is finished (every chunk done). Installments/s = due ÷ seconds.
     * **ceiling** — on a fresh copy of the same data (``CREATE DATABASE … TEMPLATE``), ONE
       SQL statement (data-modifying CTEs) that selects the same due requests, marks their

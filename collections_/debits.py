@@ -13,18 +13,23 @@ lock across a network call:
    whose plan's payoff, has a charge in flight elsewhere (a card payment or payoff through
    servicing) is not claimed: it is looked at again at the first technical step. Committed
    before anything is sent.
-2. **Charge**: each attempt is sent with ``capture=True`` and the attempt's key, a few at a
-   time from a small thread pool (each thread its own connection). Right before sending,
-   one short transaction locks the attempt, checks it is still ``pending`` and unsent, and
-   records the charge request (``payments.processing.payment_open``) and ``sent_at`` on it;
-   otherwise nothing is sent. The request then goes out (``payment_send``) outside it. A
-   succeeded capture is booked by bnpl's settlement handler inside the transaction that
-   records the capture: the installment is paid and the ledger entry written together
-   with the payment fact.
-3. **Record** (one short transaction per chunk): every attempt's outcome, classified:
+2. **Charge** (``SEND_BATCH`` attempts at a time): one short transaction locks the
+   attempts, keeps those still ``pending`` and unsent, and records their charge requests
+   (``payments.processing.payment_open_many``) and ``sent_at``; otherwise nothing is sent.
+   They then go out as one batch (``payment_send_many``: ``capture=True``, each under its
+   attempt's key) outside any transaction, and the answers are recorded in one short
+   transaction, in which bnpl's batch settlement handler books the succeeded captures: the
+   installments paid, their ledger entries written, finished plans completed, together with
+   the payment facts.
+3. **Record** (one short transaction per batch): every attempt's outcome, classified:
    technical (minutes-scale retries), soft decline (day-scale retries), hard decline (no
    retry, the customer is asked for a new payment method), or unknown (reconciled with the
-   provider by key before anything else is tried).
+   provider by key before anything else is tried). Succeeded attempts are written with one
+   statement.
+
+Every step is set-based: a chunk costs the same number of queries whatever its size
+(``tests/collections/test_debit_run.py`` pins it), and no model instance is built for a
+charge that succeeds.
 
 A worker killed anywhere leaves at worst ``pending`` attempts. The reconciler and a worker
 that is merely slow are exclusive on the attempt row: an attempt never sent
@@ -40,13 +45,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import transaction
 from django.db.models import F
 
 from bnpl.models import (
@@ -66,9 +70,10 @@ from collections_.models import (
 )
 from core import clock
 from core.audit import audit_record
+from core.db import insert_rows, update_rows
 from core.money import Money
 from core.notifications import EmailDraft, email_queue
-from payments.adapters.card import TIMEOUT as CARD_TIMEOUT
+from payments.adapters.card import batch_timeout
 from payments.gateway import Decision, GatewayResult, GatewayTechnicalError
 from payments.models import (
     EventKind,
@@ -79,12 +84,14 @@ from payments.models import (
     Source,
 )
 from payments.processing import (
+    ITEM_TRIES,
+    ChargeRequest,
     ProviderNotSupported,
     payment_capture,
-    payment_open,
+    payment_open_many,
     payment_reconcile,
-    payment_request_failed,
-    payment_send,
+    payment_send_many,
+    payment_send_refused,
 )
 from payments.reliability import CircuitOpen
 from payments.selectors import enabled_account, pending_charge_exists
@@ -117,19 +124,19 @@ HARD_DECLINES = frozenset(
 # Reasons we give ourselves when no provider decided anything: technical, not the card.
 TECHNICAL_CODES = frozenset({"not_found", "not_sent", "circuit_open", "provider_error"})
 
-# The longest a live worker may still be sending a charge after recording it: three tries
-# (``payments.reliability.with_retries``) at the card adapter's connect + read timeouts, and
-# the backoff between them (at most 2 s each).
-SEND_DEADLINE = timedelta(seconds=3 * sum(CARD_TIMEOUT) + 2 * 2.0)
+# Claimed charges are sent this many to a request (``payment_send_many``); a larger chunk
+# is worked in slices, each opened, sent and recorded before the next.
+SEND_BATCH = 1000
+# The longest a live worker may still be sending a batch after recording it: for each of
+# ``payments.processing.ITEM_TRIES`` rounds (items a provider error left unanswered are sent
+# again), three tries (``payments.reliability.with_retries``) at the card adapter's connect
+# + read timeouts for a full batch, and the backoff between them (at most 2 s each).
+SEND_DEADLINE = timedelta(seconds=ITEM_TRIES * (3 * sum(batch_timeout(SEND_BATCH)) + 3 * 2.0))
 # A ``pending`` attempt is left to its worker this long: counted from its claim while it is
 # unsent (a slow worker that gets to it later finds it given up and does not send it), from
 # ``sent_at`` once sent (only then can the provider's "never saw this key" be believed).
 PENDING_GRACE = timedelta(minutes=5)
 assert PENDING_GRACE > 2 * SEND_DEADLINE
-
-
-def charge_threads() -> int:
-    return max(1, int(getattr(settings, "COLLECTIONS_CHARGE_THREADS", 4)))
 
 
 # --- classification -------------------------------------------------------------------
@@ -332,6 +339,15 @@ class Charge:
     payment_method: str
     idempotency_key: str
 
+    def request(self) -> ChargeRequest:
+        return ChargeRequest(
+            reference_type=INSTALLMENT_REFERENCE,
+            reference_id=str(self.installment_id),
+            amount=self.amount,
+            payment_method=self.payment_method,
+            idempotency_key=self.idempotency_key,
+        )
+
 
 def debit_requests_charge(
     *, request_ids: Sequence[int], cutoff: datetime, run_id: int | None = None
@@ -339,32 +355,56 @@ def debit_requests_charge(
     """Claim the requests still due before ``cutoff``, charge them, record the outcomes.
 
     Returns counts by attempt status. Requests no longer due (settled, in flight, paused,
-    claimed by a concurrent caller) are skipped.
+    claimed by a concurrent caller) are skipped. Claimed charges are opened, sent and
+    recorded ``SEND_BATCH`` at a time.
     """
     account = enabled_account(Provider.CARD)
     if account is None:  # before claiming: nothing is left in flight
         raise ProviderNotSupported("No card processor is enabled.")
     charges = _claim(request_ids=request_ids, cutoff=cutoff, run_id=run_id)
-    if not charges:
-        return {}
-    outcomes = _charge_all(charges, account)
-    sent = [(c, o) for c, o in zip(charges, outcomes, strict=True) if o is not None]
-    _record(sent)
     counts: dict[str, int] = defaultdict(int)
-    for _charge, outcome in sent:
-        counts[str(outcome.status)] += 1
+    for start in range(0, len(charges), SEND_BATCH):
+        part = charges[start : start + SEND_BATCH]
+        outcomes = _charge_many(part, account)
+        sent = [(c, o) for c, o in zip(part, outcomes, strict=True) if o is not None]
+        _record(sent)
+        for _charge, outcome in sent:
+            counts[str(outcome.status)] += 1
     return dict(counts)
 
 
 def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) -> list[Charge]:
+    """One short transaction: lock what is still due, insert one attempt per request."""
     now = clock.now()
+    owed = (
+        F("installment__principal")
+        + F("installment__interest")
+        + F("installment__fee")
+        + F("installment__late_fee")
+        - F("installment__paid_principal")
+        - F("installment__paid_interest")
+        - F("installment__paid_fee")
+        - F("installment__paid_late_fee")
+    )
     with transaction.atomic(durable=True):
         requests = list(
             selectors.due_requests(cutoff=cutoff)
-            .filter(pk__in=list(request_ids))
-            .select_related("installment", "plan")
+            .filter(pk__any=request_ids)
             .select_for_update(no_key=True, skip_locked=True, of=("self",))
+            .annotate(owed=owed)
             .order_by("pk")
+            .values_list(
+                "pk",
+                "installment_id",
+                "plan_id",
+                "attempts_made",
+                "idempotency_key",
+                "payment_method",
+                "installment__status",
+                "owed",
+                "plan__currency",
+                named=True,
+            )
         )
         if not requests:
             return []
@@ -372,98 +412,134 @@ def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) 
         if busy:
             # Money asked another way (a card payment toward the installment, a payoff) may
             # still arrive: asked again at the first technical step, settled by then if paid.
-            DebitRequest.objects.filter(pk__in=busy).update(
+            DebitRequest.objects.filter(pk__any=busy).update(
                 next_attempt_at=now + timedelta(minutes=_first_technical_step())
             )
             requests = [r for r in requests if r.pk not in busy]
         retried = [r.pk for r in requests if r.attempts_made]
-        snapshots = dict(
-            DebitAttempt.objects.filter(request_id__in=retried, attempt_no=1).values_list(
-                "request_id", "retry_schedule"
+        snapshots = (
+            dict(
+                DebitAttempt.objects.filter(request_id__in=retried, attempt_no=1).values_list(
+                    "request_id", "retry_schedule"
+                )
             )
+            if retried
+            else {}
         )
         current = retry_schedule_snapshot()
-        attempts: list[DebitAttempt] = []
+        due: list[Any] = []
         closed: dict[str, list[int]] = defaultdict(list)
         for request in requests:
-            installment = request.installment
-            if installment.status not in (InstallmentStatus.SCHEDULED, InstallmentStatus.OVERDUE):
+            if request.installment__status not in (
+                InstallmentStatus.SCHEDULED,
+                InstallmentStatus.OVERDUE,
+            ):
                 # Paid or cancelled by another route (servicing, a refund, a write-off).
                 status = (
                     DebitRequestStatus.SETTLED
-                    if installment.status == InstallmentStatus.PAID
+                    if request.installment__status == InstallmentStatus.PAID
                     else DebitRequestStatus.CANCELLED
                 )
                 closed[status].append(request.pk)
-                continue
-            if installment.outstanding <= 0:
+            elif request.owed <= 0:
                 closed[DebitRequestStatus.SETTLED].append(request.pk)
-                continue
-            number = request.attempts_made + 1
-            attempts.append(
-                DebitAttempt(
-                    request=request,
-                    attempt_no=number,
-                    run_id=run_id,
-                    currency=request.plan.currency,
-                    amount=installment.outstanding,
-                    idempotency_key=f"{request.idempotency_key}:{number}",
-                    retry_schedule=snapshots.get(request.pk) or current,
-                    created_at=now,
-                )
-            )
+            else:
+                due.append(request)
         for status, ids in closed.items():
-            DebitRequest.objects.filter(pk__in=ids).update(status=status, next_attempt_at=None)
-        DebitAttempt.objects.bulk_create(attempts)
-        DebitRequest.objects.filter(pk__in=[a.request_id for a in attempts]).update(
+            DebitRequest.objects.filter(pk__any=ids).update(status=status, next_attempt_at=None)
+        attempt_ids = insert_rows(
+            DebitAttempt,
+            [
+                "request_id",
+                "attempt_no",
+                "run_id",
+                "currency",
+                "amount",
+                "idempotency_key",
+                "retry_schedule",
+                "created_at",
+                "status",
+                "failure_class",
+                "decline_code",
+            ],
+            [
+                (
+                    r.pk,
+                    r.attempts_made + 1,
+                    run_id,
+                    r.plan__currency,
+                    r.owed,
+                    f"{r.idempotency_key}:{r.attempts_made + 1}",
+                    snapshots.get(r.pk) or current,
+                    now,
+                    AttemptStatus.PENDING,
+                    "",
+                    "",
+                )
+                for r in due
+            ],
+        )
+        DebitRequest.objects.filter(pk__any=[r.pk for r in due]).update(
             attempts_made=F("attempts_made") + 1, next_attempt_at=None
         )
     return [
         Charge(
-            attempt_id=a.pk,
-            request_id=a.request_id,
-            installment_id=a.request.installment_id,
-            amount=Money(a.amount, a.currency),
-            payment_method=a.request.payment_method,
-            idempotency_key=a.idempotency_key,
+            attempt_id=attempt_id,
+            request_id=r.pk,
+            installment_id=r.installment_id,
+            amount=Money(r.owed, r.plan__currency),
+            payment_method=r.payment_method,
+            idempotency_key=f"{r.idempotency_key}:{r.attempts_made + 1}",
         )
-        for a in attempts
+        for attempt_id, r in zip(attempt_ids, due, strict=True)
     ]
 
 
-def _open(charge: Charge, account) -> PaymentTransaction | None:
-    """Record the attempt's charge request and ``sent_at``, if it is still pending and
-    unsent, in one short transaction holding the attempt's lock; ``None``: do not send.
+def _open_many(charges: Sequence[Charge], account) -> list[tuple[Charge, int]]:
+    """Record the charge requests of the attempts still pending and unsent, and their
+    ``sent_at``, in one short transaction holding those attempts' locks; returns them
+    with their payment transactions. The others are not to be sent.
 
     The reconciler gives up an unsent attempt under the same lock, so exactly one of the
     two wins: either the request is on record (and the reconciler asks the provider about
     it) or the attempt is ``not_sent`` (and it is never sent).
     """
+    now = clock.now()
     with transaction.atomic(durable=True):
-        attempt = (
+        ready = set(
             DebitAttempt.objects.select_for_update(no_key=True)
-            .filter(pk=charge.attempt_id, status=AttemptStatus.PENDING, sent_at__isnull=True)
-            .first()
+            .filter(
+                pk__any=[c.attempt_id for c in charges],
+                status=AttemptStatus.PENDING,
+                sent_at__isnull=True,
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
         )
-        if attempt is None:
-            return None
-        txn = payment_open(
-            account=account,
-            reference_type=INSTALLMENT_REFERENCE,
-            reference_id=str(charge.installment_id),
-            amount=charge.amount,
-            payment_method=charge.payment_method,
-            idempotency_key=charge.idempotency_key,
-            capture=True,
+        todo = [c for c in charges if c.attempt_id in ready]
+        txn_ids = payment_open_many(
+            account=account, charges=[c.request() for c in todo], capture=True
         )
-        attempt.sent_at, attempt.payment_transaction = clock.now(), txn
-        attempt.save(update_fields=["sent_at", "payment_transaction"])
-    return txn
+        update_rows(
+            DebitAttempt,
+            ["sent_at", "payment_transaction_id"],
+            [(c.attempt_id, now, txn_id) for c, txn_id in zip(todo, txn_ids, strict=True)],
+        )
+    return list(zip(todo, txn_ids, strict=True))
 
 
-def _charges_in_flight(requests: Sequence[DebitRequest]) -> set[int]:
-    """The requests among ``requests`` (locked by the caller) whose installment, or whose
-    plan's payoff, has a charge in flight (``payments.selectors.pending_charge_exists``).
+def _open(charge: Charge, account) -> PaymentTransaction | None:
+    """``_open_many`` for one attempt: its payment transaction, or ``None``: do not send."""
+    opened = _open_many([charge], account)
+    if not opened:
+        return None
+    return PaymentTransaction.objects.select_related("account").get(pk=opened[0][1])
+
+
+def _charges_in_flight(requests: Sequence[Any]) -> set[int]:
+    """The requests among ``requests`` (locked by the caller; rows with ``pk``,
+    ``installment_id`` and ``plan_id``) whose installment, or whose plan's payoff, has a
+    charge in flight (``payments.selectors.pending_charge_exists``).
 
     Servicing records a card payment or payoff charge under the plan's lock, which includes
     the plan's debit requests: a request this run has locked is either seen here with that
@@ -471,7 +547,7 @@ def _charges_in_flight(requests: Sequence[DebitRequest]) -> set[int]:
     flight (the usual case), then one per request to find which.
     """
 
-    def references(rows: Sequence[DebitRequest]) -> dict[str, list[int]]:
+    def references(rows: Sequence[Any]) -> dict[str, list[int]]:
         return {
             INSTALLMENT_REFERENCE: [r.installment_id for r in rows],
             PAYOFF_REFERENCE: [r.plan_id for r in rows],
@@ -487,67 +563,52 @@ def _first_technical_step() -> int:
     return int(minutes[0]) if minutes else 5
 
 
-def _charge_one(charge: Charge, account) -> AttemptOutcome | None:
-    """Send one attempt to the provider, outside any transaction; ``None`` if it was not
-    sent because the reconciler gave it up first."""
-    txn = _open(charge, account)
-    if txn is None:
-        log.info("attempt %s was given up before it was sent", charge.attempt_id)
-        return None
-    try:
-        result = payment_send(
-            txn=txn,
-            amount=charge.amount,
-            payment_method=charge.payment_method,
-            idempotency_key=charge.idempotency_key,
-            capture=True,
-        )
-    except CircuitOpen:
-        # Refused before anything was sent: the provider never saw this key.
-        payment_request_failed(
-            reference_type=INSTALLMENT_REFERENCE,
-            reference_id=str(charge.installment_id),
-            idempotency_key=charge.idempotency_key,
-            reason="circuit_open",
-        )
-        return AttemptOutcome(AttemptStatus.FAILED, FailureClass.TECHNICAL, "circuit_open")
-    except GatewayTechnicalError:
-        # 5xx after the retries with the same key: it may or may not have been charged.
-        return AttemptOutcome(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "provider_error")
-    return outcome_from_result(result, txn.pk)
+def _charge_many(charges: Sequence[Charge], account) -> list[AttemptOutcome | None]:
+    """Open the attempts, send them as one batch outside any transaction, and return each
+    one's outcome in order; ``None`` for one not sent because the reconciler gave it up.
 
-
-def _charge_safely(charge: Charge, account) -> AttemptOutcome | None:
-    """``_charge_one``; a failure nobody planned for (a bug, a lost connection) makes the
-    attempt ``unknown``, so the others of the chunk are still recorded. The reconciler then
-    finds out by key whether it was sent (or gives it up if it never was)."""
-    try:
-        return _charge_one(charge, account)
-    except Exception:
-        log.exception("charging attempt %s failed", charge.attempt_id)
-        return AttemptOutcome(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "error")
-
-
-def _charge_all(charges: list[Charge], account) -> list[AttemptOutcome | None]:
-    threads = min(charge_threads(), len(charges))
-    if threads <= 1 or connection.in_atomic_block:
-        # Inside a caller's transaction (tests) other connections cannot see the rows.
-        return [_charge_safely(c, account) for c in charges]
-    slices = [charges[i::threads] for i in range(threads)]
-
-    def work(part: list[Charge]) -> list[AttemptOutcome | None]:
+    The answers are recorded (and captures booked) by ``payment_send_many``. A batch the
+    provider refused before sending (open circuit) fails every attempt technically; one
+    that may or may not have been made, or a failure nobody planned for (a bug, a lost
+    connection), leaves every attempt ``unknown``: the reconciler then finds out by key
+    what became of each (or gives it up if it was never sent).
+    """
+    opened = _open_many(charges, account)
+    outcomes: dict[int, AttemptOutcome] = {}
+    if opened:
+        requests = [(txn_id, charge.request()) for charge, txn_id in opened]
         try:
-            return [_charge_safely(c, account) for c in part]
-        finally:
-            connections.close_all()  # this thread's connections only
+            results = payment_send_many(account=account, opened=requests)
+            for (charge, txn_id), result in zip(opened, results, strict=True):
+                outcomes[charge.attempt_id] = outcome_from_result(result, txn_id)
+        except CircuitOpen:
+            # Refused before anything was sent: the provider never saw these keys.
+            payment_send_refused(opened=requests, reason="circuit_open")
+            for charge, txn_id in opened:
+                outcomes[charge.attempt_id] = AttemptOutcome(
+                    AttemptStatus.FAILED, FailureClass.TECHNICAL, "circuit_open", txn_id
+                )
+        except GatewayTechnicalError:
+            # 5xx after the retries with the same keys: they may or may not be charged.
+            for charge, txn_id in opened:
+                outcomes[charge.attempt_id] = AttemptOutcome(
+                    AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "provider_error", txn_id
+                )
+        except Exception:
+            log.exception("sending %d attempts failed", len(opened))
+            for charge, txn_id in opened:
+                outcomes[charge.attempt_id] = AttemptOutcome(
+                    AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "error", txn_id
+                )
+    for charge in charges:
+        if charge.attempt_id not in outcomes:
+            log.info("attempt %s was given up before it was sent", charge.attempt_id)
+    return [outcomes.get(charge.attempt_id) for charge in charges]
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="debit") as pool:
-        results = list(pool.map(work, slices))
-    outcomes: list[AttemptOutcome | None] = [None] * len(charges)
-    for offset, part in enumerate(results):
-        for j, outcome in enumerate(part):
-            outcomes[offset + j * threads] = outcome
-    return outcomes  # type: ignore[return-value]
+
+def _charge_one(charge: Charge, account) -> AttemptOutcome | None:
+    """``_charge_many`` for one attempt."""
+    return _charge_many([charge], account)[0]
 
 
 def _record(results: list[tuple[Charge, AttemptOutcome]]) -> None:
@@ -572,19 +633,31 @@ def attempts_record_outcomes(
     has already settled the request with the payment.
     """
     now = clock.now()
-    request_ids = list(
-        DebitAttempt.objects.filter(pk__in=attempt_ids).values_list("request_id", flat=True)
+    request_of = dict(
+        DebitAttempt.objects.filter(pk__any=attempt_ids).values_list("pk", "request_id")
     )
-    locked = {  # the requests only: their plan, customer and user are read, not locked
+    # Every request first, in id order, whatever its attempt's outcome.
+    list(
+        DebitRequest.objects.select_for_update(no_key=True)
+        .filter(pk__any=set(request_of.values()))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    succeeded = [a for a in attempt_ids if outcomes[a].status == AttemptStatus.SUCCEEDED]
+    if succeeded:
+        _record_successes(succeeded, outcomes, request_of, now)
+    rest = [a for a in attempt_ids if outcomes[a].status != AttemptStatus.SUCCEEDED]
+    if not rest:
+        return
+    locked = {  # their plan, customer and user are read, not locked
         r.pk: r
-        for r in DebitRequest.objects.select_for_update(no_key=True, of=("self",))
-        .filter(pk__in=request_ids)
+        for r in DebitRequest.objects.filter(pk__in={request_of[a] for a in rest})
         .select_related("plan__customer__user", "installment")
         .order_by("pk")
     }
     attempts = list(
         DebitAttempt.objects.select_for_update(no_key=True)
-        .filter(pk__in=attempt_ids, status__in=(AttemptStatus.PENDING, AttemptStatus.UNKNOWN))
+        .filter(pk__in=rest, status__in=(AttemptStatus.PENDING, AttemptStatus.UNKNOWN))
         .order_by("pk")
     )
     failing = [a.request_id for a in attempts if outcomes[a.pk].status != AttemptStatus.SUCCEEDED]
@@ -609,12 +682,6 @@ def attempts_record_outcomes(
         if outcome.status != AttemptStatus.UNKNOWN:
             attempt.finished_at = now
         changed_attempts.append(attempt)
-        if outcome.status == AttemptStatus.SUCCEEDED:
-            if request.status == DebitRequestStatus.SCHEDULED and request.next_attempt_at is None:
-                # Paid less than now owed (a late fee arrived meanwhile): the rest is due.
-                request.next_attempt_at = now
-                changed_requests.append(request)
-            continue
         if outcome.status == AttemptStatus.UNKNOWN:
             # Ask the provider before anything else: at the first technical step.
             minutes = attempt.retry_schedule.get("technical_retry_minutes") or [5]
@@ -662,6 +729,51 @@ def attempts_record_outcomes(
         from core.tasks import deliver_emails
 
         transaction.on_commit(deliver_emails.delay)
+
+
+def _record_successes(
+    attempt_ids: Sequence[int],
+    outcomes: dict[int, AttemptOutcome],
+    request_of: dict[int, int],
+    now: datetime,
+) -> None:
+    """Succeeded attempts, set-based; their requests are locked by the caller. bnpl's
+    settlement handler has already settled each request with its payment: one paid less
+    than is now owed (a late fee arrived meanwhile) is due again now, for the rest."""
+    still_open = dict(
+        DebitAttempt.objects.select_for_update(no_key=True)
+        .filter(pk__any=attempt_ids, status__in=(AttemptStatus.PENDING, AttemptStatus.UNKNOWN))
+        .order_by("pk")
+        .values_list("pk", "payment_transaction_id")
+    )
+    update_rows(
+        DebitAttempt,
+        [
+            "status",
+            "failure_class",
+            "decline_code",
+            "payment_transaction_id",
+            "finished_at",
+            "next_retry_at",
+        ],
+        [
+            (
+                attempt_id,
+                AttemptStatus.SUCCEEDED,
+                outcomes[attempt_id].failure_class,
+                outcomes[attempt_id].decline_code[:60],
+                outcomes[attempt_id].transaction_id or txn_id,
+                now,
+                None,
+            )
+            for attempt_id, txn_id in still_open.items()
+        ],
+    )
+    DebitRequest.objects.filter(
+        pk__any=[request_of[a] for a in still_open],
+        status=DebitRequestStatus.SCHEDULED,
+        next_attempt_at__isnull=True,
+    ).update(next_attempt_at=now)
 
 
 def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> EmailDraft:

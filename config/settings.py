@@ -196,8 +196,6 @@ COLLECTIONS_PAYMENT_METHOD_URL = os.environ.get(
     "COLLECTIONS_PAYMENT_METHOD_URL",
     PUBLIC_BASE_URL.rstrip("/") + "/api/v1/bnpl/plans/{plan_id}/payment-method",
 )
-# Charges a debit-run worker sends at once (threads, each with its own connection).
-COLLECTIONS_CHARGE_THREADS = int(os.environ.get("COLLECTIONS_CHARGE_THREADS", "4"))
 # Fernet key for payment secrets at rest (payments/crypto.py); required with DEBUG off.
 PAYMENTS_ENCRYPTION_KEY = os.environ.get("PAYMENTS_ENCRYPTION_KEY", "")
 # A lending partner's application still referred or unanswered after this long is read

@@ -193,37 +193,37 @@ def test_the_run_waits_for_a_payoff_in_flight_then_finds_the_plan_paid_off(
 # --- failures nobody planned for ------------------------------------------------------
 
 
-def test_one_charge_that_breaks_leaves_the_others_of_its_chunk_recorded(
+def test_a_send_that_breaks_leaves_its_attempts_unknown_then_found_unsent_and_retried(
     customer, card_processor, sandbox, monkeypatch
 ):
-    broken, fine = plans(customer, 2)
-    real_send = debits.payment_send
-    broken_id = str(first_due(broken).pk)
+    """A failure nobody planned for while sending a batch (a bug, a lost connection): the
+    chunk's attempts are recorded unknown, never guessed. The reconciler asks the
+    provider by key, finds nothing was charged, and the retry charges each once."""
+    first, second = plans(customer, 2)
+    real_send = debits.payment_send_many
 
     def send(**kwargs):
-        if kwargs["txn"].reference_id == broken_id:
-            raise RuntimeError("a bug in one charge")
-        return real_send(**kwargs)
+        raise RuntimeError("a bug while sending")
 
-    monkeypatch.setattr(debits, "payment_send", send)
-    requests = [first_due(p).debit_request.pk for p in (broken, fine)]
+    monkeypatch.setattr(debits, "payment_send_many", send)
+    requests = [first_due(p).debit_request.pk for p in (first, second)]
     with clock.travel_to(moment(DUE)):
         counts = debits.debit_requests_charge(
             request_ids=requests, cutoff=selectors.run_cutoff(DUE)
         )
-    assert counts == {AttemptStatus.SUCCEEDED: 1, AttemptStatus.UNKNOWN: 1}
-    assert first_due(fine).status == InstallmentStatus.PAID
-    stuck = DebitAttempt.objects.get(request__installment__plan=broken)
-    assert (stuck.status, stuck.decline_code) == (AttemptStatus.UNKNOWN, "error")
-    # Recorded but never sent: the processor never saw the key, so a new attempt is safe.
-    monkeypatch.setattr(debits, "payment_send", real_send)
+    assert counts == {AttemptStatus.UNKNOWN: 2}
+    assert {a.decline_code for a in DebitAttempt.objects.all()} == {"error"}
+    assert sandbox_charges(sandbox) == []
+    monkeypatch.setattr(debits, "payment_send_many", real_send)
+    stuck = DebitAttempt.objects.first()
     with clock.travel_to(stuck.next_retry_at + timedelta(seconds=1)):
-        assert debits.debit_attempts_reconcile() == {AttemptStatus.FAILED: 1}
+        assert debits.debit_attempts_reconcile() == {AttemptStatus.FAILED: 2}
     stuck.refresh_from_db()
+    assert (stuck.failure_class, stuck.decline_code) == (FailureClass.TECHNICAL, "not_found")
     with clock.travel_to(stuck.next_retry_at + timedelta(seconds=1)):
-        assert debits.debit_retries_process() == {AttemptStatus.SUCCEEDED: 1}
-    assert first_due(broken).status == InstallmentStatus.PAID
-    assert sum(charges_by_reference(sandbox).values()) == 2
+        assert debits.debit_retries_process() == {AttemptStatus.SUCCEEDED: 2}
+    assert {first_due(p).status for p in (first, second)} == {InstallmentStatus.PAID}
+    assert sorted(charges_by_reference(sandbox).values()) == [1, 1]
 
 
 def test_one_attempt_that_breaks_the_reconciler_leaves_the_others_reconciled(
@@ -267,18 +267,24 @@ def test_an_off_session_charge_approved_without_its_capture_is_captured_by_key(
     (plan,) = plans(customer)
     installment = first_due(plan)
 
-    def held_then_authorized_only(self, *, amount, reference, payment_method, idempotency_key):
-        answer = self.authorize(
-            amount=amount,
-            reference=reference,
-            payment_method=payment_method,
-            idempotency_key=idempotency_key,
-        )
-        return GatewayResult(
-            Decision.PENDING, provider_reference=answer.provider_reference, status="processing"
-        )
+    def held_then_authorized_only(self, charges):
+        answers = [
+            self.authorize(
+                amount=c.amount,
+                reference=c.reference,
+                payment_method=c.payment_method,
+                idempotency_key=c.idempotency_key,
+            )
+            for c in charges
+        ]
+        return [
+            GatewayResult(
+                Decision.PENDING, provider_reference=a.provider_reference, status="processing"
+            )
+            for a in answers
+        ]
 
-    monkeypatch.setattr(CardGateway, "charge_off_session", held_then_authorized_only)
+    monkeypatch.setattr(CardGateway, "charge_off_session_many", held_then_authorized_only)
     with clock.travel_to(moment(DUE)):
         assert debits.debit_requests_charge(
             request_ids=[installment.debit_request.pk], cutoff=selectors.run_cutoff(DUE)

@@ -129,6 +129,32 @@ def test_claiming_a_chunk_costs_the_same_queries_for_one_request_or_many(
     assert DebitAttempt.objects.filter(attempt_no=1, status=AttemptStatus.PENDING).count() == 7
 
 
+def test_charging_a_chunk_costs_the_same_queries_for_two_requests_or_twelve(
+    customer, card_processor, sandbox, django_assert_num_queries
+):
+    """The whole chunk is set-based: claim, open, one batch sent, answers and captures
+    recorded (payment facts, settlement, ledger), outcomes recorded. Every plan here pays its
+    last installment, so each is completed too."""
+    first = plans(customer, 1, installment_count=1)  # the income accounts' first use
+    few = plans(customer, 2, installment_count=1)
+    many = plans(customer, 12, installment_count=1)
+    cutoff = selectors.run_cutoff(DUE)
+    with clock.travel_to(moment(DUE)):
+        debits.debit_requests_charge(
+            request_ids=[first_due(first[0]).debit_request.pk], cutoff=cutoff
+        )
+    for group in (few, many):
+        ids = [first_due(p).debit_request.pk for p in group]
+        with clock.travel_to(moment(DUE)), django_assert_num_queries(CHUNK_QUERIES):
+            counts = debits.debit_requests_charge(request_ids=ids, cutoff=cutoff)
+        assert counts == {AttemptStatus.SUCCEEDED: len(group)}
+    assert Plan.objects.filter(status=PlanStatus.COMPLETED).count() == 15
+    assert JournalEntry.objects.filter(kind="bnpl.installment_paid").count() == 15
+
+
+CHUNK_QUERIES = 39  # 31 statements and four savepoints
+
+
 # --- failure classes ------------------------------------------------------------------
 
 
