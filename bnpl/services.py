@@ -53,6 +53,7 @@ from ledger.services import (
     EntryDraft,
     Leg,
     account_get_or_create,
+    accounts_lock,
     credit,
     debit,
     ledger_post,
@@ -556,8 +557,35 @@ def installments_settle(settlements: Sequence[Settlement]) -> None:
             DebitRequest.objects.filter(installment_id__any=paid).exclude(
                 status=DebitRequestStatus.SETTLED
             ).update(status=DebitRequestStatus.SETTLED, next_attempt_at=None)
-            _installments_paid_signals(paid, {s.reference_id: s.amount for s in captures})
+            _installments_paid_signals(paid, captures)
             _plans_complete_if_done({owed[i].plan_id for i in paid}, now)
+    if slow:
+        # The entries below are posted one by one: their debit requests, then every account
+        # a capture can touch, are locked first (id order), so that no later post waits for
+        # an account while this transaction holds others out of order.
+        list(
+            DebitRequest.objects.select_for_update(no_key=True)
+            .filter(installment_id__any=[int(s.reference_id) for s in slow])
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        currencies = {s.amount.currency for s in settlements}
+        accounts_lock(
+            [
+                *receivables.values(),
+                *{s.clearing for s in settlements},
+                *(
+                    system(purpose, currency)
+                    for currency in currencies
+                    for purpose in (
+                        Purpose.MERCHANT,
+                        Purpose.INTEREST_INCOME,
+                        Purpose.FEE_INCOME,
+                        Purpose.WRITE_OFF_EXPENSE,
+                    )
+                ),
+            ]
+        )
     ledger_post_many(drafts)
     for s in slow:
         plan, installment = locked_plan_installment(int(s.reference_id))
@@ -583,11 +611,16 @@ def _receivable_codes(pairs: set[tuple[int, str]]) -> dict[tuple[int, str], str]
     return codes
 
 
-def _installments_paid_signals(ids: list[int], amounts: dict[str, Money]) -> None:
-    """``installment_paid`` for each, after commit; the rows are read only if anyone
-    listens."""
+def _installments_paid_signals(ids: list[int], captures: Sequence[Settlement]) -> None:
+    """``installment_paid`` for each (with what this batch paid toward it), after commit;
+    the rows are read only if anyone listens."""
     if not signals.installment_paid.has_listeners(Installment):
         return
+    amounts: dict[str, Money] = {}
+    for s in captures:
+        amounts[s.reference_id] = (
+            amounts[s.reference_id] + s.amount if s.reference_id in amounts else s.amount
+        )
 
     def send() -> None:
         for installment in Installment.objects.filter(pk__in=ids).order_by("pk"):

@@ -168,7 +168,9 @@ def _column_types(model: type[models.Model], names: Sequence[str]) -> list[tuple
     for name in names:
         field = by_attname[name]
         db_type = field.rel_db_type(connection) if field.is_relation else field.db_type(connection)
-        columns.append((field.column, db_type))
+        # The base type: an explicit cast to varchar(n) or numeric(p, s) would truncate or
+        # round silently, where storing into the column raises as the ORM does.
+        columns.append((field.column, db_type.split("(")[0].strip()))
     return columns
 
 
@@ -188,7 +190,7 @@ def _arrays(columns: list[tuple[str, str]], rows: Sequence[Sequence[object]]) ->
         else:
             casts.append(f"%s::{db_type}[]")
     names = ", ".join(column for column, _ in columns)
-    return f"unnest({', '.join(casts)}) AS v({names})", params
+    return f"unnest({', '.join(casts)}) WITH ORDINALITY AS v({names}, ord)", params
 
 
 def insert_rows(
@@ -236,7 +238,7 @@ def insert_rows(
     )
     sql = (
         f"INSERT INTO {model._meta.db_table} ({', '.join(c for c, _ in columns)}) "
-        f"SELECT {select} FROM {source}"
+        f"SELECT {select} FROM {source} ORDER BY v.ord"
     )
     with connection.cursor() as cursor:
         if returning is None:

@@ -76,12 +76,23 @@ def system_account(purpose: Purpose, currency: str) -> Account:
     return account_get_or_create(code=system(purpose, currency), purpose=purpose, currency=currency)
 
 
-def _lock_accounts(legs: Iterable[Leg]) -> dict[int | str, Account]:
-    """Lock the legs' accounts in id order; key them by id and by code."""
+def accounts_lock(accounts: Iterable[AccountLike]) -> None:
+    """Lock accounts (objects, ids or system codes) in one pass, in id order, ahead of the
+    entries a caller will post in the same transaction.
+
+    For a caller that posts several entries one after another (a batch whose later entries
+    are posted one by one): each ``ledger_post`` then finds its accounts held already, so
+    the transaction never waits for an account while holding another out of id order.
+    """
+    _lock_accounts(_ref(account) for account in accounts)
+
+
+def _lock_accounts(refs: Iterable[int | str]) -> dict[int | str, Account]:
+    """Lock the accounts (ids or codes) in id order; key them by id and by code."""
     ids: set[int] = set()
     codes: set[str] = set()
-    for leg in legs:
-        (ids if isinstance(leg.account, int) else codes).add(leg.account)  # type: ignore[arg-type]
+    for ref in refs:
+        (ids if isinstance(ref, int) else codes).add(ref)  # type: ignore[arg-type]
 
     def fetch() -> list[Account]:
         return list(
@@ -164,7 +175,7 @@ def _post(drafts: Sequence[EntryDraft]) -> list[tuple[int, datetime]]:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("ledger_post must run inside the transaction of its cause")
     checked = [_checked_legs(draft) for draft in drafts]
-    accounts = _lock_accounts(leg for legs in checked for leg in legs)
+    accounts = _lock_accounts(leg.account for legs in checked for leg in legs)
     balances = {account.pk: account.balance for account in accounts.values()}
     deltas: dict[int, int] = defaultdict(int)
     postings: list[tuple[int, int, int, str]] = []  # (draft index, account, amount, currency)

@@ -202,7 +202,9 @@ class CardGateway:
         status_code = item.get("status_code")
         if not isinstance(status_code, int) or status_code < 400:
             raise GatewayTechnicalError(f"card processor's batch item is malformed: {item}")
-        if status_code >= 500:  # failed there, nothing decided: resend with the same key
+        if status_code >= 500 or status_code in (401, 403, 429):
+            # Failed there or refused us (credentials, rate limit), nothing decided about the
+            # card: resent with the same key, as ``_request`` treats a whole request.
             return GatewayResult(Decision.UNKNOWN, status="provider_error", raw=item)
         return GatewayResult(Decision.DECLINED, decline_code=str(item.get("error")), raw=item)
 

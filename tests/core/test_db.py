@@ -1,0 +1,61 @@
+"""The set-based writers of core.db against PostgreSQL: order, defaults, limits."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import DataError, transaction
+
+from core import clock
+from core.db import insert_rows, update_rows
+from payments.models import PaymentTransaction, Provider, ProviderAccount
+
+pytestmark = pytest.mark.django_db
+
+FIELDS = ["account_id", "reference_type", "reference_id", "currency", "amount", "created_at"]
+
+
+@pytest.fixture
+def account():
+    now = clock.now()
+    return ProviderAccount.objects.create(
+        provider=Provider.CARD, enabled=True, created_at=now, updated_at=now
+    )
+
+
+def rows(account, count, reference_type="test"):
+    now = clock.now()
+    return [(account.pk, reference_type, str(n), "EUR", 100 + n, now) for n in range(count)]
+
+
+def test_insert_rows_returns_ids_in_the_order_given_and_fills_model_defaults(account):
+    ids = insert_rows(PaymentTransaction, FIELDS, rows(account, 300))
+    found = PaymentTransaction.objects.in_bulk(ids)
+    assert [found[i].reference_id for i in ids] == [str(n) for n in range(300)]
+    # As PaymentTransaction() gives them: flagged False, flag_reason blank.
+    assert {(found[i].flagged, found[i].flag_reason) for i in ids} == {(False, "")}
+
+
+def test_insert_rows_refuses_a_value_too_long_for_its_column_rather_than_cutting_it(account):
+    with pytest.raises(DataError), transaction.atomic():
+        insert_rows(PaymentTransaction, FIELDS, rows(account, 2, reference_type="t" * 101))
+    assert not PaymentTransaction.objects.exists()
+
+
+def test_update_rows_sets_each_row_its_own_values_and_any_lookup_finds_them(account):
+    ids = insert_rows(PaymentTransaction, FIELDS, rows(account, 3))
+    changed = update_rows(
+        PaymentTransaction,
+        ["provider_reference"],
+        [(ids[0], "ch_a"), (ids[1], "ch_b")],
+        unless_set="provider_reference",
+    )
+    again = update_rows(
+        PaymentTransaction,
+        ["provider_reference"],
+        [(ids[0], "ch_z")],
+        unless_set="provider_reference",
+    )
+    assert (changed, again) == (2, 0)
+    found = PaymentTransaction.objects.filter(pk__any=ids).order_by("pk")
+    assert [t.provider_reference for t in found] == ["ch_a", "ch_b", None]
+    assert not PaymentTransaction.objects.filter(pk__any=[]).exists()
