@@ -162,15 +162,13 @@ class _Movement:
     settlement: events.Settlement
 
 
-def _movement(txn: PaymentTransaction, event_kind: str, amount: Money, key: str) -> _Movement:
-    purpose = (
-        Purpose.GATEWAY_CLEARING
-        if txn.account.provider == Provider.CARD
-        else Purpose.PROVIDER_CLEARING
-    )
+def _movement(txn: Any, provider: str, event_kind: str, amount: Money, key: str) -> _Movement:
+    """``txn``: a payment transaction, or a row with its ``pk``, ``reference_type`` and
+    ``reference_id``; ``provider``: its account's provider."""
+    purpose = Purpose.GATEWAY_CLEARING if provider == Provider.CARD else Purpose.PROVIDER_CLEARING
     return _Movement(
         reference_type=txn.reference_type,
-        provider=txn.account.provider,
+        provider=provider,
         key=key,
         settlement=events.Settlement(
             payment_id=txn.pk,
@@ -196,7 +194,7 @@ def _post_money_movement(*, txn: PaymentTransaction, event: PaymentEvent, amount
     if amount.currency != txn.currency or not amount.is_positive():
         return  # flagged above; a person decides what the money was
     settle = events.settlement_handler(txn.reference_type)
-    movement = _movement(txn, event.kind, amount, event.idempotency_key)
+    movement = _movement(txn, txn.account.provider, event.kind, amount, event.idempotency_key)
     if settle is not None:  # the owner books its own money (an installment, not a sale)
         s = movement.settlement
         settle(payment=txn, kind=s.kind, amount=s.amount, clearing=s.clearing)
@@ -290,12 +288,14 @@ def payment_events_record_many(facts: Sequence[Fact]) -> None:
     if not facts:
         return
     txn_ids = sorted({f.transaction_id for f in facts})
-    txns = {
+    txns = {  # rows, not instances: a batch may hold a thousand
         txn.pk: txn
         for txn in PaymentTransaction.objects.select_for_update(no_key=True, of=("self",))
-        .select_related("account")
         .filter(pk__any=txn_ids)
         .order_by("pk")
+        .values_list(
+            "pk", "currency", "reference_type", "reference_id", "account__provider", named=True
+        )
     }
     recorded = set(
         PaymentEvent.objects.filter(
@@ -325,7 +325,7 @@ def payment_events_record_many(facts: Sequence[Fact]) -> None:
             and f.amount.is_positive()
         ):
             movements[txn.reference_type].append(
-                _movement(txn, f.kind, f.amount, f.idempotency_key)
+                _movement(txn, txn.account__provider, f.kind, f.amount, f.idempotency_key)
             )
         if f.kind == EventKind.AUTHORIZATION and f.outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
             events.authorization_settled(
@@ -342,7 +342,12 @@ def payment_events_record_many(facts: Sequence[Fact]) -> None:
             for m in batch:
                 s = m.settlement
                 single(
-                    payment=txns[s.payment_id], kind=s.kind, amount=s.amount, clearing=s.clearing
+                    payment=PaymentTransaction.objects.select_related("account").get(
+                        pk=s.payment_id
+                    ),
+                    kind=s.kind,
+                    amount=s.amount,
+                    clearing=s.clearing,
                 )
         else:
             _post_sales(batch)

@@ -59,3 +59,22 @@ def test_update_rows_sets_each_row_its_own_values_and_any_lookup_finds_them(acco
     found = PaymentTransaction.objects.filter(pk__any=ids).order_by("pk")
     assert [t.provider_reference for t in found] == ["ch_a", "ch_b", None]
     assert not PaymentTransaction.objects.filter(pk__any=[]).exists()
+
+
+def test_values_travel_as_array_literals_exactly_as_given(account):
+    awkward = ['a "quoted", {braced} \\ value', "NULL", "", "naïve ünïcode", None, "x" * 60]
+    ids = insert_rows(
+        PaymentTransaction,
+        [*FIELDS, "provider_reference"],
+        [
+            (account.pk, "test", str(n), "EUR", 100 + n, clock.now(), value)
+            for n, value in enumerate(awkward)
+        ],
+    )
+    found = PaymentTransaction.objects.in_bulk(ids)
+    assert [found[i].provider_reference for i in ids] == awkward
+    assert sorted(
+        PaymentTransaction.objects.filter(provider_reference__any=awkward).values_list(
+            "reference_id", flat=True
+        )
+    ) == ["0", "1", "2", "3", "5"]  # NULL equals nothing
