@@ -121,6 +121,8 @@ HARD_DECLINES = frozenset(
         "do_not_try_again",
     }
 )
+# Attempts without an outcome yet.
+_OPEN_STATUSES = (AttemptStatus.PENDING, AttemptStatus.UNKNOWN)
 # Reasons we give ourselves when no provider decided anything: technical, not the card.
 TECHNICAL_CODES = frozenset({"not_found", "not_sent", "circuit_open", "provider_error"})
 
@@ -633,20 +635,25 @@ def attempts_record_outcomes(
     has already settled the request with the payment.
     """
     now = clock.now()
-    request_of = dict(
-        DebitAttempt.objects.filter(pk__any=attempt_ids).values_list("pk", "request_id")
-    )
-    # Every request first, in id order, whatever its attempt's outcome.
-    list(
-        DebitRequest.objects.select_for_update(no_key=True)
-        .filter(pk__any=set(request_of.values()))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    attempted = {
+        pk: (request_id, status, txn_id)
+        for pk, request_id, status, txn_id in DebitAttempt.objects.filter(
+            pk__any=attempt_ids
+        ).values_list("pk", "request_id", "status", "payment_transaction_id")
+    }
+    request_of = {pk: request_id for pk, (request_id, _s, _t) in attempted.items()}
     succeeded = [a for a in attempt_ids if outcomes[a].status == AttemptStatus.SUCCEEDED]
-    if succeeded:
-        _record_successes(succeeded, outcomes, request_of, now)
     rest = [a for a in attempt_ids if outcomes[a].status != AttemptStatus.SUCCEEDED]
+    if rest:
+        # Every request first, in id order, whatever its attempt's outcome.
+        list(
+            DebitRequest.objects.select_for_update(no_key=True)
+            .filter(pk__any=set(request_of.values()))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    if succeeded:
+        _record_successes(succeeded, outcomes, attempted, now)
     if not rest:
         return
     locked = {  # their plan, customer and user are read, not locked
@@ -734,18 +741,20 @@ def attempts_record_outcomes(
 def _record_successes(
     attempt_ids: Sequence[int],
     outcomes: dict[int, AttemptOutcome],
-    request_of: dict[int, int],
+    attempted: dict[int, tuple[int, str, int | None]],
     now: datetime,
 ) -> None:
-    """Succeeded attempts, set-based; their requests are locked by the caller. bnpl's
-    settlement handler has already settled each request with its payment: one paid less
-    than is now owed (a late fee arrived meanwhile) is due again now, for the rest."""
-    still_open = dict(
-        DebitAttempt.objects.select_for_update(no_key=True)
-        .filter(pk__any=attempt_ids, status__in=(AttemptStatus.PENDING, AttemptStatus.UNKNOWN))
-        .order_by("pk")
-        .values_list("pk", "payment_transaction_id")
-    )
+    """Succeeded attempts, set-based, in two statements that lock as they write: requests
+    before attempts, the documented order. bnpl's settlement handler has already settled
+    each request with its payment; one paid less than is now owed (a late fee arrived
+    meanwhile) is due again now, for the rest. An attempt a reconciler recorded meanwhile
+    is left as it is (the update is conditional on the attempt still being open)."""
+    still_open = {pk: attempted[pk][2] for pk in attempt_ids if attempted[pk][1] in _OPEN_STATUSES}
+    DebitRequest.objects.filter(
+        pk__any=[attempted[a][0] for a in still_open],
+        status=DebitRequestStatus.SCHEDULED,
+        next_attempt_at__isnull=True,
+    ).update(next_attempt_at=now)
     update_rows(
         DebitAttempt,
         [
@@ -768,12 +777,8 @@ def _record_successes(
             )
             for attempt_id, txn_id in still_open.items()
         ],
+        only_if={"status": _OPEN_STATUSES},
     )
-    DebitRequest.objects.filter(
-        pk__any=[request_of[a] for a in still_open],
-        status=DebitRequestStatus.SCHEDULED,
-        next_attempt_at__isnull=True,
-    ).update(next_attempt_at=now)
 
 
 def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> EmailDraft:
@@ -798,9 +803,6 @@ def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> Email
 # --- reconciliation and retries -------------------------------------------------------
 
 
-_OPEN = (AttemptStatus.PENDING, AttemptStatus.UNKNOWN)
-
-
 def _give_up_unsent(attempt: DebitAttempt) -> bool:
     """Record an attempt that was never sent as failed (``not_sent``: a technical retry
     follows), holding its request's lock and then its own; ``False`` if its worker recorded
@@ -813,7 +815,7 @@ def _give_up_unsent(attempt: DebitAttempt) -> bool:
         )
         unsent = (
             DebitAttempt.objects.select_for_update(no_key=True)
-            .filter(pk=attempt.pk, status__in=_OPEN, sent_at__isnull=True)
+            .filter(pk=attempt.pk, status__in=_OPEN_STATUSES, sent_at__isnull=True)
             .first()
         )
         if unsent is None:
@@ -923,7 +925,7 @@ def debit_attempt_reconcile(*, attempt_id: int) -> AttemptStatus:
     is known to have failed.
     """
     attempt = DebitAttempt.objects.get(pk=attempt_id)
-    if attempt.status not in _OPEN:
+    if attempt.status not in _OPEN_STATUSES:
         return AttemptStatus(attempt.status)
     if attempt.sent_at is None:
         if _give_up_unsent(attempt):

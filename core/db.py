@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 
 from django.db import IntegrityError, models
@@ -286,20 +286,29 @@ def update_rows(
     rows: Sequence[Sequence[object]],
     *,
     key: str = "id",
-    unless_set: str | None = None,
+    only_if: Mapping[str, Sequence[object] | None] | None = None,
 ) -> int:
     """Set ``fields`` of the rows whose ``key`` is each row's first value, in one
     statement (``UPDATE … FROM unnest(…)``); the rows' remaining values follow ``fields``.
-    ``unless_set`` names a column: rows where it is not null are left alone. Returns how
-    many rows changed. The caller holds the rows' locks."""
+
+    ``only_if`` leaves alone the rows whose field (attname) is not among the values given,
+    or, for ``None``, not null. Returns how many rows changed. Rows are locked by the
+    statement itself, in the order PostgreSQL meets them: a caller that needs an order
+    locks them first."""
     from django.db import connection
 
     if not rows:
         return 0
+    only_if = dict(only_if or {})
     if connection.vendor != "postgresql":  # SQLite (``make run``): the ORM, row by row
-        nulls = {f"{unless_set}__isnull": True} if unless_set else {}
+        conditions = {
+            f"{name}__isnull" if values is None else f"{name}__in": True
+            if values is None
+            else list(values)
+            for name, values in only_if.items()
+        }
         return sum(
-            model.objects.filter(**{key: row[0]}, **nulls).update(
+            model.objects.filter(**{key: row[0]}, **conditions).update(
                 **dict(zip(fields, row[1:], strict=True))
             )
             for row in rows
@@ -312,15 +321,18 @@ def update_rows(
         for column, db_type in columns[1:]
     )
     table = model._meta.db_table
+    where = [f"{table}.{key_column} = v.{key_column}"]
+    for (column, _type), values in zip(
+        _column_types(model, list(only_if)), only_if.values(), strict=True
+    ):
+        if values is None:
+            where.append(f"{table}.{column} IS NULL")
+        else:
+            where.append(f"{table}.{column} = ANY(%s)")
+            params.append(array_literal(values))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {assignments} FROM {source} "
-            f"WHERE {table}.{key_column} = v.{key_column}"
-            + (
-                f" AND {table}.{model._meta.get_field(unless_set).column} IS NULL"
-                if unless_set
-                else ""
-            ),
+            f"UPDATE {table} SET {assignments} FROM {source} WHERE {' AND '.join(where)}",
             params,
         )
         return cursor.rowcount

@@ -184,7 +184,7 @@ def _record_answers(answers: Sequence[_Answer]) -> None:
             PaymentTransaction,
             ["provider_reference"],
             references,
-            unless_set="provider_reference",
+            only_if={"provider_reference": None},
         )
         update_rows(PaymentTransaction, ["authorization_expires_at"], expiries)
         payment_events_record_many(facts)

@@ -152,7 +152,7 @@ def test_charging_a_chunk_costs_the_same_queries_for_two_requests_or_twelve(
     assert JournalEntry.objects.filter(kind="bnpl.installment_paid").count() == 15
 
 
-CHUNK_QUERIES = 39  # 31 statements and four savepoints
+CHUNK_QUERIES = 37  # 29 statements and four savepoints
 
 
 # --- failure classes ------------------------------------------------------------------

@@ -47,13 +47,13 @@ def test_update_rows_sets_each_row_its_own_values_and_any_lookup_finds_them(acco
         PaymentTransaction,
         ["provider_reference"],
         [(ids[0], "ch_a"), (ids[1], "ch_b")],
-        unless_set="provider_reference",
+        only_if={"provider_reference": None},
     )
     again = update_rows(
         PaymentTransaction,
         ["provider_reference"],
         [(ids[0], "ch_z")],
-        unless_set="provider_reference",
+        only_if={"provider_reference": None},
     )
     assert (changed, again) == (2, 0)
     found = PaymentTransaction.objects.filter(pk__any=ids).order_by("pk")
