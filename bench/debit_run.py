@@ -461,6 +461,26 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds PostgreSQL has used on this machine: every live server process's own,
+    plus what the postmaster's exited children (backends closed after a task) used."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "postgres":
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(int(f[11]) + int(f[12]) for f in stats.values())
+    for f in stats.values():
+        if int(f[1]) not in stats:  # the postmaster: its parent is not PostgreSQL
+            total += int(f[13]) + int(f[14])
+    return total / tick
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -564,6 +584,9 @@ def one_size(size: int, args, database_url: str, broker: str, workdir: Path) -> 
             wait_ready(workdir / f"worker-{size}-{n}.log", proc)
         workers = procs
 
+        cpu_before = sum(process_cpu_seconds(p.pid) for p in procs)
+        cpu_sandbox_before = process_cpu_seconds(sandbox.pid)
+        cpu_pg_before = postgres_cpu_seconds()
         started = time.perf_counter()
         run = debits.debit_run_start(business_date=BUSINESS_DATE)
         deadline = time.monotonic() + args.timeout
@@ -578,8 +601,9 @@ def one_size(size: int, args, database_url: str, broker: str, workdir: Path) -> 
             time.sleep(0.05)
         ours = time.perf_counter() - started
         rss = [peak_rss_mb(p.pid) for p in procs]
-        cpu = sum(process_cpu_seconds(p.pid) for p in procs)
-        cpu_sandbox = process_cpu_seconds(sandbox.pid)
+        cpu_pg = postgres_cpu_seconds() - cpu_pg_before
+        cpu = sum(process_cpu_seconds(p.pid) for p in procs) - cpu_before
+        cpu_sandbox = process_cpu_seconds(sandbox.pid) - cpu_sandbox_before
         witness = witness_problems(port, size)
     finally:
         for proc in procs:
@@ -620,6 +644,7 @@ def one_size(size: int, args, database_url: str, broker: str, workdir: Path) -> 
         "rss": max(rss),
         "cpu_ms": 1000 * cpu / size,
         "cpu_sandbox_ms": 1000 * cpu_sandbox / size,
+        "cpu_pg_ms": 1000 * cpu_pg / size,
         "problems": problems,
         "bench_name": bench_name,
         "admin_url": admin_url,
@@ -661,7 +686,8 @@ def main(args: argparse.Namespace) -> None:
                 f"({size / r['ours_s']:,.0f}/s), ceiling {r['ceiling_s']:.2f} s "
                 f"({size / r['ceiling_s']:,.0f}/s), tasks {r['tasks']}, "
                 f"peak worker RSS {r['rss']:.0f} MB; CPU per installment: workers "
-                f"{r['cpu_ms']:.1f} ms, sandbox {r['cpu_sandbox_ms']:.1f} ms",
+                f"{r['cpu_ms']:.2f} ms, sandbox {r['cpu_sandbox_ms']:.2f} ms, PostgreSQL "
+                f"{r['cpu_pg_ms']:.2f} ms",
                 flush=True,
             )
             for problem in r["problems"]:

@@ -287,14 +287,16 @@ def update_rows(
     *,
     key: str = "id",
     only_if: Mapping[str, Sequence[object] | None] | None = None,
+    add: Sequence[str] = (),
 ) -> int:
     """Set ``fields`` of the rows whose ``key`` is each row's first value, in one
     statement (``UPDATE … FROM unnest(…)``); the rows' remaining values follow ``fields``.
 
     ``only_if`` leaves alone the rows whose field (attname) is not among the values given,
-    or, for ``None``, not null. Returns how many rows changed. Rows are locked by the
-    statement itself, in the order PostgreSQL meets them: a caller that needs an order
-    locks them first."""
+    or, for ``None``, not null. Fields named in ``add`` are incremented by the value given
+    (``balance = balance + v.balance``) instead of set. Returns how many rows changed.
+    Rows are locked by the statement itself, in the order PostgreSQL meets them: a caller
+    that needs an order locks them first."""
     from django.db import connection
 
     if not rows:
@@ -309,18 +311,26 @@ def update_rows(
         }
         return sum(
             model.objects.filter(**{key: row[0]}, **conditions).update(
-                **dict(zip(fields, row[1:], strict=True))
+                **{
+                    name: models.F(name) + value if name in add else value
+                    for name, value in zip(fields, row[1:], strict=True)
+                }
             )
             for row in rows
         )
     columns = _column_types(model, [key, *fields])
     source, params = _arrays(columns, rows)
     key_column = columns[0][0]
+    table = model._meta.db_table
+    added = {column for column, _ in _column_types(model, list(add))}
     assignments = ", ".join(
-        f"{column} = v.{column}::jsonb" if db_type == "jsonb" else f"{column} = v.{column}"
+        f"{column} = v.{column}::jsonb"
+        if db_type == "jsonb"
+        else f"{column} = {table}.{column} + v.{column}"
+        if column in added
+        else f"{column} = v.{column}"
         for column, db_type in columns[1:]
     )
-    table = model._meta.db_table
     where = [f"{table}.{key_column} = v.{key_column}"]
     for (column, _type), values in zip(
         _column_types(model, list(only_if)), only_if.values(), strict=True

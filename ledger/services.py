@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import BigIntegerField, Case, F, Q, Value, When
+from django.db.models import Q
 
 from core import clock
-from core.db import insert_rows
+from core.db import insert_rows, update_rows
 from core.money import Money
 from ledger.errors import InsufficientFunds, UnbalancedEntry
 from ledger.models import NORMAL_SIDE, Account, JournalEntry, Posting, Purpose
@@ -224,15 +224,12 @@ def _post(drafts: Sequence[EntryDraft]) -> list[tuple[int, datetime]]:
         ],
         returning=None,
     )
-    changed = [(account_id, delta) for account_id, delta in deltas.items() if delta]
-    if changed:
-        Account.objects.filter(pk__in=[pk for pk, _ in changed]).update(
-            balance=F("balance")
-            + Case(
-                *(When(pk=pk, then=Value(delta)) for pk, delta in changed),
-                output_field=BigIntegerField(),
-            )
-        )
+    update_rows(
+        Account,
+        ["balance"],
+        [(account_id, delta) for account_id, delta in deltas.items() if delta],
+        add=["balance"],
+    )
     return [(entry_id, now) for entry_id in entry_ids]
 
 
