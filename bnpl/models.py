@@ -376,8 +376,9 @@ class Plan(models.Model):
     application = models.OneToOneField(
         CreditApplication, on_delete=models.PROTECT, related_name="plan"
     )
+    # Indexed by (customer, -created_at) below, which serves lookups by customer too.
     customer = models.ForeignKey(
-        "customers.Customer", on_delete=models.PROTECT, related_name="plans"
+        "customers.Customer", on_delete=models.PROTECT, related_name="plans", db_index=False
     )
     product = models.ForeignKey(PlanProduct, on_delete=models.PROTECT, related_name="plans")
     promotion = models.ForeignKey(
@@ -391,9 +392,7 @@ class Plan(models.Model):
     down_payment = models.BigIntegerField(default=0)
     terms = models.JSONField()
     apr = models.DecimalField(max_digits=8, decimal_places=4, default=Decimal(0))
-    status = FSMField(
-        default=PlanStatus.ACTIVE, choices=PlanStatus.choices, protected=True, db_index=True
-    )
+    status = FSMField(default=PlanStatus.ACTIVE, choices=PlanStatus.choices, protected=True)
     # The saved card token the debit requests charge.
     payment_method = models.CharField(max_length=64)
     funded_by = models.CharField(max_length=10, choices=Decider.choices, default=Decider.INTERNAL)
@@ -405,7 +404,7 @@ class Plan(models.Model):
     paused_reason = models.CharField(max_length=255, blank=True)
     # Collections: the worst days past due of an unpaid installment, and its bucket.
     days_past_due = models.PositiveIntegerField(default=0)
-    delinquency_bucket = models.CharField(max_length=20, blank=True, db_index=True)
+    delinquency_bucket = models.CharField(max_length=20, blank=True)
     write_off_flagged_at = models.DateTimeField(null=True, blank=True)
     written_off_amount = models.BigIntegerField(default=0, help_text="Minor units of principal")
     recovered_amount = models.BigIntegerField(default=0, help_text="Minor units after write-off")
@@ -436,7 +435,13 @@ class Plan(models.Model):
                 name="plan_refunded_within_amount",
             ),
         ]
-        indexes = [models.Index(fields=["customer", "-created_at"])]
+        # Plain indexes (not db_index, which adds a LIKE index per text column on
+        # PostgreSQL): every plan write maintains each of them.
+        indexes = [
+            models.Index(fields=["customer", "-created_at"]),
+            models.Index(fields=["status"], name="plan_status"),
+            models.Index(fields=["delinquency_bucket"], name="plan_delinquency_bucket"),
+        ]
 
     def __str__(self) -> str:
         return f"Plan #{self.pk}"
@@ -561,7 +566,7 @@ class DebitRequest(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="debit_requests")
     payment_method = models.CharField(max_length=64)
     # Attempt n is sent to the gateway with f"{idempotency_key}:{n}".
-    idempotency_key = models.CharField(max_length=100, unique=True)
+    idempotency_key = models.CharField(max_length=100)  # unique: see Meta
     status = models.CharField(
         max_length=16, choices=DebitRequestStatus.choices, default=DebitRequestStatus.SCHEDULED
     )
@@ -571,6 +576,10 @@ class DebitRequest(models.Model):
 
     class Meta:
         ordering = ["next_attempt_at", "id"]
+        # A constraint, not unique=True, which adds a LIKE index on PostgreSQL.
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="debit_request_unique_key")
+        ]
         indexes = [
             models.Index(
                 fields=["next_attempt_at", "id"],

@@ -90,7 +90,7 @@ class JournalEntry(models.Model):
 
     created_at = models.DateTimeField(db_index=True)
     # What happened, dotted: "wallet.top_up", "oms.order_payment", "oms.order_refund".
-    kind = models.CharField(max_length=60, db_index=True)
+    kind = models.CharField(max_length=60)  # indexed in Meta (no LIKE index)
     memo = models.CharField(max_length=255, blank=True)
     # The domain row that caused it: ("oms.order", "42").
     reference_type = models.CharField(max_length=100, blank=True)
@@ -102,7 +102,10 @@ class JournalEntry(models.Model):
     class Meta:
         ordering = ["-id"]
         verbose_name_plural = "journal entries"
-        indexes = [models.Index(fields=["reference_type", "reference_id"])]
+        indexes = [
+            models.Index(fields=["reference_type", "reference_id"]),
+            models.Index(fields=["kind"], name="journal_entry_kind"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.kind} {self.reference_type}:{self.reference_id}"

@@ -128,8 +128,9 @@ class Source(models.TextChoices):
 class PaymentEvent(models.Model):
     """One fact about a transaction. Append-only (enforced by the database)."""
 
+    # Indexed by the unique (transaction, idempotency_key) below.
     transaction = models.ForeignKey(
-        PaymentTransaction, on_delete=models.PROTECT, related_name="events"
+        PaymentTransaction, on_delete=models.PROTECT, related_name="events", db_index=False
     )
     kind = models.CharField(max_length=20, choices=EventKind.choices)
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
