@@ -5,39 +5,37 @@ A run selects what is due with one keyset query over ids, stores it as chunks of
 (``collections.debit_chunk``). A chunk is worked in three steps, none of which holds a row
 lock across a network call:
 
-1. **Claim** (one short transaction): the chunk's requests that are still due are locked
-   (``SKIP LOCKED``: a concurrent run or a redelivered chunk takes the others), one attempt
-   per request is inserted in one statement (``attempt_no = attempts_made + 1``, unique per
-   request; key ``"<request key>:<n>"``; the retry calendar snapshotted), and the requests
-   are marked in flight (``next_attempt_at`` cleared). A request whose installment, or
-   whose plan's payoff, has a charge in flight elsewhere (a card payment or payoff through
-   servicing) is not claimed: it is looked at again at the first technical step. Committed
-   before anything is sent.
-2. **Charge** (``SEND_BATCH`` attempts at a time): one short transaction locks the
-   attempts, keeps those still ``pending`` and unsent, and records their charge requests
-   (``payments.processing.payment_open_many``) and ``sent_at``; otherwise nothing is sent.
-   They then go out as one batch (``payment_send_many``: ``capture=True``, each under its
-   attempt's key) outside any transaction, and the answers are recorded in one short
-   transaction, in which bnpl's batch settlement handler books the succeeded captures: the
-   installments paid, their ledger entries written, finished plans completed, together with
-   the payment facts.
-3. **Record** (one short transaction per batch): every attempt's outcome, classified:
-   technical (minutes-scale retries), soft decline (day-scale retries), hard decline (no
-   retry, the customer is asked for a new payment method), or unknown (reconciled with the
-   provider by key before anything else is tried). Succeeded attempts are written with one
-   statement.
+1. **Claim and open** (one short transaction per ``SEND_BATCH`` requests): the requests
+   that are still due are locked (``SKIP LOCKED``: a concurrent run or a redelivered chunk
+   takes the others); their charge requests are recorded
+   (``payments.processing.payment_open_many``: the key sent to the provider is on record
+   before the call); one attempt per request is inserted in one statement
+   (``attempt_no = attempts_made + 1``, unique per request; key ``"<request key>:<n>"``;
+   the retry calendar snapshotted; ``sent_at`` and its payment transaction set); and the
+   requests are marked in flight (``next_attempt_at`` cleared). A request whose
+   installment, or whose plan's payoff, has a charge in flight elsewhere (a card payment or
+   payoff through servicing) is not claimed: it is looked at again at the first technical
+   step.
+2. **Send**: the batch goes out as one request (``payment_send_many``: ``capture=True``,
+   each charge under its attempt's key) outside any transaction, right after the claim
+   commits, and the answers are recorded in one short transaction, in which bnpl's batch
+   settlement handler books the succeeded captures: the installments paid, their ledger
+   entries written, finished plans completed, together with the payment facts.
+3. **Record** (one short transaction): every attempt's outcome, classified: technical
+   (minutes-scale retries), soft decline (day-scale retries), hard decline (no retry, the
+   customer is asked for a new payment method), or unknown (reconciled with the provider by
+   key before anything else is tried). Succeeded attempts are written with one statement.
 
 Every step is set-based: a chunk costs the same number of queries whatever its size
 (``tests/collections/test_debit_run.py`` pins it), and no model instance is built for a
 charge that succeeds.
 
-A worker killed anywhere leaves at worst ``pending`` attempts. The reconciler and a worker
-that is merely slow are exclusive on the attempt row: an attempt never sent
-(``sent_at`` empty) is given up as ``not_sent`` under the attempt's lock, after which no
-worker sends it; one that was sent may or may not have reached the provider, so it is never
-sent again under a new key: once ``PENDING_GRACE`` has passed since ``sent_at`` (far beyond
-the HTTP deadline and its retries), the reconciler asks the provider by key
-(``payment_reconcile``) and records what it says.
+A worker killed anywhere leaves at worst ``pending`` attempts, each with its charge request
+on record. Such an attempt may or may not have reached the provider, so it is never sent
+again under a new key: once ``PENDING_GRACE`` has passed since ``sent_at`` (far beyond the
+batch's HTTP deadline and its retries, ``SEND_DEADLINE``), the reconciler asks the provider
+by key (``payment_reconcile``) and records what it says; a key the provider never saw is a
+technical failure, retried under the next attempt's key.
 """
 
 from __future__ import annotations
@@ -79,7 +77,6 @@ from payments.models import (
     EventKind,
     Outcome,
     PaymentEvent,
-    PaymentTransaction,
     Provider,
     Source,
 )
@@ -124,7 +121,7 @@ HARD_DECLINES = frozenset(
 # Attempts without an outcome yet.
 _OPEN_STATUSES = (AttemptStatus.PENDING, AttemptStatus.UNKNOWN)
 # Reasons we give ourselves when no provider decided anything: technical, not the card.
-TECHNICAL_CODES = frozenset({"not_found", "not_sent", "circuit_open", "provider_error"})
+TECHNICAL_CODES = frozenset({"not_found", "circuit_open", "provider_error"})
 
 # Claimed charges are sent this many to a request (``payment_send_many``); a larger chunk
 # is worked in slices, each opened, sent and recorded before the next.
@@ -134,9 +131,8 @@ SEND_BATCH = 1000
 # again), three tries (``payments.reliability.with_retries``) at the card adapter's connect
 # + read timeouts for a full batch, and the backoff between them (at most 2 s each).
 SEND_DEADLINE = timedelta(seconds=ITEM_TRIES * (3 * sum(batch_timeout(SEND_BATCH)) + 3 * 2.0))
-# A ``pending`` attempt is left to its worker this long: counted from its claim while it is
-# unsent (a slow worker that gets to it later finds it given up and does not send it), from
-# ``sent_at`` once sent (only then can the provider's "never saw this key" be believed).
+# A ``pending`` attempt is left to its worker this long after ``sent_at`` (its claim, right
+# before the batch goes out): only then can the provider's "never saw this key" be believed.
 PENDING_GRACE = timedelta(minutes=5)
 assert PENDING_GRACE > 2 * SEND_DEADLINE
 
@@ -334,9 +330,12 @@ def _chunk_done(chunk: DebitRunChunk) -> None:
 
 @dataclass(frozen=True)
 class Charge:
+    """A claimed attempt, its charge request on record (``transaction_id``)."""
+
     attempt_id: int
     request_id: int
     installment_id: int
+    transaction_id: int
     amount: Money
     payment_method: str
     idempotency_key: str
@@ -354,29 +353,38 @@ class Charge:
 def debit_requests_charge(
     *, request_ids: Sequence[int], cutoff: datetime, run_id: int | None = None
 ) -> dict[str, int]:
-    """Claim the requests still due before ``cutoff``, charge them, record the outcomes.
+    """Claim the requests still due before ``cutoff``, charge them, record the outcomes,
+    ``SEND_BATCH`` requests at a time.
 
     Returns counts by attempt status. Requests no longer due (settled, in flight, paused,
-    claimed by a concurrent caller) are skipped. Claimed charges are opened, sent and
-    recorded ``SEND_BATCH`` at a time.
+    claimed by a concurrent caller) are skipped.
     """
     account = enabled_account(Provider.CARD)
     if account is None:  # before claiming: nothing is left in flight
         raise ProviderNotSupported("No card processor is enabled.")
-    charges = _claim(request_ids=request_ids, cutoff=cutoff, run_id=run_id)
+    ids = list(request_ids)
     counts: dict[str, int] = defaultdict(int)
-    for start in range(0, len(charges), SEND_BATCH):
-        part = charges[start : start + SEND_BATCH]
-        outcomes = _charge_many(part, account)
-        sent = [(c, o) for c, o in zip(part, outcomes, strict=True) if o is not None]
-        _record(sent)
-        for _charge, outcome in sent:
+    for start in range(0, len(ids), SEND_BATCH):
+        charges = _claim(
+            request_ids=ids[start : start + SEND_BATCH],
+            cutoff=cutoff,
+            run_id=run_id,
+            account=account,
+        )
+        if not charges:
+            continue
+        results = list(zip(charges, _send(charges, account), strict=True))
+        _record(results)
+        for _charge, outcome in results:
             counts[str(outcome.status)] += 1
     return dict(counts)
 
 
-def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) -> list[Charge]:
-    """One short transaction: lock what is still due, insert one attempt per request."""
+def _claim(
+    *, request_ids: Sequence[int], cutoff: datetime, run_id: int | None, account
+) -> list[Charge]:
+    """One short transaction: lock what is still due, record its charge requests and
+    insert one attempt per request, marked sent."""
     now = clock.now()
     owed = (
         F("installment__principal")
@@ -449,6 +457,21 @@ def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) 
                 due.append(request)
         for status, ids in closed.items():
             DebitRequest.objects.filter(pk__any=ids).update(status=status, next_attempt_at=None)
+        keys = [f"{r.idempotency_key}:{r.attempts_made + 1}" for r in due]
+        txn_ids = payment_open_many(
+            account=account,
+            charges=[
+                ChargeRequest(
+                    reference_type=INSTALLMENT_REFERENCE,
+                    reference_id=str(r.installment_id),
+                    amount=Money(r.owed, r.plan__currency),
+                    payment_method=r.payment_method,
+                    idempotency_key=key,
+                )
+                for r, key in zip(due, keys, strict=True)
+            ],
+            capture=True,
+        )
         attempt_ids = insert_rows(
             DebitAttempt,
             [
@@ -463,6 +486,8 @@ def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) 
                 "status",
                 "failure_class",
                 "decline_code",
+                "payment_transaction_id",
+                "sent_at",
             ],
             [
                 (
@@ -471,14 +496,16 @@ def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) 
                     run_id,
                     r.plan__currency,
                     r.owed,
-                    f"{r.idempotency_key}:{r.attempts_made + 1}",
+                    key,
                     snapshots.get(r.pk) or current,
                     now,
                     AttemptStatus.PENDING,
                     "",
                     "",
+                    txn_id,
+                    now,
                 )
-                for r in due
+                for r, key, txn_id in zip(due, keys, txn_ids, strict=True)
             ],
         )
         DebitRequest.objects.filter(pk__any=[r.pk for r in due]).update(
@@ -489,53 +516,13 @@ def _claim(*, request_ids: Sequence[int], cutoff: datetime, run_id: int | None) 
             attempt_id=attempt_id,
             request_id=r.pk,
             installment_id=r.installment_id,
+            transaction_id=txn_id,
             amount=Money(r.owed, r.plan__currency),
             payment_method=r.payment_method,
-            idempotency_key=f"{r.idempotency_key}:{r.attempts_made + 1}",
+            idempotency_key=key,
         )
-        for attempt_id, r in zip(attempt_ids, due, strict=True)
+        for attempt_id, txn_id, key, r in zip(attempt_ids, txn_ids, keys, due, strict=True)
     ]
-
-
-def _open_many(charges: Sequence[Charge], account) -> list[tuple[Charge, int]]:
-    """Record the charge requests of the attempts still pending and unsent, and their
-    ``sent_at``, in one short transaction holding those attempts' locks; returns them
-    with their payment transactions. The others are not to be sent.
-
-    The reconciler gives up an unsent attempt under the same lock, so exactly one of the
-    two wins: either the request is on record (and the reconciler asks the provider about
-    it) or the attempt is ``not_sent`` (and it is never sent).
-    """
-    now = clock.now()
-    with transaction.atomic(durable=True):
-        ready = set(
-            DebitAttempt.objects.select_for_update(no_key=True)
-            .filter(
-                pk__any=[c.attempt_id for c in charges],
-                status=AttemptStatus.PENDING,
-                sent_at__isnull=True,
-            )
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
-        todo = [c for c in charges if c.attempt_id in ready]
-        txn_ids = payment_open_many(
-            account=account, charges=[c.request() for c in todo], capture=True
-        )
-        update_rows(
-            DebitAttempt,
-            ["sent_at", "payment_transaction_id"],
-            [(c.attempt_id, now, txn_id) for c, txn_id in zip(todo, txn_ids, strict=True)],
-        )
-    return list(zip(todo, txn_ids, strict=True))
-
-
-def _open(charge: Charge, account) -> PaymentTransaction | None:
-    """``_open_many`` for one attempt: its payment transaction, or ``None``: do not send."""
-    opened = _open_many([charge], account)
-    if not opened:
-        return None
-    return PaymentTransaction.objects.select_related("account").get(pk=opened[0][1])
 
 
 def _charges_in_flight(requests: Sequence[Any]) -> set[int]:
@@ -565,52 +552,36 @@ def _first_technical_step() -> int:
     return int(minutes[0]) if minutes else 5
 
 
-def _charge_many(charges: Sequence[Charge], account) -> list[AttemptOutcome | None]:
-    """Open the attempts, send them as one batch outside any transaction, and return each
-    one's outcome in order; ``None`` for one not sent because the reconciler gave it up.
+def _send(charges: Sequence[Charge], account) -> list[AttemptOutcome]:
+    """Send claimed charges as one batch, outside any transaction; each one's outcome.
 
     The answers are recorded (and captures booked) by ``payment_send_many``. A batch the
     provider refused before sending (open circuit) fails every attempt technically; one
     that may or may not have been made, or a failure nobody planned for (a bug, a lost
     connection), leaves every attempt ``unknown``: the reconciler then finds out by key
-    what became of each (or gives it up if it was never sent).
+    what became of each.
     """
-    opened = _open_many(charges, account)
-    outcomes: dict[int, AttemptOutcome] = {}
-    if opened:
-        requests = [(txn_id, charge.request()) for charge, txn_id in opened]
-        try:
-            results = payment_send_many(account=account, opened=requests)
-            for (charge, txn_id), result in zip(opened, results, strict=True):
-                outcomes[charge.attempt_id] = outcome_from_result(result, txn_id)
-        except CircuitOpen:
-            # Refused before anything was sent: the provider never saw these keys.
-            payment_send_refused(opened=requests, reason="circuit_open")
-            for charge, txn_id in opened:
-                outcomes[charge.attempt_id] = AttemptOutcome(
-                    AttemptStatus.FAILED, FailureClass.TECHNICAL, "circuit_open", txn_id
-                )
-        except GatewayTechnicalError:
-            # 5xx after the retries with the same keys: they may or may not be charged.
-            for charge, txn_id in opened:
-                outcomes[charge.attempt_id] = AttemptOutcome(
-                    AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "provider_error", txn_id
-                )
-        except Exception:
-            log.exception("sending %d attempts failed", len(opened))
-            for charge, txn_id in opened:
-                outcomes[charge.attempt_id] = AttemptOutcome(
-                    AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "error", txn_id
-                )
-    for charge in charges:
-        if charge.attempt_id not in outcomes:
-            log.info("attempt %s was given up before it was sent", charge.attempt_id)
-    return [outcomes.get(charge.attempt_id) for charge in charges]
+    requests = [(charge.transaction_id, charge.request()) for charge in charges]
 
+    def every(status: AttemptStatus, failure: FailureClass, code: str) -> list[AttemptOutcome]:
+        return [AttemptOutcome(status, failure, code, c.transaction_id) for c in charges]
 
-def _charge_one(charge: Charge, account) -> AttemptOutcome | None:
-    """``_charge_many`` for one attempt."""
-    return _charge_many([charge], account)[0]
+    try:
+        results = payment_send_many(account=account, opened=requests)
+    except CircuitOpen:
+        # Refused before anything was sent: the provider never saw these keys.
+        payment_send_refused(opened=requests, reason="circuit_open")
+        return every(AttemptStatus.FAILED, FailureClass.TECHNICAL, "circuit_open")
+    except GatewayTechnicalError:
+        # 5xx after the retries with the same keys: they may or may not be charged.
+        return every(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "provider_error")
+    except Exception:
+        log.exception("sending %d attempts failed", len(charges))
+        return every(AttemptStatus.UNKNOWN, FailureClass.TECHNICAL, "error")
+    return [
+        outcome_from_result(result, charge.transaction_id)
+        for charge, result in zip(charges, results, strict=True)
+    ]
 
 
 def _record(results: list[tuple[Charge, AttemptOutcome]]) -> None:
@@ -803,32 +774,6 @@ def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> Email
 # --- reconciliation and retries -------------------------------------------------------
 
 
-def _give_up_unsent(attempt: DebitAttempt) -> bool:
-    """Record an attempt that was never sent as failed (``not_sent``: a technical retry
-    follows), holding its request's lock and then its own; ``False`` if its worker recorded
-    the charge request first (``_open`` takes the same attempt lock)."""
-    with transaction.atomic(durable=True):
-        list(
-            DebitRequest.objects.select_for_update(no_key=True)
-            .filter(pk=attempt.request_id)
-            .values_list("pk", flat=True)
-        )
-        unsent = (
-            DebitAttempt.objects.select_for_update(no_key=True)
-            .filter(pk=attempt.pk, status__in=_OPEN_STATUSES, sent_at__isnull=True)
-            .first()
-        )
-        if unsent is None:
-            return False
-        attempts_record_outcomes(
-            outcomes={
-                attempt.pk: AttemptOutcome(AttemptStatus.FAILED, FailureClass.TECHNICAL, "not_sent")
-            },
-            attempt_ids=[attempt.pk],
-        )
-    return True
-
-
 def _charge_events(attempt: DebitAttempt) -> dict[str, PaymentEvent]:
     """The facts of the attempt's charge by key: its answer, its capture (recorded with the
     answer, or asked separately by ``payment_capture``) and the capture's answer."""
@@ -918,19 +863,14 @@ def _ask_provider(attempt: DebitAttempt) -> None:
 def debit_attempt_reconcile(*, attempt_id: int) -> AttemptStatus:
     """Find out what became of an attempt without an outcome, by its key; record it.
 
-    An attempt never sent is given up (``not_sent``) under its lock, so that no worker sends
-    it afterwards. For one that was sent, asks the provider only if the payment records do
-    not already say (``payment_reconcile`` reads the charge back by the same key, or replays
-    the request under it). Never sends a new key: a new attempt is only made once this one
-    is known to have failed.
+    Asks the provider only if the payment records do not already say
+    (``payment_reconcile`` reads the charge back by the same key, or replays the request
+    under it). Never sends a new key: a new attempt is only made once this one is known to
+    have failed.
     """
     attempt = DebitAttempt.objects.get(pk=attempt_id)
     if attempt.status not in _OPEN_STATUSES:
         return AttemptStatus(attempt.status)
-    if attempt.sent_at is None:
-        if _give_up_unsent(attempt):
-            return AttemptStatus.FAILED
-        return AttemptStatus.PENDING  # sent just now: asked about once the grace has passed
     outcome = _outcome_from_records(attempt)
     if outcome is None:
         _ask_provider(attempt)

@@ -160,8 +160,8 @@ class DebitAttempt(models.Model):
         related_name="+",
     )
     created_at = models.DateTimeField()
-    # When the worker recorded the charge request (``payment_transaction``) under the
-    # attempt's lock, right before sending it: an attempt without it was never sent.
+    # When the charge request (``payment_transaction``) was recorded with the attempt, right
+    # before its batch was sent: the reconciler's grace counts from it.
     sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -82,16 +82,14 @@ def technical_retries_due(*, now: datetime, limit: int) -> list[int]:
 def attempts_to_reconcile(*, now: datetime, pending_older_than: timedelta, limit: int) -> list[int]:
     """Attempts without a known outcome that are due a question to the provider.
 
-    A ``pending`` attempt is left to its worker for ``pending_older_than``: counted from
-    its claim while it is unsent, from ``sent_at`` once its charge request is on record (a
-    charge still on the wire must not be declared unknown to the provider). ``unknown``
+    A ``pending`` attempt is left to its worker for ``pending_older_than`` after ``sent_at``
+    (a charge still on the wire must not be declared unknown to the provider). ``unknown``
     ones are asked about at their ``next_retry_at``.
     """
     since = now - pending_older_than
     return list(
         DebitAttempt.objects.filter(
-            Q(status=AttemptStatus.PENDING, sent_at__isnull=True, created_at__lt=since)
-            | Q(status=AttemptStatus.PENDING, sent_at__lt=since)
+            Q(status=AttemptStatus.PENDING, sent_at__lt=since)
             | Q(status=AttemptStatus.UNKNOWN, next_retry_at__lte=now)
         )
         .order_by("pk")

@@ -70,7 +70,7 @@ def plan_300(customer, **overrides) -> Plan:
 
 
 def debit_run_charge(card_processor, installment: Installment, payment_method: str):
-    """The debit run's charge of an installment (collections_.debits._charge_one)."""
+    """The debit run's charge of an installment (collections_.debits._send)."""
     return payment_authorize(
         account=card_processor,
         reference_type=INSTALLMENT_REFERENCE,

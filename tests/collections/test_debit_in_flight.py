@@ -14,7 +14,7 @@ from collections_.models import AttemptStatus, DebitAttempt, FailureClass
 from core import clock
 from core.money import Money
 from ledger.models import JournalEntry
-from payments.processing import payment_send
+from payments.processing import payment_send_many
 from tests.bnpl.factories import make_plan
 from tests.collections.debit_helpers import (
     charges_by_key,
@@ -35,84 +35,39 @@ def plans(customer, count=1, **kwargs):
         return [make_plan(customer=customer, start_date=START, **kwargs) for _ in range(count)]
 
 
-def claim(request):
+def claim(request, account):
     (charge,) = debits._claim(
-        request_ids=[request.pk], cutoff=selectors.run_cutoff(DUE), run_id=None
+        request_ids=[request.pk], cutoff=selectors.run_cutoff(DUE), run_id=None, account=account
     )
     return charge
 
 
-# --- a slow worker and the reconciler -------------------------------------------------
-
-
-def test_a_slow_worker_never_sends_an_attempt_the_reconciler_gave_up(
-    customer, card_processor, sandbox
-):
-    """A live worker whose thread reaches a claimed charge long after the claim (a chunk of
-    a thousand, a few threads) finds it given up and sends nothing: the retry charges."""
-    (plan,) = plans(customer)
-    installment = first_due(plan)
-    with clock.travel_to(moment(DUE)):
-        charge = claim(installment.debit_request)
-    with clock.travel_to(moment(DUE) + timedelta(minutes=6)):
-        assert debits.debit_attempts_reconcile() == {AttemptStatus.FAILED: 1}
-    first = DebitAttempt.objects.get()
-    assert (first.failure_class, first.decline_code) == (FailureClass.TECHNICAL, "not_sent")
-    with clock.travel_to(moment(DUE) + timedelta(minutes=12)):
-        assert debits.debit_retries_process() == {AttemptStatus.SUCCEEDED: 1}
-    with clock.travel_to(moment(DUE) + timedelta(minutes=13)):
-        assert debits._charge_one(charge, card_processor) is None  # the worker gets to it
-
-    second = DebitAttempt.objects.get(attempt_no=2)
-    assert charges_by_reference(sandbox) == {f"bnpl.installment:{installment.pk}": 1}
-    assert charges_by_key(sandbox) == {second.idempotency_key: 1}
-    first.refresh_from_db()
-    assert (first.status, first.sent_at, first.payment_transaction_id) == (
-        AttemptStatus.FAILED,
-        None,
-        None,
-    )
+# --- a worker that dies between claiming and recording ---------------------------------
 
 
 def test_a_sent_attempt_is_asked_about_only_once_the_grace_has_passed_since_it_was_sent(
     customer, card_processor, sandbox
 ):
-    """Claimed at 06:00, its request recorded at 06:10 and still on the wire: at 06:11 the
-    provider's "never saw this key" could not be believed, so nobody asks yet."""
+    """Claimed (its charge request on record) at 06:00 and sent at 06:04, its worker then
+    dying before recording the answer: at 06:04 the provider's "never saw this key" could
+    not be believed, so nobody asks; after the grace the reconciler reads it back by key."""
     (plan,) = plans(customer)
     installment = first_due(plan)
     with clock.travel_to(moment(DUE)):
-        charge = claim(installment.debit_request)
-    with clock.travel_to(moment(DUE) + timedelta(minutes=10)):
-        txn = debits._open(charge, card_processor)
-    assert txn is not None
-    with clock.travel_to(moment(DUE) + timedelta(minutes=11)):
+        charge = claim(installment.debit_request, card_processor)
+    with clock.travel_to(moment(DUE) + timedelta(minutes=4)):
         assert debits.debit_attempts_reconcile() == {}
         assert debits.debit_retries_process() == {}
-        payment_send(
-            txn=txn,
-            amount=charge.amount,
-            payment_method=charge.payment_method,
-            idempotency_key=charge.idempotency_key,
-            capture=True,
+        payment_send_many(
+            account=card_processor, opened=[(charge.transaction_id, charge.request())]
         )
-    # The worker died before recording the outcome: the reconciler reads it back by key.
-    with clock.travel_to(moment(DUE) + timedelta(minutes=16)):
+    with clock.travel_to(moment(DUE) + timedelta(minutes=6)):
         assert debits.debit_attempts_reconcile() == {AttemptStatus.SUCCEEDED: 1}
     attempt = DebitAttempt.objects.get()
-    assert attempt.payment_transaction_id == txn.pk
+    assert attempt.payment_transaction_id == charge.transaction_id
     assert charges_by_key(sandbox) == {attempt.idempotency_key: 1}
     installment.refresh_from_db()
     assert installment.status == InstallmentStatus.PAID
-
-
-def test_an_attempt_is_opened_for_sending_once(customer, card_processor, sandbox):
-    (plan,) = plans(customer)
-    with clock.travel_to(moment(DUE)):
-        charge = claim(first_due(plan).debit_request)
-        assert debits._open(charge, card_processor) is not None
-        assert debits._open(charge, card_processor) is None  # a second sender sends nothing
-    assert Money(DebitAttempt.objects.get().amount, "EUR") == charge.amount
 
 
 # --- servicing's card charges in flight -----------------------------------------------
@@ -231,9 +186,8 @@ def test_one_attempt_that_breaks_the_reconciler_leaves_the_others_reconciled(
 ):
     first, second = plans(customer, 2)
     with clock.travel_to(moment(DUE)):
-        charges = [claim(first_due(p).debit_request) for p in (first, second)]
-        for charge in charges:
-            debits._charge_one(charge, card_processor)  # sent; the worker died before recording
+        charges = [claim(first_due(p).debit_request, card_processor) for p in (first, second)]
+        debits._send(charges, card_processor)  # sent; the worker died before recording
     real_reconcile = debits.debit_attempt_reconcile
 
     def reconcile(*, attempt_id):

@@ -34,6 +34,7 @@ from tests.collections.debit_helpers import (
     first_due,
     moment,
     run_day,
+    sandbox_charges,
 )
 from tests.factories import make_customer
 
@@ -121,8 +122,10 @@ def test_claiming_a_chunk_costs_the_same_queries_for_one_request_or_many(
     counts = []
     for group in (one, many):
         ids = [first_due(p).debit_request.pk for p in group]
-        with clock.travel_to(moment(DUE)), django_assert_num_queries(7) as captured:
-            charges = debits._claim(request_ids=ids, cutoff=cutoff, run_id=None)
+        with clock.travel_to(moment(DUE)), django_assert_num_queries(9) as captured:
+            charges = debits._claim(
+                request_ids=ids, cutoff=cutoff, run_id=None, account=card_processor
+            )
         counts.append(len(captured.captured_queries))
         assert len(charges) == len(group)
     assert counts[0] == counts[1]
@@ -132,7 +135,7 @@ def test_claiming_a_chunk_costs_the_same_queries_for_one_request_or_many(
 def test_charging_a_chunk_costs_the_same_queries_for_two_requests_or_twelve(
     customer, card_processor, sandbox, django_assert_num_queries
 ):
-    """The whole chunk is set-based: claim, open, one batch sent, answers and captures
+    """The whole chunk is set-based: claim and open, one batch sent, answers and captures
     recorded (payment facts, settlement, ledger), outcomes recorded. Every plan here pays its
     last installment, so each is completed too."""
     first = plans(customer, 1, installment_count=1)  # the income accounts' first use
@@ -152,7 +155,7 @@ def test_charging_a_chunk_costs_the_same_queries_for_two_requests_or_twelve(
     assert JournalEntry.objects.filter(kind="bnpl.installment_paid").count() == 15
 
 
-CHUNK_QUERIES = 37  # 29 statements and four savepoints
+CHUNK_QUERIES = 33  # 27 statements and three savepoints
 
 
 # --- failure classes ------------------------------------------------------------------
@@ -380,12 +383,13 @@ def test_a_pending_attempt_left_by_a_crash_is_resolved_by_key_not_resent(
     request = first_due(plan).debit_request
     with clock.travel_to(moment(DUE)):
         # The worker died after claiming and sending, before recording the outcome.
+        cutoff = selectors.run_cutoff(DUE)
         (charge,) = debits._claim(
-            request_ids=[request.pk], cutoff=selectors.run_cutoff(DUE), run_id=None
+            request_ids=[request.pk], cutoff=cutoff, run_id=None, account=card_processor
         )
-        debits._charge_one(charge, card_processor)
+        debits._send([charge], card_processor)
         again = debits._claim(
-            request_ids=[request.pk], cutoff=selectors.run_cutoff(DUE), run_id=None
+            request_ids=[request.pk], cutoff=cutoff, run_id=None, account=card_processor
         )
         assert again == []  # in flight: not claimed twice
         young = debits.debit_attempts_reconcile()
@@ -484,12 +488,21 @@ def test_an_attempt_that_never_reached_the_provider_is_retried_with_a_new_key(
     (plan,) = plans(customer)
     request = first_due(plan).debit_request
     with clock.travel_to(moment(DUE)):
-        # Claimed, then the worker died before the request was recorded or sent.
-        debits._claim(request_ids=[request.pk], cutoff=selectors.run_cutoff(DUE), run_id=None)
+        # Claimed (the charge request on record), then the worker died before sending.
+        debits._claim(
+            request_ids=[request.pk],
+            cutoff=selectors.run_cutoff(DUE),
+            run_id=None,
+            account=card_processor,
+        )
+    with clock.travel_to(moment(DUE) + timedelta(minutes=4)):
+        assert debits.debit_attempts_reconcile() == {}  # it may still be on the wire
     with clock.travel_to(moment(DUE) + timedelta(minutes=10)):
+        # The provider, asked by key, never saw it: a technical failure, retried.
         assert debits.debit_attempts_reconcile() == {AttemptStatus.FAILED: 1}
     first = DebitAttempt.objects.get()
-    assert (first.failure_class, first.decline_code) == (FailureClass.TECHNICAL, "not_sent")
+    assert (first.failure_class, first.decline_code) == (FailureClass.TECHNICAL, "not_found")
+    assert sandbox_charges(sandbox) == []
     with clock.travel_to(moment(DUE) + timedelta(minutes=16)):
         assert debits.debit_retries_process() == {AttemptStatus.SUCCEEDED: 1}
     second = DebitAttempt.objects.get(attempt_no=2)

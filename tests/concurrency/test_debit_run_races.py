@@ -106,8 +106,9 @@ def test_recording_outcomes_waits_for_no_plan_a_servicing_call_holds(card_proces
             request_ids=[installment.debit_request.pk],
             cutoff=selectors.run_cutoff(DUE),
             run_id=None,
+            account=card_processor,
         )
-        outcome = debits._charge_one(charge, card_processor)
+        (outcome,) = debits._send([charge], card_processor)
     held, recorded = threading.Event(), threading.Event()
     seen: dict[str, object] = {}
 
