@@ -34,10 +34,24 @@ def array_literal(values: Iterable[object]) -> str:
     kinds = {type(v) for v in values}
     if kinds <= {int, type(None)}:  # ids, amounts: the usual column
         return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
-    if len(kinds) == 1 and issubclass(next(iter(kinds)), date):  # often one instant
-        seen: dict[object, str] = {}
-        return "{" + ",".join(seen.get(v) or seen.setdefault(v, _element(v)) for v in values) + "}"
-    return "{" + ",".join(map(_element, values)) + "}"
+    if all(issubclass(kind, str) for kind in kinds):  # keys, references, codes
+        return "{" + ",".join(['"' + _escape(v) + '"' for v in values]) + "}"
+    # Dates, JSON and the rest: a column often repeats one value (an instant, a
+    # snapshot), which is written out once.
+    written: dict[int, str] = {}
+    parts = []
+    for v in values:
+        text = written.get(id(v))
+        if text is None:
+            text = written[id(v)] = _element(v)
+        parts.append(text)
+    return "{" + ",".join(parts) + "}"
+
+
+def _escape(text: str) -> str:
+    if "\\" in text or '"' in text:
+        return text.replace("\\", "\\\\").replace('"', '\\"')
+    return str(text)
 
 
 class AnyOf(models.Lookup):

@@ -97,7 +97,7 @@ def _lock_accounts(refs: Iterable[int | str]) -> dict[int | str, Account]:
     def fetch() -> list[Account]:
         return list(
             Account.objects.select_for_update(no_key=True)
-            .filter(Q(pk__in=ids) | Q(code__in=codes))
+            .filter(Q(pk__any=ids) | Q(code__any=codes))
             .order_by("pk")
         )
 
