@@ -480,7 +480,10 @@ class Installment(models.Model):
     then principal), so the ledger can credit each part to its own account.
     """
 
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="installments")
+    # Indexed by the unique (plan, number) below.
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, related_name="installments", db_index=False
+    )
     number = models.PositiveSmallIntegerField()
     due_date = models.DateField()
     original_due_date = models.DateField()

@@ -152,12 +152,13 @@ class DebitAttempt(models.Model):
     # The retry calendar in force when the attempt was made (a settings change leaves it be).
     retry_schedule = models.JSONField(default=dict, blank=True)
     next_retry_at = models.DateTimeField(null=True, blank=True)
-    payment_transaction = models.ForeignKey(
+    payment_transaction = models.ForeignKey(  # never looked up from the payment side
         "payments.PaymentTransaction",
         null=True,
         blank=True,
         on_delete=models.PROTECT,
         related_name="+",
+        db_index=False,
     )
     created_at = models.DateTimeField()
     # When the charge request (``payment_transaction``) was recorded with the attempt, right

@@ -83,7 +83,7 @@ class PaymentTransaction(models.Model):
     # days); what is not captured by then cannot be.
     authorization_expires_at = models.DateTimeField(null=True, blank=True)
     # Set when a provider reports something that does not match ours.
-    flagged = models.BooleanField(default=False, db_index=True)
+    flagged = models.BooleanField(default=False)  # indexed where set (Meta)
     flag_reason = models.TextField(blank=True)
     created_at = models.DateTimeField()
 
@@ -99,7 +99,13 @@ class PaymentTransaction(models.Model):
                 condition=models.Q(amount__gt=0), name="payment_amount_positive"
             ),
         ]
-        indexes = [models.Index(fields=["reference_type", "reference_id"])]
+        indexes = [
+            models.Index(fields=["reference_type", "reference_id"]),
+            # Only the few flagged rows: an index on every row's flag cost each write.
+            models.Index(
+                fields=["flagged"], name="payment_flagged", condition=models.Q(flagged=True)
+            ),
+        ]
 
     def __str__(self) -> str:
         paid_for = f"{self.reference_type}:{self.reference_id}"
