@@ -243,11 +243,13 @@ def insert_rows(
     fields: Sequence[str],
     rows: Sequence[Sequence[object]],
     *,
-    returning: str | None = "id",
+    returning: str | Sequence[str] | None = "id",
+    skip_conflicts: bool = False,
 ) -> list:
     """Insert ``rows`` (tuples in the order of ``fields``) in one statement; returns the
-    ``returning`` column of each row, in the order given. Fields not named get their
-    model default.
+    ``returning`` column of each row, in the order given (a tuple per row if ``returning``
+    names several). Fields not named get their model default. ``skip_conflicts``: a row a
+    unique constraint refuses is left out (``ON CONFLICT DO NOTHING``) and not returned.
 
     The set-based writer of the hot paths (the debit run, the ledger): one array per
     column, ``INSERT … SELECT FROM unnest(…)``, so a thousand rows cost one round trip
@@ -260,10 +262,16 @@ def insert_rows(
     if not rows:
         return []
     if connection.vendor != "postgresql":  # SQLite (``make run``): the ORM, row by row
+        if skip_conflicts:
+            raise NotImplementedError("skip_conflicts needs PostgreSQL")
         created = model.objects.bulk_create(
             model(**dict(zip(fields, row, strict=True))) for row in rows
         )
-        return [] if returning is None else [getattr(obj, returning) for obj in created]
+        if returning is None:
+            return []
+        if isinstance(returning, str):
+            return [getattr(obj, returning) for obj in created]
+        return [tuple(getattr(obj, name) for name in returning) for obj in created]
     # Fields left out get their model default, as ``Model()`` would give them.
     defaults = [
         f
@@ -284,14 +292,19 @@ def insert_rows(
     sql = (
         f"INSERT INTO {model._meta.db_table} ({', '.join(c for c, _ in columns)}) "
         f"SELECT {select} FROM {source} ORDER BY v.ord"
+        + (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
     )
     with connection.cursor() as cursor:
         if returning is None:
             cursor.execute(sql, params)
             return []
-        column = model._meta.get_field(returning).column
-        cursor.execute(f"{sql} RETURNING {column}", params)
-        return [row[0] for row in cursor.fetchall()]
+        names = [returning] if isinstance(returning, str) else list(returning)
+        columns_back = ", ".join(model._meta.get_field(name).column for name in names)
+        cursor.execute(f"{sql} RETURNING {columns_back}", params)
+        rows_back = cursor.fetchall()
+    if isinstance(returning, str):
+        return [row[0] for row in rows_back]
+    return [tuple(row) for row in rows_back]
 
 
 def update_rows(

@@ -239,12 +239,13 @@ class Fact:
     detail: dict[str, Any] | None = None
 
 
-def facts_insert(facts: Sequence[Fact]) -> None:
-    """Insert facts the caller has checked are new and follow every rule, in one
-    statement; nothing is booked. For ``payment_events_record_many`` and for the requests
-    of transactions just opened (``processing.payment_open_many``)."""
+def facts_insert(facts: Sequence[Fact]) -> set[tuple[int, str]]:
+    """Insert facts that follow every rule, in one statement; nothing is booked. A fact
+    whose (transaction, key) is already recorded is left out. Returns the (transaction,
+    key) pairs inserted. For ``payment_events_record_many`` and for the requests of
+    transactions just opened (``processing.payment_open_many``)."""
     now = clock.now()
-    insert_rows(
+    inserted = insert_rows(
         PaymentEvent,
         [
             "transaction_id",
@@ -271,8 +272,10 @@ def facts_insert(facts: Sequence[Fact]) -> None:
             )
             for f in facts
         ],
-        returning=None,
+        returning=("transaction_id", "idempotency_key"),
+        skip_conflicts=True,
     )
+    return set(inserted)
 
 
 def payment_events_record_many(facts: Sequence[Fact]) -> None:
@@ -297,27 +300,29 @@ def payment_events_record_many(facts: Sequence[Fact]) -> None:
             "pk", "currency", "reference_type", "reference_id", "account__provider", named=True
         )
     }
-    # The transactions' facts by the unique index's leading column (a handful each); a
-    # filter on both columns let a planner with lagging statistics scan every fact.
-    recorded = set(
-        PaymentEvent.objects.filter(transaction_id__any=txn_ids).values_list(
-            "transaction_id", "idempotency_key"
-        )
-    )
-    simple: list[Fact] = []
+    candidates: list[Fact] = []
     others: list[Fact] = []
     for fact in facts:
         txn = txns[fact.transaction_id]
-        pair = (fact.transaction_id, fact.idempotency_key)
         checked = (fact.source == Source.API and fact.outcome == Outcome.REQUESTED) or (
             fact.source != Source.API and (fact.detail or {}).get("request_id")
         )
-        if pair in recorded or fact.amount.currency != txn.currency or checked:
+        if fact.amount.currency != txn.currency or checked:
             others.append(fact)
         else:
-            recorded.add(pair)
+            candidates.append(fact)
+    # A fact already on record (a repeat, or twice in this batch) is not inserted again:
+    # it goes through payment_event_record, which checks it against the first. The
+    # transactions' locks keep anyone else from recording one meanwhile.
+    inserted = facts_insert(candidates)
+    simple: list[Fact] = []
+    for fact in candidates:
+        pair = (fact.transaction_id, fact.idempotency_key)
+        if pair in inserted:
+            inserted.discard(pair)
             simple.append(fact)
-    facts_insert(simple)
+        else:
+            others.append(fact)
     movements: dict[str, list[_Movement]] = defaultdict(list)
     for f in simple:
         txn = txns[f.transaction_id]
