@@ -234,8 +234,9 @@ def _refuse_charge_in_flight(
     (``payments.selectors.pending_charge_exists``: every installment charge, whether the
     debit run's, the checkout down payment's or an extra card payment, goes through it, as
     does a payoff by card), or a debit the debit run has claimed whose outcome it has not
-    recorded (``debits``, locked by the caller: claimed, ``next_attempt_at`` cleared, before
-    its request reaches the payments layer).
+    recorded (``debits``, locked by the caller: claimed, ``next_attempt_at`` cleared; its
+    charge request is recorded in the same transaction, and this also covers an attempt an
+    earlier version claimed without one).
     """
     claimed = any(
         d.status == DebitRequestStatus.SCHEDULED and d.attempts_made and not d.next_attempt_at

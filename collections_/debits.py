@@ -121,7 +121,7 @@ HARD_DECLINES = frozenset(
 # Attempts without an outcome yet.
 _OPEN_STATUSES = (AttemptStatus.PENDING, AttemptStatus.UNKNOWN)
 # Reasons we give ourselves when no provider decided anything: technical, not the card.
-TECHNICAL_CODES = frozenset({"not_found", "circuit_open", "provider_error"})
+TECHNICAL_CODES = frozenset({"not_found", "not_sent", "circuit_open", "provider_error"})
 
 # Claimed charges are sent this many to a request (``payment_send_many``); a larger chunk
 # is worked in slices, each opened, sent and recorded before the next.
@@ -585,7 +585,7 @@ def _send(charges: Sequence[Charge], account) -> list[AttemptOutcome]:
 
 
 def _record(results: list[tuple[Charge, AttemptOutcome]]) -> None:
-    """Record outcomes in one short transaction; requests are locked in id order."""
+    """Record outcomes in one short transaction (``attempts_record_outcomes``)."""
     if not results:
         return
     attempt_ids = [charge.attempt_id for charge, _ in results]
@@ -715,17 +715,34 @@ def _record_successes(
     attempted: dict[int, tuple[int, str, int | None]],
     now: datetime,
 ) -> None:
-    """Succeeded attempts, set-based, in two statements that lock as they write: requests
-    before attempts, the documented order. bnpl's settlement handler has already settled
-    each request with its payment; one paid less than is now owed (a late fee arrived
-    meanwhile) is due again now, for the rest. An attempt a reconciler recorded meanwhile
-    is left as it is (the update is conditional on the attempt still being open)."""
+    """Succeeded attempts, set-based. bnpl's settlement handler has already settled each
+    request its payment paid in full; one paid less than is now owed (a late fee arrived
+    meanwhile) is due again now, for the rest. Those few are locked first, in id order, then
+    their attempts, and made due only if their attempt is still open by then. Every open
+    attempt is then marked succeeded in one statement, which leaves alone one a reconciler
+    recorded meanwhile."""
     still_open = {pk: attempted[pk][2] for pk in attempt_ids if attempted[pk][1] in _OPEN_STATUSES}
-    DebitRequest.objects.filter(
-        pk__any=[attempted[a][0] for a in still_open],
-        status=DebitRequestStatus.SCHEDULED,
-        next_attempt_at__isnull=True,
-    ).update(next_attempt_at=now)
+    partly_paid = set(
+        DebitRequest.objects.select_for_update(no_key=True)
+        .filter(
+            pk__any=[attempted[a][0] for a in still_open],
+            status=DebitRequestStatus.SCHEDULED,
+            next_attempt_at__isnull=True,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if partly_paid:
+        due_again = list(
+            DebitAttempt.objects.select_for_update(no_key=True)
+            .filter(
+                pk__any=[a for a in still_open if attempted[a][0] in partly_paid],
+                status__in=_OPEN_STATUSES,
+            )
+            .order_by("pk")
+            .values_list("request_id", flat=True)
+        )
+        DebitRequest.objects.filter(pk__any=due_again).update(next_attempt_at=now)
     update_rows(
         DebitAttempt,
         [
@@ -772,6 +789,32 @@ def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> Email
 
 
 # --- reconciliation and retries -------------------------------------------------------
+
+
+def _give_up_unsent(attempt: DebitAttempt) -> bool:
+    """Record an attempt without a charge request as failed (``not_sent``: a technical
+    retry follows), holding its request's lock and then its own; ``False`` if a worker of
+    the earlier version recorded the request first (it took the same attempt lock)."""
+    with transaction.atomic(durable=True):
+        list(
+            DebitRequest.objects.select_for_update(no_key=True)
+            .filter(pk=attempt.request_id)
+            .values_list("pk", flat=True)
+        )
+        unsent = (
+            DebitAttempt.objects.select_for_update(no_key=True)
+            .filter(pk=attempt.pk, status__in=_OPEN_STATUSES, sent_at__isnull=True)
+            .first()
+        )
+        if unsent is None:
+            return False
+        attempts_record_outcomes(
+            outcomes={
+                attempt.pk: AttemptOutcome(AttemptStatus.FAILED, FailureClass.TECHNICAL, "not_sent")
+            },
+            attempt_ids=[attempt.pk],
+        )
+    return True
 
 
 def _charge_events(attempt: DebitAttempt) -> dict[str, PaymentEvent]:
@@ -871,6 +914,10 @@ def debit_attempt_reconcile(*, attempt_id: int) -> AttemptStatus:
     attempt = DebitAttempt.objects.get(pk=attempt_id)
     if attempt.status not in _OPEN_STATUSES:
         return AttemptStatus(attempt.status)
+    if attempt.sent_at is None:
+        # Claimed by an earlier version, which recorded the charge request separately,
+        # and never sent: nothing reached the provider.
+        return AttemptStatus.FAILED if _give_up_unsent(attempt) else AttemptStatus.PENDING
     outcome = _outcome_from_records(attempt)
     if outcome is None:
         _ask_provider(attempt)

@@ -83,13 +83,15 @@ def attempts_to_reconcile(*, now: datetime, pending_older_than: timedelta, limit
     """Attempts without a known outcome that are due a question to the provider.
 
     A ``pending`` attempt is left to its worker for ``pending_older_than`` after ``sent_at``
-    (a charge still on the wire must not be declared unknown to the provider). ``unknown``
-    ones are asked about at their ``next_retry_at``.
+    (a charge still on the wire must not be declared unknown to the provider), or after its
+    claim if it has none (claimed by an earlier version and never sent). ``unknown`` ones
+    are asked about at their ``next_retry_at``.
     """
     since = now - pending_older_than
     return list(
         DebitAttempt.objects.filter(
             Q(status=AttemptStatus.PENDING, sent_at__lt=since)
+            | Q(status=AttemptStatus.PENDING, sent_at__isnull=True, created_at__lt=since)
             | Q(status=AttemptStatus.UNKNOWN, next_retry_at__lte=now)
         )
         .order_by("pk")

@@ -228,6 +228,15 @@ def _arrays(columns: list[tuple[str, str]], rows: Sequence[Sequence[object]]) ->
     for row in rows:
         for values, value in zip(params, row, strict=True):
             values.append(value)
+    for i, (_column, db_type) in enumerate(columns):
+        if db_type == "jsonb":  # any JSON value, a string or a number included
+            written: dict[int, str | None] = {}
+            params[i] = [
+                written[id(v)]
+                if id(v) in written
+                else written.setdefault(id(v), None if v is None else json.dumps(v))
+                for v in params[i]
+            ]
     casts = [
         "%s::text[]" if db_type == "jsonb" else f"%s::{db_type}[]" for _column, db_type in columns
     ]

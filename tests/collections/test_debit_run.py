@@ -11,7 +11,14 @@ from celery.result import AsyncResult
 from django.urls import reverse
 
 from bnpl.debit_controls import plan_dispute_close, plan_dispute_open
-from bnpl.models import DebitRequestStatus, InstallmentStatus, Plan, PlanStatus
+from bnpl.models import (
+    DebitRequest,
+    DebitRequestStatus,
+    Installment,
+    InstallmentStatus,
+    Plan,
+    PlanStatus,
+)
 from collections_ import debits, selectors
 from collections_.models import (
     AttemptStatus,
@@ -508,6 +515,68 @@ def test_an_attempt_that_never_reached_the_provider_is_retried_with_a_new_key(
     second = DebitAttempt.objects.get(attempt_no=2)
     assert charges_by_key(sandbox) == {second.idempotency_key: 1}
     assert first_due(plan).status == InstallmentStatus.PAID
+
+
+def test_an_attempt_an_earlier_version_claimed_and_never_sent_is_given_up_and_retried(
+    customer, card_processor, sandbox
+):
+    """Before claim and open were one transaction, a worker could die between them: an
+    attempt without a charge request. It is given up after the grace (nothing reached the
+    provider) and the retry charges once."""
+    (plan,) = plans(customer)
+    installment = first_due(plan)
+    request = installment.debit_request
+    with clock.travel_to(moment(DUE)):
+        DebitRequest.objects.filter(pk=request.pk).update(attempts_made=1, next_attempt_at=None)
+        DebitAttempt.objects.create(
+            request=request,
+            attempt_no=1,
+            currency="EUR",
+            amount=installment.outstanding,
+            idempotency_key=f"{request.idempotency_key}:1",
+            retry_schedule=debits.retry_schedule_snapshot(),
+            created_at=clock.now(),
+        )
+    with clock.travel_to(moment(DUE) + timedelta(minutes=4)):
+        assert debits.debit_attempts_reconcile() == {}
+    with clock.travel_to(moment(DUE) + timedelta(minutes=10)):
+        assert debits.debit_attempts_reconcile() == {AttemptStatus.FAILED: 1}
+    first = DebitAttempt.objects.get()
+    assert (first.failure_class, first.decline_code) == (FailureClass.TECHNICAL, "not_sent")
+    with clock.travel_to(moment(DUE) + timedelta(minutes=16)):
+        assert debits.debit_retries_process() == {AttemptStatus.SUCCEEDED: 1}
+    second = DebitAttempt.objects.get(attempt_no=2)
+    assert charges_by_key(sandbox) == {second.idempotency_key: 1}
+    assert first_due(plan).status == InstallmentStatus.PAID
+
+
+def test_a_charge_short_of_a_late_fee_added_meanwhile_leaves_the_rest_due_at_once(
+    customer, card_processor, sandbox
+):
+    """The delinquency job adds a late fee while the run's charge is on the wire: the charge
+    pays what was owed at the claim (late fee first), and the request is due again now for
+    the rest, not left in flight."""
+    (plan,) = plans(customer)
+    installment = first_due(plan)
+    request = installment.debit_request
+    with clock.travel_to(moment(DUE)):
+        (charge,) = debits._claim(
+            request_ids=[request.pk],
+            cutoff=selectors.run_cutoff(DUE),
+            run_id=None,
+            account=card_processor,
+        )
+        Installment.objects.filter(pk=installment.pk).update(late_fee=500)  # meanwhile
+        debits._record(list(zip([charge], debits._send([charge], card_processor), strict=True)))
+        now = clock.now()
+    installment.refresh_from_db()
+    request.refresh_from_db()
+    assert (installment.paid_late_fee, installment.outstanding) == (500, 500)
+    assert installment.status == InstallmentStatus.SCHEDULED
+    assert request.status == DebitRequestStatus.SCHEDULED
+    assert request.next_attempt_at is not None
+    assert request.next_attempt_at <= now
+    assert DebitAttempt.objects.get().status == AttemptStatus.SUCCEEDED
 
 
 def test_staff_pause_and_resume_a_plans_debits_from_the_plan_admin(admin_client, customer):

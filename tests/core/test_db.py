@@ -78,3 +78,26 @@ def test_values_travel_as_array_literals_exactly_as_given(account):
             "reference_id", flat=True
         )
     ) == ["0", "1", "2", "3", "5"]  # NULL equals nothing
+
+
+def test_any_json_value_travels_as_json(account):
+    from payments.models import PaymentEvent
+
+    (txn_id,) = insert_rows(PaymentTransaction, FIELDS, rows(account, 1))
+    values = [{"a": 'quoted "x"'}, "abc", "123", 7, True, [1, "two"]]  # None is SQL NULL
+    insert_rows(
+        PaymentEvent,
+        [
+            *("transaction_id", "kind", "outcome", "amount", "currency", "idempotency_key"),
+            *("source", "detail", "created_at"),
+        ],
+        [
+            (txn_id, "authorization", "requested", 1, "EUR", f"k{n}", "api", value, clock.now())
+            for n, value in enumerate(values)
+        ],
+        returning=None,
+    )
+    stored = dict(
+        PaymentEvent.objects.filter(transaction_id=txn_id).values_list("idempotency_key", "detail")
+    )
+    assert [stored[f"k{n}"] for n in range(len(values))] == values
