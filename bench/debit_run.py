@@ -17,10 +17,17 @@ What it measures
       ``COMMIT``. No provider, no attempts, no payment records: the database's floor for
       the bookkeeping alone.
 
+    Each of the two starts right after a ``CHECKPOINT``, so that neither pays for writing
+    out what came before it (the data set up, the ceiling's copy of the database).
+
     It prints installments/s of each, the ratio (ours ÷ ceiling; target ≥ 0.3), Celery tasks
     ÷ installments (chunk tasks + the run; target ≤ 0.002) and the peak RSS of the worker
     processes (``VmHWM``) at each size, and the ratio of the largest size's peak to the
-    smallest's (target ≤ 1.2). Figures below target are printed as they are, marked.
+    smallest's (target ≤ 1.2). Figures below target are printed as they are, marked. To
+    tell where the time goes, it also prints the CPU per installment of the workers, the
+    sandbox and PostgreSQL, and the write-ahead log each side wrote per installment (with
+    the checkpoints that fell inside it): the database's work grows with the rows and index
+    entries written, which the log counts.
 
     After ours it checks: every due installment paid, one captured sandbox charge per
     installment and per key (the sandbox's own log), one attempt each, the run's chunk
@@ -360,18 +367,62 @@ SELECT (SELECT count(*) FROM paid), (SELECT count(*) FROM settled),
 """
 
 
-def run_ceiling(url: str, cutoff: datetime, clearing_id: int) -> tuple[float, tuple]:
+def run_ceiling(url: str, cutoff: datetime, clearing_id: int) -> tuple[float, tuple, tuple]:
+    """The ceiling's seconds, its counts and the server's writes meanwhile
+    (``server_writes``)."""
     import psycopg2
 
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
+            checkpoint(url)
+            writes = server_writes(url)
             started = time.perf_counter()
             cur.execute(CEILING_SQL, {"cutoff": cutoff, "clearing": clearing_id})
             counts = cur.fetchone()
             conn.commit()
-            return time.perf_counter() - started, counts
+            elapsed = time.perf_counter() - started
+            after = server_writes(url)
+            return elapsed, counts, (after[0] - writes[0], after[1] - writes[1])
+    finally:
+        conn.close()
+
+
+def checkpoint(url: str) -> None:
+    """Write every dirty page now (``CHECKPOINT``), so that ours and the ceiling each start
+    just after one: neither then pays for the writes of what came before it (the data set
+    up, the ceiling's copy of the database) or inherits a log about to force a checkpoint
+    in the middle of its run. Needs a superuser (or ``pg_checkpoint``); skipped with a
+    word if refused."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+    except psycopg2.errors.InsufficientPrivilege:
+        print("  (CHECKPOINT refused: measuring without one)", flush=True)
+    finally:
+        conn.close()
+
+
+def server_writes(url: str) -> tuple[int, int]:
+    """The server's write-ahead log position (bytes) and checkpoints so far: the difference
+    across a measurement is what it wrote, and whether a checkpoint fell inside it (after
+    one, each page's first change is logged whole)."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_current_wal_lsn() - '0/0', checkpoints_timed + checkpoints_req "
+                "FROM pg_stat_bgwriter"
+            )
+            wal, checkpoints = cur.fetchone()
+            return int(wal), int(checkpoints)
     finally:
         conn.close()
 
@@ -586,7 +637,9 @@ def one_size(size: int, args, database_url: str, broker: str, workdir: Path) -> 
 
         cpu_before = sum(process_cpu_seconds(p.pid) for p in procs)
         cpu_sandbox_before = process_cpu_seconds(sandbox.pid)
+        checkpoint(bench_url)
         cpu_pg_before = postgres_cpu_seconds()
+        writes_before = server_writes(bench_url)
         started = time.perf_counter()
         run = debits.debit_run_start(business_date=BUSINESS_DATE)
         deadline = time.monotonic() + args.timeout
@@ -602,6 +655,8 @@ def one_size(size: int, args, database_url: str, broker: str, workdir: Path) -> 
         ours = time.perf_counter() - started
         rss = [peak_rss_mb(p.pid) for p in procs]
         cpu_pg = postgres_cpu_seconds() - cpu_pg_before
+        writes = server_writes(bench_url)
+        writes = (writes[0] - writes_before[0], writes[1] - writes_before[1])
         cpu = sum(process_cpu_seconds(p.pid) for p in procs) - cpu_before
         cpu_sandbox = process_cpu_seconds(sandbox.pid) - cpu_sandbox_before
         witness = witness_problems(port, size)
@@ -631,7 +686,7 @@ def one_size(size: int, args, database_url: str, broker: str, workdir: Path) -> 
 
     tz = ZoneInfo(settings.BUSINESS_TIME_ZONE)
     cutoff = datetime.combine(BUSINESS_DATE + timedelta(days=1), datetime.min.time(), tz)
-    ceiling, counts = run_ceiling(ceiling_url, cutoff, clearing_id)
+    ceiling, counts, ceiling_writes = run_ceiling(ceiling_url, cutoff, clearing_id)
     if counts[0] != size or counts[2] != size:
         problems.append(f"ceiling marked {counts[0]} and wrote {counts[2]} entries, not {size}")
     if not args.keep_db:
@@ -645,6 +700,10 @@ def one_size(size: int, args, database_url: str, broker: str, workdir: Path) -> 
         "cpu_ms": 1000 * cpu / size,
         "cpu_sandbox_ms": 1000 * cpu_sandbox / size,
         "cpu_pg_ms": 1000 * cpu_pg / size,
+        "wal_kb": writes[0] / 1024 / size,
+        "checkpoints": writes[1],
+        "ceiling_wal_kb": ceiling_writes[0] / 1024 / size,
+        "ceiling_checkpoints": ceiling_writes[1],
         "problems": problems,
         "bench_name": bench_name,
         "admin_url": admin_url,
@@ -687,7 +746,9 @@ def main(args: argparse.Namespace) -> None:
                 f"({size / r['ceiling_s']:,.0f}/s), tasks {r['tasks']}, "
                 f"peak worker RSS {r['rss']:.0f} MB; CPU per installment: workers "
                 f"{r['cpu_ms']:.2f} ms, sandbox {r['cpu_sandbox_ms']:.2f} ms, PostgreSQL "
-                f"{r['cpu_pg_ms']:.2f} ms",
+                f"{r['cpu_pg_ms']:.2f} ms; WAL per installment: ours {r['wal_kb']:.2f} kB "
+                f"({r['checkpoints']} checkpoints), ceiling {r['ceiling_wal_kb']:.2f} kB "
+                f"({r['ceiling_checkpoints']} checkpoints)",
                 flush=True,
             )
             for problem in r["problems"]:
