@@ -179,7 +179,18 @@ class DebitAttempt(models.Model):
                 condition=models.Q(amount__gt=0), name="attempt_amount_positive"
             ),
         ]
-        indexes = [models.Index(fields=["status"], name="attempt_status")]
+        indexes = [
+            # What the reconciler asks about and the failed-debit emails read; the
+            # succeeded attempts (nearly all) are left out, so recording a success adds
+            # no entry here.
+            models.Index(
+                fields=["status", "finished_at"],
+                name="attempt_open_or_failed",
+                condition=models.Q(
+                    status__in=[AttemptStatus.PENDING, AttemptStatus.UNKNOWN, AttemptStatus.FAILED]
+                ),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Attempt {self.attempt_no} of {self.request}"

@@ -68,8 +68,10 @@ class ProviderAccount(models.Model):
 class PaymentTransaction(models.Model):
     """One order's payment at one provider."""
 
+    # Not indexed alone: nothing lists an account's transactions (there are a handful of
+    # accounts), and lookups by provider reference lead with it in the unique index below.
     account = models.ForeignKey(
-        ProviderAccount, on_delete=models.PROTECT, related_name="transactions"
+        ProviderAccount, on_delete=models.PROTECT, related_name="transactions", db_index=False
     )
     # What it pays for, e.g. ("oms.order", "42").
     reference_type = models.CharField(max_length=100)

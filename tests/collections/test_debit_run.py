@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import pytest
 from celery import current_app
 from celery.result import AsyncResult
+from django.db import connection
 from django.urls import reverse
 
 from bnpl.debit_controls import plan_dispute_close, plan_dispute_open
@@ -163,6 +164,40 @@ def test_charging_a_chunk_costs_the_same_queries_for_two_requests_or_twelve(
 
 
 CHUNK_QUERIES = 32  # 26 statements and three savepoints
+
+
+def _updates(table: str) -> tuple[int, int]:
+    """Rows of ``table`` this database transaction updated: in all, and in place (HOT:
+    the new version on the old one's page and no indexed column changed, so no index
+    entry written)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_stat_get_xact_tuples_updated(%s::regclass),"
+            " pg_stat_get_xact_tuples_hot_updated(%s::regclass)",
+            [table, table],
+        )
+        return cursor.fetchone()
+
+
+def test_a_chunk_completes_plans_and_moves_balances_without_new_index_entries(
+    customer, card_processor, sandbox
+):
+    """Every debit completes a plan when it pays the last installment and moves two
+    balances: none of those columns is indexed, so each update is made in place."""
+    group = plans(customer, 4, installment_count=1)
+    ids = [first_due(p).debit_request.pk for p in group]
+    before = {table: _updates(table) for table in ("bnpl_plan", "ledger_account")}
+    with clock.travel_to(moment(DUE)):
+        counts = debits.debit_requests_charge(request_ids=ids, cutoff=selectors.run_cutoff(DUE))
+    assert counts == {AttemptStatus.SUCCEEDED: 4}
+    plans_updated, plans_in_place = (
+        a - b for a, b in zip(_updates("bnpl_plan"), before["bnpl_plan"], strict=True)
+    )
+    accounts_updated, accounts_in_place = (
+        a - b for a, b in zip(_updates("ledger_account"), before["ledger_account"], strict=True)
+    )
+    assert plans_updated == plans_in_place == 4
+    assert accounts_updated == accounts_in_place > 0
 
 
 # --- failure classes ------------------------------------------------------------------
