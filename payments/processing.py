@@ -293,7 +293,8 @@ def _open(
                 detail={"payment_method": c.payment_method, "capture": capture},
             )
             for txn_id, c in zip(txn_ids, charges, strict=True)
-        ]
+        ],
+        new_transactions=True,
     )
     return [(txn_id, now) for txn_id in txn_ids]
 

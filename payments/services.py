@@ -239,11 +239,14 @@ class Fact:
     detail: dict[str, Any] | None = None
 
 
-def facts_insert(facts: Sequence[Fact]) -> set[tuple[int, str]]:
+def facts_insert(facts: Sequence[Fact], *, new_transactions: bool = False) -> set[tuple[int, str]]:
     """Insert facts that follow every rule, in one statement; nothing is booked. A fact
     whose (transaction, key) is already recorded is left out. Returns the (transaction,
     key) pairs inserted. For ``payment_events_record_many`` and for the requests of
-    transactions just opened (``processing.payment_open_many``)."""
+    transactions just opened (``processing.payment_open_many``): with
+    ``new_transactions``, the transactions were opened by the caller's own database
+    transaction, so nothing can be on record yet and a plain insert does (a duplicate in
+    ``facts`` then raises ``IntegrityError``)."""
     now = clock.now()
     inserted = insert_rows(
         PaymentEvent,
@@ -273,7 +276,7 @@ def facts_insert(facts: Sequence[Fact]) -> set[tuple[int, str]]:
             for f in facts
         ],
         returning=("transaction_id", "idempotency_key"),
-        skip_conflicts=True,
+        skip_conflicts=not new_transactions,
     )
     return set(inserted)
 
