@@ -31,13 +31,21 @@ def array_literal(values: Iterable[object]) -> str:
     escaped; dicts and lists become JSON text; ``None`` is ``NULL``.
     """
     values = list(values)
-    kinds = {type(v) for v in values}
+    if not values:
+        return "{}"
+    kinds = set(map(type, values))
     if kinds <= {int, type(None)}:  # ids, amounts: the usual column
         return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
-    if all(issubclass(kind, str) for kind in kinds):  # keys, references, codes
-        return "{" + ",".join(['"' + _escape(v) + '"' for v in values]) + "}"
+    if all(issubclass(kind, str) for kind in kinds):  # keys, references, codes, choices
+        everything = "".join(values)
+        if "\\" in everything or '"' in everything:
+            return "{" + ",".join(['"' + _escape(v) + '"' for v in values]) + "}"
+        return '{"' + '","'.join(values) + '"}'
     # Dates, JSON and the rest: a column often repeats one value (an instant, a
     # snapshot), which is written out once.
+    first = values[0]
+    if all(v is first for v in values):
+        return "{" + ",".join([_element(first)] * len(values)) + "}"
     written: dict[int, str] = {}
     parts = []
     for v in values:
@@ -252,10 +260,13 @@ def _column_types(model: type[models.Model], names: Sequence[str]) -> list[tuple
 def _arrays(columns: list[tuple[str, str]], rows: Sequence[Sequence[object]]) -> tuple[str, list]:
     """``unnest(%s::t1[], …) AS v(c1, …)`` and its parameters: one array literal per
     column (JSON travels as text)."""
-    params: list[list[object]] = [[] for _ in columns]
-    for row in rows:
-        for values, value in zip(params, row, strict=True):
-            values.append(value)
+    if rows and len(rows[0]) != len(columns):  # the others: zip(strict=True) below
+        raise ValueError(
+            f"each row needs {len(columns)} values: {', '.join(c for c, _ in columns)}"
+        )
+    params: list[Sequence[object]] = (
+        list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    )
     for i, (_column, db_type) in enumerate(columns):
         if db_type == "jsonb":  # any JSON value, a string or a number included
             written: dict[int, str | None] = {}
@@ -309,7 +320,13 @@ def insert_rows(
         if isinstance(returning, str):
             return [getattr(obj, returning) for obj in created]
         return [tuple(getattr(obj, name) for name in returning) for obj in created]
-    # Fields left out get their model default, as ``Model()`` would give them.
+    columns = _column_types(model, fields)
+    source, params = _arrays(columns, rows)
+    select = [
+        f"v.{column}::jsonb" if db_type == "jsonb" else f"v.{column}" for column, db_type in columns
+    ]
+    # Fields left out get their model default, as ``Model()`` would give them: one value
+    # for every row, so one parameter rather than a column of copies.
     defaults = [
         f
         for f in model._meta.concrete_fields
@@ -317,18 +334,17 @@ def insert_rows(
         and not f.primary_key
         and (f.has_default() or (f.empty_strings_allowed and not f.null))
     ]
-    if defaults:
-        fields = [*fields, *(f.attname for f in defaults)]
-        extra = tuple(f.get_default() for f in defaults)
-        rows = [(*row, *extra) for row in rows]
-    columns = _column_types(model, fields)
-    source, params = _arrays(columns, rows)
-    select = ", ".join(
-        f"v.{column}::jsonb" if db_type == "jsonb" else f"v.{column}" for column, db_type in columns
-    )
+    default_columns = _column_types(model, [f.attname for f in defaults])
+    default_params = []  # they come first in the statement, before the arrays
+    for field, (_column, db_type) in zip(defaults, default_columns, strict=True):
+        value = field.get_default()
+        select.append("%s::jsonb" if db_type == "jsonb" else f"%s::{db_type}")
+        default_params.append(json.dumps(value) if db_type == "jsonb" else value)
+    params = [*default_params, *params]
     sql = (
-        f"INSERT INTO {model._meta.db_table} ({', '.join(c for c, _ in columns)}) "
-        f"SELECT {select} FROM {source} ORDER BY v.ord"
+        f"INSERT INTO {model._meta.db_table} "
+        f"({', '.join(c for c, _ in [*columns, *default_columns])}) "
+        f"SELECT {', '.join(select)} FROM {source} ORDER BY v.ord"
         + (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
     )
     with connection.cursor() as cursor:

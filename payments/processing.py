@@ -145,7 +145,8 @@ def _record_answers(answers: Sequence[_Answer]) -> None:
     facts = []
     for a in answers:
         raw = a.result.raw
-        expires = parse_datetime(str(raw.get("expires_at") or raw.get("expires") or ""))
+        expiry = raw.get("expires_at") or raw.get("expires")
+        expires = parse_datetime(str(expiry)) if expiry else None
         if expires is not None:
             expiries.append((a.txn_id, expires))
         if a.result.decision in (Decision.PENDING, Decision.UNKNOWN):

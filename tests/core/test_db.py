@@ -80,6 +80,29 @@ def test_values_travel_as_array_literals_exactly_as_given(account):
     ) == ["0", "1", "2", "3", "5"]  # NULL equals nothing
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["NULL", "", "a b", "{braced}", "x,y", " ", "naïve"],  # nothing to escape
+        ['a "quoted" one', "back\\slash", "plain"],  # every value quoted and escaped
+    ],
+)
+def test_a_column_of_strings_travels_exactly_as_given(account, values):
+    ids = insert_rows(
+        PaymentTransaction,
+        [*FIELDS, "provider_reference"],
+        [(account.pk, "test", str(n), "EUR", 100, clock.now(), v) for n, v in enumerate(values)],
+    )
+    found = PaymentTransaction.objects.in_bulk(ids)
+    assert [found[i].provider_reference for i in ids] == values
+    assert PaymentTransaction.objects.filter(provider_reference__any=values).count() == len(values)
+
+
+def test_a_row_of_the_wrong_width_is_refused(account):
+    with pytest.raises(ValueError, match="each row needs 6 values"):
+        insert_rows(PaymentTransaction, FIELDS, [(account.pk, "test", "1", "EUR", 100)])
+
+
 def test_any_json_value_travels_as_json(account):
     from payments.models import PaymentEvent
 
