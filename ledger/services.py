@@ -1,8 +1,12 @@
 """The one way money moves: ``ledger_post`` writes a balanced journal entry.
 
 It runs inside the caller's transaction, the one that makes the domain change the entry
-records. Accounts are locked last, after every domain row, in ascending id order, so two
-entries touching the same accounts cannot deadlock.
+records. Accounts are locked after every domain row, in one order that every transaction
+follows, so two entries touching the same accounts cannot deadlock: first the accounts
+that may not go below zero, in ascending id order (their balances are checked before
+anything is written), then every account the entry moves, in ascending id order, by the
+statement that moves the balances, the last one. A shared account every entry touches
+(the gateway's clearing account) is then held only from that statement to the commit.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
 from core import clock
-from core.db import insert_rows, update_rows
+from core.db import array_literal, insert_rows, update_rows
 from core.money import Money
 from ledger.errors import InsufficientFunds, UnbalancedEntry
 from ledger.models import NORMAL_SIDE, Account, JournalEntry, Posting, Purpose
@@ -49,7 +53,7 @@ def system(purpose: Purpose, currency: str) -> str:
     """The code of the product's own account for ``purpose`` in ``currency``.
 
     Legs may name it by code: ``ledger_post`` finds (or, the first time, creates) it in
-    the same statement that locks the entry's other accounts.
+    the same statement that reads the entry's other accounts.
     """
     return f"{purpose}:{currency}"
 
@@ -77,29 +81,30 @@ def system_account(purpose: Purpose, currency: str) -> Account:
 
 
 def accounts_lock(accounts: Iterable[AccountLike]) -> None:
-    """Lock accounts (objects, ids or system codes) in one pass, in id order, ahead of the
-    entries a caller will post in the same transaction.
+    """Lock accounts (objects, ids or system codes) in the ledger's order (see the module),
+    ahead of the entries a caller will post in the same transaction.
 
     For a caller that posts several entries one after another (a batch whose later entries
     are posted one by one): each ``ledger_post`` then finds its accounts held already, so
-    the transaction never waits for an account while holding another out of id order.
+    the transaction never waits for an account while holding another out of order.
     """
-    _lock_accounts(_ref(account) for account in accounts)
+    found = _accounts(_ref(account) for account in accounts)
+    ids = sorted({a.pk for a in found.values()})
+    _lock_guarded([pk for pk in ids if found[pk].non_negative])
+    _lock_in_order(ids)
 
 
-def _lock_accounts(refs: Iterable[int | str]) -> dict[int | str, Account]:
-    """Lock the accounts (ids or codes) in id order; key them by id and by code."""
+def _accounts(refs: Iterable[int | str]) -> dict[int | str, Account]:
+    """The accounts (ids or codes), read without a lock, keyed by id and by code; a system
+    account's code is created on its first use. What is read here (currency, normal side,
+    whether it may go below zero) never changes; the balance is read under lock."""
     ids: set[int] = set()
     codes: set[str] = set()
     for ref in refs:
         (ids if isinstance(ref, int) else codes).add(ref)  # type: ignore[arg-type]
 
     def fetch() -> list[Account]:
-        return list(
-            Account.objects.select_for_update(no_key=True)
-            .filter(Q(pk__any=ids) | Q(code__any=codes))
-            .order_by("pk")
-        )
+        return list(Account.objects.filter(Q(pk__any=ids) | Q(code__any=codes)))
 
     accounts = fetch()
     missing = codes - {a.code for a in accounts}
@@ -109,6 +114,68 @@ def _lock_accounts(refs: Iterable[int | str]) -> dict[int | str, Account]:
             system_account(Purpose(purpose), currency)
         accounts = fetch()
     return {**{a.pk: a for a in accounts}, **{a.code: a for a in accounts}}
+
+
+def _lock_guarded(ids: Sequence[int]) -> dict[int, int]:
+    """Lock the accounts that may not go below zero, in id order: their balances now."""
+    if not ids:
+        return {}
+    return dict(
+        Account.objects.select_for_update(no_key=True)
+        .filter(pk__any=ids)
+        .order_by("pk")
+        .values_list("pk", "balance")
+    )
+
+
+_LOCK_IN_ORDER = """
+    SELECT id FROM ledger_account WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE
+"""
+
+# The accounts are locked by the CTE, which yields them in id order, before the UPDATE
+# writes a row: each row it writes is one the CTE holds already.
+_MOVE_BALANCES = f"""
+    WITH held AS ({_LOCK_IN_ORDER})
+    UPDATE ledger_account AS a SET balance = a.balance + v.delta
+    FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, delta)
+    WHERE a.id = v.id AND a.id IN (SELECT id FROM held)
+"""
+
+
+def _lock_in_order(ids: Sequence[int]) -> None:
+    if not ids:
+        return
+    if connection.vendor != "postgresql":  # SQLite (``make run``) locks the whole file
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_IN_ORDER, [array_literal(ids)])
+
+
+def _move_balances(deltas: dict[int, int]) -> None:
+    """Lock the accounts in id order and add each its delta: one statement."""
+    rows = sorted((pk, delta) for pk, delta in deltas.items() if delta)
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        update_rows(Account, ["balance"], rows, add=["balance"])
+        return
+    ids = [pk for pk, _ in rows]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MOVE_BALANCES,
+            [array_literal(ids), array_literal(ids), array_literal(d for _, d in rows)],
+        )
+        if cursor.rowcount != len(rows):
+            raise UnbalancedEntry(f"{len(rows) - cursor.rowcount} account(s) vanished.")
+
+
+def _run_deferred_checks() -> None:
+    """Run now the checks PostgreSQL defers to COMMIT (the foreign keys of every row this
+    transaction wrote), instead of at COMMIT while the accounts are held; later rows are
+    deferred again."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED")
 
 
 @dataclass(frozen=True)
@@ -144,7 +211,8 @@ def ledger_post(
     memo: str = "",
     reverses: JournalEntry | None = None,
 ) -> JournalEntry:
-    """Write one balanced entry and move the cached balances. Four queries, any size."""
+    """Write one balanced entry and move the cached balances. Four queries, any size (five
+    if an account that may not go below zero is moved)."""
     draft = EntryDraft(kind, legs, reference_type, str(reference_id), memo[:255], reverses)
     ((entry_id, created_at),) = _post([draft])
     return JournalEntry(
@@ -162,22 +230,26 @@ def ledger_post_many(entries: Sequence[EntryDraft]) -> list[int]:
     """Write many balanced entries at once; the ids of the new entries, in order.
 
     The same rules as ``ledger_post`` applied one entry after the other (an account that
-    may not go below zero is checked after each entry, in order), and the same four
-    queries whatever the number of entries: for a batch (the debit run's chunk) that would
-    otherwise lock the same accounts and move the same balances a thousand times.
+    may not go below zero is checked after each entry, in order), and the same queries
+    whatever the number of entries: for a batch (the debit run's chunk) that would
+    otherwise lock the same accounts and move the same balances a thousand times. The
+    checks PostgreSQL defers to COMMIT run before the balances move, so that the commit
+    holds the accounts only as long as it takes to write it.
     """
     if not entries:
         return []
-    return [entry_id for entry_id, _ in _post(entries)]
+    return [entry_id for entry_id, _ in _post(entries, deferred_checks_first=True)]
 
 
-def _post(drafts: Sequence[EntryDraft]) -> list[tuple[int, datetime]]:
+def _post(
+    drafts: Sequence[EntryDraft], *, deferred_checks_first: bool = False
+) -> list[tuple[int, datetime]]:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("ledger_post must run inside the transaction of its cause")
     checked = [_checked_legs(draft) for draft in drafts]
-    accounts = _lock_accounts(leg.account for legs in checked for leg in legs)
-    balances = {account.pk: account.balance for account in accounts.values()}
+    accounts = _accounts(leg.account for legs in checked for leg in legs)
     deltas: dict[int, int] = defaultdict(int)
+    moves: list[dict[int, int]] = []  # per entry, in order
     postings: list[tuple[int, int, int, str]] = []  # (draft index, account, amount, currency)
     for index, legs in enumerate(checked):
         moved: dict[int, int] = defaultdict(int)
@@ -189,15 +261,21 @@ def _post(drafts: Sequence[EntryDraft]) -> list[tuple[int, datetime]]:
                 raise UnbalancedEntry(f"{leg.amount.currency} posting to {account.code}.")
             postings.append((index, account.pk, leg.amount.minor, leg.amount.currency))
             moved[account.pk] += account.sign * leg.amount.minor
+        moves.append(moved)
         for account_id, delta in moved.items():
-            account = accounts[account_id]
-            if account.non_negative and balances[account_id] + delta < 0:
-                raise InsufficientFunds(
-                    f"{account.code} holds {balances[account_id]} and cannot give {-delta} "
-                    "(minor units)."
-                )
-            balances[account_id] += delta
             deltas[account_id] += delta
+    # Accounts that may not go below zero: locked first, checked after each entry in order,
+    # before anything is written.
+    balances = _lock_guarded(sorted(pk for pk in deltas if accounts[pk].non_negative))
+    for moved in moves:
+        for account_id, delta in moved.items():
+            if account_id in balances:
+                if balances[account_id] + delta < 0:
+                    raise InsufficientFunds(
+                        f"{accounts[account_id].code} holds {balances[account_id]} and cannot "
+                        f"give {-delta} (minor units)."
+                    )
+                balances[account_id] += delta
 
     now = clock.now()
     entry_ids = insert_rows(
@@ -224,12 +302,9 @@ def _post(drafts: Sequence[EntryDraft]) -> list[tuple[int, datetime]]:
         ],
         returning=None,
     )
-    update_rows(
-        Account,
-        ["balance"],
-        [(account_id, delta) for account_id, delta in deltas.items() if delta],
-        add=["balance"],
-    )
+    if deferred_checks_first:
+        _run_deferred_checks()
+    _move_balances(deltas)
     return [(entry_id, now) for entry_id in entry_ids]
 
 

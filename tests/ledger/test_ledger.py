@@ -165,7 +165,9 @@ def test_account_codes_are_unique_per_purpose_and_currency():
 # --- many entries at once ---------------------------------------------------------------
 
 
-def test_post_many_writes_each_entry_in_order_in_four_queries(accounts, django_assert_num_queries):
+def test_post_many_writes_each_entry_in_order_in_five_queries(accounts, django_assert_num_queries):
+    """Whatever the number of entries: the accounts read, the entries and their postings
+    written, the deferred checks run, the balances moved."""
     cash, merchant = accounts
     drafts = [
         EntryDraft(
@@ -176,7 +178,7 @@ def test_post_many_writes_each_entry_in_order_in_four_queries(accounts, django_a
         )
         for n in range(50)
     ]
-    with transaction.atomic(), django_assert_num_queries(4):
+    with transaction.atomic(), django_assert_num_queries(5):
         ids = ledger_post_many(drafts)
     entries = JournalEntry.objects.in_bulk(ids)
     assert [entries[i].reference_id for i in ids] == [str(n) for n in range(50)]
@@ -187,6 +189,29 @@ def test_post_many_writes_each_entry_in_order_in_four_queries(accounts, django_a
     cash.refresh_from_db()
     merchant.refresh_from_db()
     assert (cash.balance, merchant.balance) == (sum(range(100, 150)), sum(range(100, 150)))
+    assert ledger_problems() == []
+
+
+def test_post_many_runs_the_checks_deferred_to_commit_before_it_moves_balances(accounts):
+    """A row this transaction wrote earlier that breaks a foreign key is refused by the
+    batch post itself, before the balances move (and the accounts are held), not later
+    by the commit."""
+    cash, merchant = accounts
+    draft = EntryDraft(
+        "test.sale", [debit(cash, Money(100, EUR)), credit(merchant, Money(100, EUR))]
+    )
+    with transaction.atomic():
+        with connection.cursor() as cursor:  # a posting whose entry does not exist
+            cursor.execute(
+                "INSERT INTO ledger_posting (entry_id, account_id, amount, currency) "
+                "VALUES (-1, %s, 1, 'EUR')",
+                [cash.pk],
+            )
+        with pytest.raises(IntegrityError):
+            ledger_post_many([draft])
+        transaction.set_rollback(True)
+    cash.refresh_from_db()
+    assert cash.balance == 0
     assert ledger_problems() == []
 
 

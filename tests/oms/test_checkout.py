@@ -231,9 +231,10 @@ def test_checkout_query_count_is_pinned(customer_api, stock, django_assert_num_q
     checkout(customer_api, line("A", 1))  # warm up
     # token + user + customer, channel, KYC gate, [savepoint: the test's stand-in for
     # BEGIN] wallet + account lock, stock lock, order, lines, stock update, reservations,
-    # ledger account lock (the merchant found by code), entry, postings, balances, wallet
+    # ledger accounts read (the merchant found by code), the wallet's account locked (it may
+    # not go below zero), entry, postings, balances (the rest locked and moved), wallet
     # transaction, audit, [release]. The response is rendered from the rows in memory.
-    with django_assert_num_queries(17):
+    with django_assert_num_queries(18):
         checkout(customer_api, line("A", 1))
 
 
