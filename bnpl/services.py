@@ -30,6 +30,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 
 from bnpl import pricing, signals
 from bnpl.models import (
@@ -634,13 +635,19 @@ def _installments_paid_signals(ids: list[int], captures: Sequence[Settlement]) -
 def _plans_complete_if_done(plan_ids: set[int], now: datetime) -> None:
     """Complete the locked active plans among ``plan_ids`` with nothing left to pay (the
     set-based ``plan_complete_if_done``: ``Plan.complete`` only stamps ``completed_at``)."""
-    unfinished = set(
-        Installment.objects.filter(plan_id__any=plan_ids, status__in=OPEN_INSTALLMENT)
-        .order_by()
-        .values_list("plan_id", flat=True)
-        .distinct()
+    # Per plan, one open installment is looked for through (plan, number)'s index: a plain
+    # filter on the installments would be planned as a scan of all of them.
+    open_one = (
+        Installment.objects.filter(plan_id=OuterRef("pk"), status__in=OPEN_INSTALLMENT)
+        .order_by()  # any one will do; Meta.ordering (by plan) would join the plans
+        .values("pk")[:1]
     )
-    done = sorted(plan_ids - unfinished)
+    done = sorted(
+        Plan.objects.filter(pk__any=list(plan_ids))
+        .annotate(open_one=Subquery(open_one))
+        .filter(open_one__isnull=True)
+        .values_list("pk", flat=True)
+    )
     if not done:
         return
     Plan.objects.filter(pk__any=done, status=PlanStatus.ACTIVE).update(

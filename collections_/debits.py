@@ -54,6 +54,7 @@ from django.db.models import F
 from bnpl.models import (
     DebitRequest,
     DebitRequestStatus,
+    Installment,
     InstallmentStatus,
 )
 from bnpl.servicing import PAYOFF_REFERENCE
@@ -386,36 +387,8 @@ def _claim(
     """One short transaction: lock what is still due, record its charge requests and
     insert one attempt per request, marked sent."""
     now = clock.now()
-    owed = (
-        F("installment__principal")
-        + F("installment__interest")
-        + F("installment__fee")
-        + F("installment__late_fee")
-        - F("installment__paid_principal")
-        - F("installment__paid_interest")
-        - F("installment__paid_fee")
-        - F("installment__paid_late_fee")
-    )
     with transaction.atomic(durable=True):
-        requests = list(
-            selectors.due_requests(cutoff=cutoff)
-            .filter(pk__any=request_ids)
-            .select_for_update(no_key=True, skip_locked=True, of=("self",))
-            .annotate(owed=owed)
-            .order_by("pk")
-            .values_list(
-                "pk",
-                "installment_id",
-                "plan_id",
-                "attempts_made",
-                "idempotency_key",
-                "payment_method",
-                "installment__status",
-                "owed",
-                "plan__currency",
-                named=True,
-            )
-        )
+        requests = _lock_due(request_ids, cutoff)
         if not requests:
             return []
         busy = _charges_in_flight(requests)
@@ -440,14 +413,14 @@ def _claim(
         due: list[Any] = []
         closed: dict[str, list[int]] = defaultdict(list)
         for request in requests:
-            if request.installment__status not in (
+            if request.installment_status not in (
                 InstallmentStatus.SCHEDULED,
                 InstallmentStatus.OVERDUE,
             ):
                 # Paid or cancelled by another route (servicing, a refund, a write-off).
                 status = (
                     DebitRequestStatus.SETTLED
-                    if request.installment__status == InstallmentStatus.PAID
+                    if request.installment_status == InstallmentStatus.PAID
                     else DebitRequestStatus.CANCELLED
                 )
                 closed[status].append(request.pk)
@@ -464,7 +437,7 @@ def _claim(
                 ChargeRequest(
                     reference_type=INSTALLMENT_REFERENCE,
                     reference_id=str(r.installment_id),
-                    amount=Money(r.owed, r.plan__currency),
+                    amount=Money(r.owed, r.currency),
                     payment_method=r.payment_method,
                     idempotency_key=key,
                 )
@@ -494,7 +467,7 @@ def _claim(
                     r.pk,
                     r.attempts_made + 1,
                     run_id,
-                    r.plan__currency,
+                    r.currency,
                     r.owed,
                     key,
                     snapshots.get(r.pk) or current,
@@ -517,11 +490,84 @@ def _claim(
             request_id=r.pk,
             installment_id=r.installment_id,
             transaction_id=txn_id,
-            amount=Money(r.owed, r.plan__currency),
+            amount=Money(r.owed, r.currency),
             payment_method=r.payment_method,
             idempotency_key=key,
         )
         for attempt_id, txn_id, key, r in zip(attempt_ids, txn_ids, keys, due, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A request locked by a claim, with what its installment owes."""
+
+    pk: int
+    installment_id: int
+    plan_id: int
+    attempts_made: int
+    idempotency_key: str
+    payment_method: str
+    installment_status: str
+    owed: int
+    currency: str
+
+
+_OWED = (
+    F("principal")
+    + F("interest")
+    + F("fee")
+    + F("late_fee")
+    - F("paid_principal")
+    - F("paid_interest")
+    - F("paid_fee")
+    - F("paid_late_fee")
+)
+
+
+def _lock_due(request_ids: Sequence[int], cutoff: datetime) -> list[_Due]:
+    """Lock the requests among ``request_ids`` still due (``selectors.due_requests``), in
+    id order, skipping any another claim holds; with what each one's installment owes.
+
+    Three reads by id: the requests (locked), their plans (``plans_debiting``: a request
+    whose plan is not is left alone), their installments. One statement joining the three
+    would be planned as a scan of every plan and installment for each chunk.
+    """
+    locked = list(
+        DebitRequest.objects.filter(selectors.request_due(cutoff=cutoff), pk__any=request_ids)
+        .select_for_update(no_key=True, skip_locked=True)
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "installment_id",
+            "plan_id",
+            "attempts_made",
+            "idempotency_key",
+            "payment_method",
+            named=True,
+        )
+    )
+    if not locked:
+        return []
+    debiting = selectors.plans_debiting({r.plan_id for r in locked})
+    installments = {
+        row[0]: row[1:]
+        for row in Installment.objects.filter(
+            pk__any=[r.installment_id for r in locked if r.plan_id in debiting]
+        )
+        .annotate(owed=_OWED)
+        .order_by()  # not by plan (Meta.ordering), which would join the plans
+        .values_list("pk", "status", "owed")
+    }
+    return [
+        _Due(
+            *r,
+            installment_status=installments[r.installment_id][0],
+            owed=installments[r.installment_id][1],
+            currency=debiting[r.plan_id],
+        )
+        for r in locked
+        if r.plan_id in debiting
     ]
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
-from bnpl.models import DebitRequest, DebitRequestStatus, PlanStatus
+from bnpl.models import DebitRequest, DebitRequestStatus, Plan, PlanStatus
 from collections_.models import (
     AttemptStatus,
     CollectionsSettings,
@@ -31,16 +31,31 @@ def run_cutoff(business_date: date) -> datetime:
     return datetime.combine(business_date + timedelta(days=1), time.min, tzinfo=clock.business_tz())
 
 
-def due_requests(*, cutoff: datetime) -> QuerySet[DebitRequest]:
-    """Scheduled debit requests due before ``cutoff`` on active plans whose debits run.
+def request_due(*, cutoff: datetime) -> Q:
+    """A debit request's own part of being due: scheduled, and its next attempt before
+    ``cutoff``. A request with an attempt in flight has no ``next_attempt_at``."""
+    return Q(status=DebitRequestStatus.SCHEDULED, next_attempt_at__lt=cutoff)
 
-    A request with an attempt in flight has no ``next_attempt_at`` and is not due.
-    """
+
+def due_requests(*, cutoff: datetime) -> QuerySet[DebitRequest]:
+    """Scheduled debit requests due before ``cutoff`` on active plans whose debits run
+    (``request_due`` on the request, ``plans_debiting`` on its plan)."""
     return DebitRequest.objects.filter(
-        status=DebitRequestStatus.SCHEDULED,
-        next_attempt_at__lt=cutoff,
+        request_due(cutoff=cutoff),
         plan__status=PlanStatus.ACTIVE,
         plan__debits_paused=False,
+    )
+
+
+def plans_debiting(plan_ids: Iterable[int]) -> dict[int, str]:
+    """Of ``plan_ids``, the plans whose debits run (active, not paused): id -> currency.
+
+    By id, through the primary key's index: for a claim that has its requests already,
+    rather than a join the planner may make by reading every plan."""
+    return dict(
+        Plan.objects.filter(pk__any=list(plan_ids), status=PlanStatus.ACTIVE, debits_paused=False)
+        .order_by()
+        .values_list("pk", "currency")
     )
 
 

@@ -411,7 +411,11 @@ def update_rows(
         else f"{column} = v.{column}"
         for column, db_type in columns[1:]
     )
-    where = [f"{table}.{key_column} = v.{key_column}"]
+    # The same keys again as ``= ANY(…)`` on the table: without it the planner joins the
+    # rows given to the table by hashing the whole table (a sequential scan per statement,
+    # growing with the table); with it, it finds them through the key's index.
+    where = [f"{table}.{key_column} = v.{key_column}", f"{table}.{key_column} = ANY(%s)"]
+    params.append(array_literal(row[0] for row in rows))
     for (column, _type), values in zip(
         _column_types(model, list(only_if)), only_if.values(), strict=True
     ):

@@ -104,7 +104,10 @@ def _accounts(refs: Iterable[int | str]) -> dict[int | str, Account]:
         (ids if isinstance(ref, int) else codes).add(ref)  # type: ignore[arg-type]
 
     def fetch() -> list[Account]:
-        return list(Account.objects.filter(Q(pk__any=ids) | Q(code__any=codes)))
+        # Each part only if it has values: an OR with an empty list is planned as a scan.
+        by_id, by_code = Q(pk__any=ids), Q(code__any=codes)
+        wanted = by_id | by_code if ids and codes else by_id if ids else by_code
+        return list(Account.objects.filter(wanted))
 
     accounts = fetch()
     missing = codes - {a.code for a in accounts}
