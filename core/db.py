@@ -186,6 +186,75 @@ def fillfactor(table: str, percent: int):
     return migrations.RunPython(set_to(percent), set_to(100), elidable=False)
 
 
+def _postgres_index_operations():
+    """``AddIndexConcurrently`` / ``RemoveIndexConcurrently`` that fall back to the plain
+    operation off PostgreSQL (SQLite for ``make run``). Built on first use, so that this
+    module does not import ``django.contrib.postgres`` at start-up."""
+    from django.contrib.postgres import operations as pg
+    from django.db.migrations.operations import AddIndex, RemoveIndex
+
+    def on_postgres_only(concurrent, plain):
+        class Operation(concurrent):
+            def database_forwards(self, app_label, schema_editor, from_state, to_state):
+                if schema_editor.connection.vendor == "postgresql":
+                    return super().database_forwards(app_label, schema_editor, from_state, to_state)
+                return plain.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+            def database_backwards(self, app_label, schema_editor, from_state, to_state):
+                if schema_editor.connection.vendor == "postgresql":
+                    return super().database_backwards(
+                        app_label, schema_editor, from_state, to_state
+                    )
+                return plain.database_backwards(
+                    self, app_label, schema_editor, from_state, to_state
+                )
+
+        Operation.__name__ = concurrent.__name__
+        return Operation
+
+    return (
+        on_postgres_only(pg.AddIndexConcurrently, AddIndex),
+        on_postgres_only(pg.RemoveIndexConcurrently, RemoveIndex),
+    )
+
+
+def add_index_concurrently(model_name: str, index: models.Index):
+    """``migrations.AddIndex`` built ``CONCURRENTLY`` on PostgreSQL: the table stays
+    readable and writable while the index is built. In a migration with ``atomic =
+    False``."""
+    add, _remove = _postgres_index_operations()
+    return add(model_name=model_name, index=index)
+
+
+def remove_index_concurrently(model_name: str, name: str):
+    """``migrations.RemoveIndex`` dropped ``CONCURRENTLY`` on PostgreSQL (no exclusive lock
+    on the table while it waits for running queries). In a migration with ``atomic =
+    False``."""
+    _add, remove = _postgres_index_operations()
+    return remove(model_name=model_name, name=name)
+
+
+def drop_index_concurrently(table: str, name: str, columns: Sequence[str]):
+    """Drop an index Django made for a field (``db_index``) without the table's exclusive
+    lock on PostgreSQL, for the database half of a ``SeparateDatabaseAndState`` whose state
+    half sets ``db_index=False``; put back the same way in reverse. In a migration with
+    ``atomic = False``."""
+    from django.db import migrations
+
+    def drop(apps, schema_editor) -> None:
+        how = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+        schema_editor.execute(f"DROP INDEX {how}IF EXISTS {name}", params=None)
+
+    def create(apps, schema_editor) -> None:
+        how = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+        schema_editor.execute(
+            f"CREATE INDEX {how}IF NOT EXISTS {name} ON {table} ({', '.join(columns)})",
+            params=None,
+        )
+
+    return migrations.RunPython(drop, create, elidable=False)
+
+
 def update_in_chunks(
     *,
     table: str,

@@ -215,6 +215,17 @@ def test_post_many_runs_the_checks_deferred_to_commit_before_it_moves_balances(a
     assert ledger_problems() == []
 
 
+def test_no_constraint_is_deferrable_but_initially_immediate():
+    """The batch post runs the deferred checks early with SET CONSTRAINTS ALL IMMEDIATE,
+    then ALL DEFERRED: right only while every deferrable constraint starts deferred."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint "
+            "WHERE condeferrable AND NOT condeferred"
+        )
+        assert cursor.fetchall() == []
+
+
 def test_post_many_checks_a_non_negative_account_after_each_entry_in_order(customer):
     wallet = Account.objects.get(customer=customer, purpose=Purpose.CUSTOMER_WALLET)
     merchant = system_account(Purpose.MERCHANT, EUR)
