@@ -241,13 +241,13 @@ WHERE l.active AND s.sku = ANY(%s) ORDER BY s.id FOR UPDATE OF s
 """
 SQL_INSERT_ORDER = """
 INSERT INTO oms_order (customer_id, channel_id, external_reference, status, currency, total,
-    payment_method, placed_by_id, cancel_reason, created_at, confirmed_at)
-VALUES (%s, %s, NULL, 'confirmed', %s, %s, 'wallet', %s, '', now(), now()) RETURNING id
+    payment_method, placed_by_id, cancel_reason, refunded, created_at, confirmed_at)
+VALUES (%s, %s, NULL, 'confirmed', %s, %s, 'wallet', %s, '', 0, now(), now()) RETURNING id
 """
 SQL_INSERT_LINES = """
 INSERT INTO oms_orderline (order_id, line_no, sku, name, quantity, unit_price, tax, total,
-    merchant_category)
-SELECT %s, * FROM unnest(%s::smallint[], %s::varchar[], %s::varchar[], %s::integer[],
+    merchant_category, refunded_quantity)
+SELECT %s, *, 0 FROM unnest(%s::smallint[], %s::varchar[], %s::varchar[], %s::integer[],
     %s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[])
 RETURNING id, line_no
 """
