@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
+from django.db.models.expressions import CombinedExpression
 
 from bnpl import pricing
 from bnpl.errors import PlanNotFound
@@ -47,6 +48,21 @@ from customers.models import Customer
 from wallet.models import Direction, TransactionKind, WalletTransaction
 
 # --- plans ----------------------------------------------------------------------------
+
+
+def installment_outstanding() -> CombinedExpression:
+    """What an installment still owes (minor units), as an expression over its own
+    columns: ``Installment.outstanding`` for queries (``.annotate(owed=…)``)."""
+    return (
+        F("principal")
+        + F("interest")
+        + F("fee")
+        + F("late_fee")
+        - F("paid_principal")
+        - F("paid_interest")
+        - F("paid_fee")
+        - F("paid_late_fee")
+    )
 
 
 def plans_for_customer(*, customer: Customer) -> QuerySet[Plan]:

@@ -57,6 +57,7 @@ from bnpl.models import (
     Installment,
     InstallmentStatus,
 )
+from bnpl.selectors import installment_outstanding
 from bnpl.servicing import PAYOFF_REFERENCE
 from collections_ import selectors
 from collections_.models import (
@@ -544,18 +545,6 @@ class _Due:
     currency: str
 
 
-_OWED = (
-    F("principal")
-    + F("interest")
-    + F("fee")
-    + F("late_fee")
-    - F("paid_principal")
-    - F("paid_interest")
-    - F("paid_fee")
-    - F("paid_late_fee")
-)
-
-
 def _lock_due(request_ids: Sequence[int], cutoff: datetime) -> list[_Due]:
     """Lock the requests among ``request_ids`` still due (``selectors.due_requests``), in
     id order, skipping any another claim holds; with what each one's installment owes.
@@ -586,7 +575,7 @@ def _lock_due(request_ids: Sequence[int], cutoff: datetime) -> list[_Due]:
         for row in Installment.objects.filter(
             pk__any=[r.installment_id for r in locked if r.plan_id in debiting]
         )
-        .annotate(owed=_OWED)
+        .annotate(owed=installment_outstanding())
         .order_by()  # not by plan (Meta.ordering), which would join the plans
         .values_list("pk", "status", "owed")
     }

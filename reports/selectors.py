@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from django.db.models import BigIntegerField, Count, F, Q, Sum, Value
+from django.db.models import BigIntegerField, Count, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncWeek
 
 from bnpl.models import (
@@ -28,6 +28,7 @@ from bnpl.models import (
     InstallmentStatus,
     PlanStatus,
 )
+from bnpl.selectors import installment_outstanding
 from collections_.buckets import buckets_parse
 from collections_.models import AttemptStatus
 from collections_.selectors import collections_settings
@@ -151,16 +152,7 @@ class BucketAmount:
 def amounts_by_bucket() -> list[BucketAmount]:
     """What active plans still owe, by delinquency bucket and currency, in the settings'
     bucket order (current first). One query."""
-    unpaid = (
-        F("principal")
-        + F("interest")
-        + F("fee")
-        + F("late_fee")
-        - F("paid_principal")
-        - F("paid_interest")
-        - F("paid_fee")
-        - F("paid_late_fee")
-    )
+    unpaid = installment_outstanding()
     rows = (
         Installment.objects.filter(
             plan__status=PlanStatus.ACTIVE,
