@@ -37,14 +37,16 @@ def request_due(*, cutoff: datetime) -> Q:
     return Q(status=DebitRequestStatus.SCHEDULED, next_attempt_at__lt=cutoff)
 
 
+def plan_debits_run(prefix: str = "") -> Q:
+    """A plan's part of being due: active, its debits not paused (a dispute). ``prefix``
+    reaches the plan through a relation (``"plan__"``)."""
+    return Q(**{f"{prefix}status": PlanStatus.ACTIVE, f"{prefix}debits_paused": False})
+
+
 def due_requests(*, cutoff: datetime) -> QuerySet[DebitRequest]:
     """Scheduled debit requests due before ``cutoff`` on active plans whose debits run
-    (``request_due`` on the request, ``plans_debiting`` on its plan)."""
-    return DebitRequest.objects.filter(
-        request_due(cutoff=cutoff),
-        plan__status=PlanStatus.ACTIVE,
-        plan__debits_paused=False,
-    )
+    (``request_due`` on the request, ``plan_debits_run`` on its plan)."""
+    return DebitRequest.objects.filter(request_due(cutoff=cutoff), plan_debits_run("plan__"))
 
 
 def plans_debiting(plan_ids: Iterable[int]) -> dict[int, str]:
@@ -53,7 +55,7 @@ def plans_debiting(plan_ids: Iterable[int]) -> dict[int, str]:
     By id, through the primary key's index: for a claim that has its requests already,
     rather than a join the planner may make by reading every plan."""
     return dict(
-        Plan.objects.filter(pk__any=list(plan_ids), status=PlanStatus.ACTIVE, debits_paused=False)
+        Plan.objects.filter(plan_debits_run(), pk__any=list(plan_ids))
         .order_by()
         .values_list("pk", "currency")
     )
