@@ -20,7 +20,7 @@ What it measures
       channel, KYC) nor the re-read of the order for the response.
 
     It prints orders/s of each and the ratio (api ÷ ceiling); target ≥ 0.25
-    (shared/PERFORMANCE.md). Variants are interleaved (api, ceiling, api, ceiling, …) for
+    (docs/PERFORMANCE.md). Variants are interleaved (api, ceiling, api, ceiling, …) for
     ``--rounds`` rounds and the medians are quoted.
 
 How
