@@ -134,6 +134,7 @@ def plan_create(
         down_payment=checkout_line.principal if checkout_line else 0,
         terms=application.terms,
         apr=schedule.apr,
+        apr_status=schedule.apr_status,
         payment_method=application.payment_method,
         funded_by=funded_by,
         partner_reference=partner_reference,

@@ -75,7 +75,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from django.db import transaction
@@ -118,7 +118,7 @@ from core import clock
 from core.audit import audit_record
 from core.errors import InvalidInput
 from core.idempotency import IdempotencyClaim
-from core.money import Money, allocate, to_minor
+from core.money import Money, allocate
 from customers.models import Customer
 from ledger.models import Purpose
 from ledger.services import AccountLike, credit, debit, ledger_post, system
@@ -139,7 +139,6 @@ WALLET, CARD, MANUAL = "wallet", "card", "manual"
 PLAN_REFERENCE = "bnpl.plan"
 # Reference type of an off-session card charge paying a whole plan off (reference id: plan).
 PAYOFF_REFERENCE = "bnpl.plan_payoff"
-_DAYS_A_YEAR = Decimal(365)
 
 
 # --- locking and checks -----------------------------------------------------------------
@@ -275,17 +274,6 @@ class Reschedule:
     confirmed: bool
 
 
-def accrued_interest(*, terms: pricing.Terms, balance: int, days: int) -> int:
-    """Declining-balance interest on ``balance`` minor units for ``days`` (signed), at the
-    terms' APR on an actual/365 day count, rounded by ``to_minor``; 0 without interest."""
-    if terms.interest_method != pricing.INTEREST_DECLINING or days == 0 or balance <= 0:
-        return 0
-    years = Decimal(abs(days)) / _DAYS_A_YEAR
-    value = Money(balance, terms.currency).to_decimal() * terms.apr / 100 * years
-    minor = to_minor(value, terms.currency)
-    return minor if days > 0 else -minor
-
-
 def reschedule_offset_installment(rows: Sequence[Installment], number: int) -> Installment | None:
     """The installment whose interest offsets a move of installment ``number``: the next
     open one after it (``None`` if none is open)."""
@@ -360,17 +348,16 @@ def _propose_reschedule(
     )
     installment.due_date = new_date
     installment.fee += terms.reschedule_fee
-    installment.interest = max(
-        installment.paid_interest,
-        installment.interest + accrued_interest(terms=terms, balance=balance, days=days),
+    grows, offset = pricing.reschedule_interest(
+        terms=terms,
+        balance=balance,
+        principal=installment.principal - installment.paid_principal,
+        days=days,
     )
+    installment.interest = max(installment.paid_interest, installment.interest + grows)
     following = reschedule_offset_installment(rows, number)
     if following is not None:
-        left_after = balance - (installment.principal - installment.paid_principal)
-        following.interest = max(
-            following.paid_interest,
-            following.interest - accrued_interest(terms=terms, balance=left_after, days=days),
-        )
+        following.interest = max(following.paid_interest, following.interest + offset)
     return Reschedule(
         plan=plan,
         installments=rows,
@@ -727,9 +714,8 @@ def payoff_quote(plan: Plan, installments: Sequence[Installment], *, today: date
             else:
                 span = (row.due_date - period_start).days
                 elapsed = (today - period_start).days
-                kept = to_minor(
-                    Money(row.interest, plan.currency).to_decimal() * elapsed / span,
-                    plan.currency,
+                kept = pricing.minor_of_fraction(
+                    Fraction(row.interest * elapsed, span), plan.currency
                 )
             kept = min(row.interest, max(kept, row.paid_interest))
         line_principal = row.principal - row.paid_principal
