@@ -54,8 +54,8 @@ Rules, written out:
   charge outside the transaction and could fail after the reduction is booked. Paid
   interest and fees are not refunded. A refund of the whole order cancels the plan.
 - **Charges in flight**: money asked of the card processor may still arrive; taking the
-  same money another way meanwhile would take it twice (the late capture would become a
-  credit on the receivable). So a payoff, a cancel, an extra payment toward an installment,
+  same money another way meanwhile would take it twice (the late capture would only be
+  returned to the wallet). So a payoff, a cancel, an extra payment toward an installment,
   and a reschedule (for the installments whose amounts it changes) are refused with
   ``bnpl.charge_in_flight`` (409: retry once the pending payment is settled) while a charge
   for one of the plan's installments concerned, or for its payoff, is in flight: recorded by
@@ -112,6 +112,7 @@ from bnpl.services import (
     due_moment,
     installment_apply_payment,
     plan_complete_if_done,
+    plan_overpayment_return,
     plan_receivable,
 )
 from core import clock
@@ -960,8 +961,8 @@ def plan_payoff_settle(
     A capture that covers the payoff total as of its settlement pays the plan off (unearned
     interest waived). One that does not (the quote grew since it was charged) pays the open
     installments in number order like ordinary payments. Whatever is left over, or arrives
-    for a plan no longer active, stays on the receivable as a credit the customer is owed
-    (audited by ``installment_apply_payment``). A refund of such a capture returns money
+    for a plan no longer active, goes back to the customer's wallet
+    (``bnpl.services.plan_overpayment_return``). A refund of such a capture returns money
     from the merchant's side, as any card refund does.
     """
     if kind == EventKind.REFUND:
@@ -975,7 +976,8 @@ def plan_payoff_settle(
             reference_id=str(payment.pk),
         )
         return
-    locked = _lock(int(payment.reference_id))
+    # The wallet first: anything beyond the payoff goes back to it.
+    locked = _lock(int(payment.reference_id), wallet="create")
     plan = locked.plan
 
     def pay(row: Installment, money: Money) -> None:
@@ -1021,7 +1023,13 @@ def plan_payoff_settle(
         action="bnpl.overpayment",
         target=plan,
         changes={"excess": str(left), "payment": payment.pk},
-        note="Kept on the receivable as a credit owed to the customer.",
+        note="Credited to the receivable and returned to the customer's wallet.",
+    )
+    plan_overpayment_return(
+        plan=plan,
+        amount=left,
+        reference_type="payments.transaction",
+        reference_id=str(payment.pk),
     )
 
 

@@ -738,8 +738,11 @@ def test_payoff_capture_short_of_the_quote_pays_installments_in_order(
         0,
     ]
     assert Plan.objects.get(pk=plan.pk).status == PlanStatus.ACTIVE
-    assert receivable(plan) == 30_000 + 30_000 - 30_000 - 15_000 - 2_000  # both plans' account
+    assert receivable(plan) == 30_000 + 30_000 - 30_000 - 15_000  # both plans' account
     assert AuditEntry.objects.filter(action="bnpl.overpayment").count() == 1
+    # The 20.00 beyond the payoff went back to the wallet.
+    assert AuditEntry.objects.filter(action="bnpl.overpayment_returned").count() == 1
+    assert Wallet.objects.get(customer=customer).balance == eur("520.00")
 
 
 def test_payoff_of_a_zero_interest_plan_is_what_is_owed(customer, jan_10):
