@@ -10,8 +10,10 @@ Rules (the contract in the shared design, written out):
   of its exact share, the minor units left over go one each to the parts with the largest
   remainders, the earlier part first on a tie. Equal splits therefore differ by at most one
   minor unit and the larger parts come first: 100.00 in three is 33.34, 33.33, 33.33.
-- **Rounding.** A computed ``Decimal`` becomes minor units only through ``core.money.to_minor``
-  (half to even).
+- **Rounding.** A computed amount becomes minor units only through ``core.money.to_minor``
+  (half to even). Interest, percent fees and down payments are exact fractions until then
+  (periods are exactly 7/365, 14/365 and 1/12 of a year; ``minor_of_fraction`` divides last),
+  so an exact half-unit tie rounds to even: 75.00 at 36.5 % for a week is 0.525 → 0.52.
 - **Due dates.** ``due_date(start, frequency, k)`` is the k-th due date counted from the start
   date, never chained from the previous one: weekly +7k days, biweekly +14k days, monthly +k
   months with the day clamped to the month's last day (Jan 31 → Feb 28/29 → Mar 31).
