@@ -8,6 +8,7 @@ from django.utils.html import format_html, format_html_join
 from bnpl import applications, debit_controls, servicing
 from bnpl.models import (
     ApplicationStatus,
+    AprStatus,
     CreditApplication,
     Installment,
     Plan,
@@ -211,7 +212,7 @@ class PlanProductAdmin(AuditedAdmin):
             ),
         )
         return format_html(
-            "<p>{} over {} line(s): interest {}, fees {}, total {}, APR {} %.</p>"
+            "<p>{} over {} line(s): interest {}, fees {}, total {}, APR {}.</p>"
             "<table><thead><tr><th>#</th><th>Due</th><th>Principal</th><th>Interest</th>"
             "<th>Fee</th><th>Total</th></tr></thead><tbody>{}</tbody></table>",
             money(sample),
@@ -219,7 +220,7 @@ class PlanProductAdmin(AuditedAdmin):
             money(schedule.interest),
             money(schedule.fees),
             money(schedule.total),
-            schedule.apr,
+            apr_shown(schedule.apr, schedule.apr_status),
             rows,
         )
 
@@ -362,6 +363,13 @@ class InstallmentInline(admin.TabularInline):
         return False
 
 
+def apr_shown(apr: Decimal | None, status: str) -> str:
+    """An APR as a person reads it: the rate, or why there is none."""
+    if status == AprStatus.RATE:
+        return f"{apr:.2f} %"
+    return AprStatus(status).label
+
+
 @admin.register(Plan)
 class PlanAdmin(ActionsOnlyAdmin):
     """Plans are changed only by the servicing actions (audited, ledgered), never by a form.
@@ -402,7 +410,7 @@ class PlanAdmin(ActionsOnlyAdmin):
         "amount",
         "down_payment",
         "refunded_amount",
-        "apr",
+        "apr_display",
         "status",
         "payment_method",
         "funded_by",
@@ -420,6 +428,10 @@ class PlanAdmin(ActionsOnlyAdmin):
     @admin.display(description="Amount")
     def amount_display(self, obj: Plan) -> str:
         return str(obj.amount_money)
+
+    @admin.display(description="APR")
+    def apr_display(self, obj: Plan) -> str:
+        return apr_shown(obj.apr, obj.apr_status)
 
     @admin.display(description="Outstanding today")
     def outstanding_display(self, obj: Plan) -> str:

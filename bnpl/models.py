@@ -12,7 +12,13 @@ from django.conf import settings
 from django.db import models
 from django_fsm import FSMField, transition
 
-from bnpl.pricing import Terms, apply_promotion
+from bnpl.pricing import (
+    APR_ABOVE_CEILING,
+    APR_NO_FINITE_RATE,
+    APR_RATE,
+    Terms,
+    apply_promotion,
+)
 from core.money import Money
 
 # --- products and promotions ----------------------------------------------------------
@@ -370,6 +376,17 @@ class PlanStatus(models.TextChoices):
     WRITTEN_OFF = "written_off", "Remaining balance written off"
 
 
+class AprStatus(models.TextChoices):
+    """What a plan's ``apr`` is (``bnpl.pricing``, "APR shown")."""
+
+    RATE = APR_RATE, "The effective annual rate of the cost of credit (0: the plan costs nothing)"
+    ABOVE_CEILING = APR_ABOVE_CEILING, "Above 9,999.99 % a year: no rate is shown"
+    NO_FINITE_RATE = (
+        APR_NO_FINITE_RATE,
+        "No finite rate: the checkout payment covers the amount, the rest is cost without credit",
+    )
+
+
 class Plan(models.Model):
     """An order converted into installments. ``terms`` is the snapshot it is serviced by."""
 
@@ -391,7 +408,9 @@ class Plan(models.Model):
     amount = models.BigIntegerField()
     down_payment = models.BigIntegerField(default=0)
     terms = models.JSONField()
-    apr = models.DecimalField(max_digits=8, decimal_places=4, default=Decimal(0))
+    # Percent a year; null when no finite rate can be shown (``apr_status`` says why).
+    apr = models.DecimalField(max_digits=8, decimal_places=4, null=True, default=Decimal(0))
+    apr_status = models.CharField(max_length=16, choices=AprStatus.choices, default=AprStatus.RATE)
     status = FSMField(default=PlanStatus.ACTIVE, choices=PlanStatus.choices, protected=True)
     # The saved card token the debit requests charge.
     payment_method = models.CharField(max_length=64)
@@ -433,6 +452,11 @@ class Plan(models.Model):
             models.CheckConstraint(
                 condition=models.Q(refunded_amount__gte=0, refunded_amount__lte=models.F("amount")),
                 name="plan_refunded_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(apr_status=AprStatus.RATE, apr__isnull=False)
+                | (~models.Q(apr_status=AprStatus.RATE) & models.Q(apr__isnull=True)),
+                name="plan_apr_null_only_without_rate",
             ),
         ]
         # Plain indexes (not db_index, which adds a LIKE index per text column on

@@ -10,8 +10,10 @@ Rules (the contract in the shared design, written out):
   of its exact share, the minor units left over go one each to the parts with the largest
   remainders, the earlier part first on a tie. Equal splits therefore differ by at most one
   minor unit and the larger parts come first: 100.00 in three is 33.34, 33.33, 33.33.
-- **Rounding.** A computed ``Decimal`` becomes minor units only through ``core.money.to_minor``
-  (half to even).
+- **Rounding.** A computed amount becomes minor units only through ``core.money.to_minor``
+  (half to even). Interest, percent fees and down payments are exact fractions until then
+  (periods are exactly 7/365, 14/365 and 1/12 of a year; ``minor_of_fraction`` divides last),
+  so an exact half-unit tie rounds to even: 75.00 at 36.5 % for a week is 0.525 → 0.52.
 - **Due dates.** ``due_date(start, frequency, k)`` is the k-th due date counted from the start
   date, never chained from the previous one: weekly +7k days, biweekly +14k days, monthly +k
   months with the day clamped to the month's last day (Jan 31 → Feb 28/29 → Mar 31).
@@ -42,10 +44,13 @@ Rules (the contract in the shared design, written out):
   equals the amount, each line discounted by ``(1+i)^−t`` with ``t`` its time after the start
   in years (a period is 1/12, 7/365 or 14/365 of a year, as in the EU consumer-credit APRC
   convention of equal months). It is found by Newton's method on the periodic rate to
-  10^−12 (``effective_apr``) and reported in percent, rounded half-even to two decimals
-  and capped at ``APR_CEILING`` (9,999.99 %: tiny amounts with large fees over a week reach
-  absurd rates). A plan without cost has an APR of 0; so has a plan where nothing is owed
-  after the start date (no credit is extended).
+  10^−12 (``effective_apr``) and reported in percent, rounded half-even to two decimals; a
+  plan that costs anything shows at least 0.01 %. ``Schedule.apr_status`` says what the
+  figure is: ``rate`` (the rate; 0 for a plan without cost), ``above_ceiling`` (the rate
+  exceeds ``APR_CEILING``, 9,999.99 %: tiny amounts with large fees over a week reach absurd
+  rates) or ``no_finite_rate`` (what is paid at checkout already covers the amount, so
+  whatever follows is cost without credit). In the last two ``apr`` is ``None``: no figure is
+  shown as if it were the rate.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import decimal
 from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from core.money import ROUNDING, Money, allocate, exponent, to_minor
@@ -80,24 +86,34 @@ REFUND_ALLOCATIONS = (REFUND_LAST_FIRST, REFUND_RESPREAD)
 
 MAX_INSTALLMENTS = 120
 
-# A period's length in years, for flat interest, the declining-balance periodic rate and the APR.
-PERIOD_YEARS: dict[str, Decimal] = {
-    WEEKLY: Decimal(7) / Decimal(365),
-    BIWEEKLY: Decimal(14) / Decimal(365),
-    MONTHLY: Decimal(1) / Decimal(12),
+# A period's length in years, exact: flat interest, the declining-balance periodic rate and
+# the APR. Amounts computed from it stay exact fractions until ``to_minor`` rounds them.
+PERIOD_YEARS: dict[str, Fraction] = {
+    WEEKLY: Fraction(7, 365),
+    BIWEEKLY: Fraction(14, 365),
+    MONTHLY: Fraction(1, 12),
 }
+DAYS_A_YEAR = 365  # actual/365: the day count of the 7/365 and 14/365 periods
 
 # Working precision of rate arithmetic (annuity factor, APR search); amounts stay exact ints.
 _CONTEXT = decimal.Context(prec=50, rounding=decimal.ROUND_HALF_EVEN)
 _APR_TOLERANCE = Decimal("1e-12")
 # Highest APR reported (percent): beyond it a rate says nothing more and fits no column.
 APR_CEILING = Decimal("9999.99")
+# What ``Schedule.apr`` is (module docstring, "APR shown").
+APR_RATE, APR_ABOVE_CEILING, APR_NO_FINITE_RATE = "rate", "above_ceiling", "no_finite_rate"
+APR_STATUSES = (APR_RATE, APR_ABOVE_CEILING, APR_NO_FINITE_RATE)
+_APR_STEP = Decimal("0.01")
 _HUNDRED = Decimal(100)
 _NEWTON_STEPS = 60
 # The periodic rate that annualizes to APR_CEILING, per frequency.
 _CEILING_RATE = {
     frequency: _CONTEXT.subtract(
-        _CONTEXT.power(_CONTEXT.add(1, APR_CEILING / _HUNDRED), years), Decimal(1)
+        _CONTEXT.power(
+            _CONTEXT.add(1, APR_CEILING / _HUNDRED),
+            _CONTEXT.divide(years.numerator, years.denominator),
+        ),
+        Decimal(1),
     )
     for frequency, years in PERIOD_YEARS.items()
 }
@@ -220,7 +236,9 @@ class Schedule:
     amount: Money  # the order amount the schedule prices
     start_date: date
     lines: list[ScheduleLine] = field(default_factory=list)
-    apr: Decimal = Decimal(0)  # effective annual cost of credit in percent (module docstring)
+    # Effective annual cost of credit in percent, None when no rate is shown (module docstring).
+    apr: Decimal | None = Decimal(0)
+    apr_status: str = APR_RATE
 
     @property
     def principal(self) -> int:
@@ -313,9 +331,56 @@ def due_date(start: date, frequency: str, k: int) -> date:
     raise ValueError(f"frequency must be one of {FREQUENCIES}")
 
 
+def exact_periodic_rate(terms: Terms) -> Fraction:
+    """The declining-balance rate per period, exact: ``apr / 100 × period in years``."""
+    return Fraction(terms.apr) / 100 * PERIOD_YEARS[terms.frequency]
+
+
 def periodic_rate(terms: Terms) -> Decimal:
-    """The declining-balance rate per period: ``apr / 100 × period in years``."""
-    return _CONTEXT.multiply(_CONTEXT.divide(terms.apr, _HUNDRED), PERIOD_YEARS[terms.frequency])
+    """``exact_periodic_rate`` at 50 digits, for the annuity factor and the APR search."""
+    rate = exact_periodic_rate(terms)
+    return _CONTEXT.divide(Decimal(rate.numerator), Decimal(rate.denominator))
+
+
+def minor_of_fraction(value: Fraction, currency: str) -> int:
+    """``to_minor`` of an exact amount in minor units: the one division, last.
+
+    The quotient keeps two digits more than the numerator has, so it lies nearer its exact
+    value than any half-unit tie it is not (a fraction ``p/q`` off a tie is off by ≥ 1/2q).
+    """
+    digits = len(str(abs(value.numerator))) + 2
+    context = decimal.Context(prec=max(digits, 28), rounding=ROUNDING)
+    with decimal.localcontext(context):
+        quotient = context.divide(Decimal(value.numerator), Decimal(value.denominator))
+        return to_minor(quotient.scaleb(-exponent(currency)), currency)
+
+
+def accrued_interest(*, terms: Terms, balance: int, days: int) -> int:
+    """Declining-balance interest on ``balance`` minor units for ``days`` (signed) at the
+    terms' APR, actual/365, rounded by ``to_minor``; 0 without declining interest."""
+    if terms.interest_method != INTEREST_DECLINING or days == 0 or balance <= 0:
+        return 0
+    minor = minor_of_fraction(
+        Fraction(balance) * Fraction(terms.apr) / 100 * Fraction(abs(days), DAYS_A_YEAR),
+        terms.currency,
+    )
+    return minor if days > 0 else -minor
+
+
+def reschedule_interest(
+    *, terms: Terms, balance: int, principal: int, days: int
+) -> tuple[int, int]:
+    """The one re-pricing rule for a line whose due date moves by ``days`` (signed).
+
+    ``balance`` is the principal still owed from the moved line on, ``principal`` the moved
+    line's unpaid part. Returns the changes to the moved line's interest (``balance``
+    accrues for the days moved) and to the next open line's (the principal left after the
+    moved line accrues the same days less). Zero and flat interest do not move with dates.
+    """
+    return (
+        accrued_interest(terms=terms, balance=balance, days=days),
+        -accrued_interest(terms=terms, balance=balance - principal, days=days),
+    )
 
 
 def annuity_payment(principal: int, rate: Decimal, count: int, *, due: bool = False) -> Decimal:
@@ -351,9 +416,8 @@ def price_schedule(*, terms: Terms, amount: Money, start_date: date) -> Schedule
     lines: list[ScheduleLine] = []
     financed = amount.minor
     if terms.down_payment == DOWN_PERCENT:
-        down = to_minor(
-            _CONTEXT.multiply(amount.to_decimal(), terms.down_payment_percent) / _HUNDRED,
-            currency,
+        down = minor_of_fraction(
+            Fraction(amount.minor) * Fraction(terms.down_payment_percent) / 100, currency
         )
         lines.append(ScheduleLine(0, start_date, down, 0, 0))
         financed -= down
@@ -367,17 +431,14 @@ def price_schedule(*, terms: Terms, amount: Money, start_date: date) -> Schedule
         principals = allocate(financed, [1] * n)
         interest_total = 0
         if terms.interest_method == INTEREST_FLAT:
-            years = _CONTEXT.multiply(Decimal(n), PERIOD_YEARS[terms.frequency])
-            interest_total = _minor_of(
-                _CONTEXT.multiply(
-                    _CONTEXT.multiply(Decimal(financed), terms.apr / _HUNDRED), years
-                ),
+            interest_total = minor_of_fraction(
+                Fraction(financed) * Fraction(terms.apr) / 100 * n * PERIOD_YEARS[terms.frequency],
                 currency,
             )
         interests = allocate(interest_total, [1] * n)
 
-    origination = terms.origination_fee_flat + _minor_of(
-        _CONTEXT.multiply(Decimal(financed), terms.origination_fee_percent) / _HUNDRED, currency
+    origination = terms.origination_fee_flat + minor_of_fraction(
+        Fraction(financed) * Fraction(terms.origination_fee_percent) / 100, currency
     )
     for i in range(n):
         fee = terms.installment_fee + (origination if i == 0 else 0)
@@ -393,24 +454,29 @@ def price_schedule(*, terms: Terms, amount: Money, start_date: date) -> Schedule
     flows = ([(0, lines[0].total)] if terms.down_payment == DOWN_PERCENT else []) + [
         (periods[i], line.total) for i, line in enumerate(lines[-n:])
     ]
-    apr = effective_apr(amount=amount.minor, flows=flows, frequency=terms.frequency)
-    return Schedule(terms=terms, amount=amount, start_date=start_date, lines=lines, apr=apr)
+    apr, apr_status = effective_apr(amount=amount.minor, flows=flows, frequency=terms.frequency)
+    return Schedule(
+        terms=terms,
+        amount=amount,
+        start_date=start_date,
+        lines=lines,
+        apr=apr,
+        apr_status=apr_status,
+    )
 
 
 def _amortize(financed: int, terms: Terms, periods: list[int]) -> tuple[list[int], list[int]]:
     """Declining-balance principal and interest parts of the numbered lines (minor units)."""
-    rate = periodic_rate(terms)
+    exact_rate = exact_periodic_rate(terms)
     n = len(periods)
     due = periods[0] == 0
-    payment = _minor_of(annuity_payment(financed, rate, n, due=due), terms.currency)
+    payment = _minor_of(annuity_payment(financed, periodic_rate(terms), n, due=due), terms.currency)
     balance, previous = financed, 0
     principals, interests = [], []
     for i, period in enumerate(periods):
         elapsed = period - previous
         previous = period
-        interest = _minor_of(
-            _CONTEXT.multiply(Decimal(balance), _CONTEXT.multiply(rate, elapsed)), terms.currency
-        )
+        interest = minor_of_fraction(balance * exact_rate * elapsed, terms.currency)
         # The last line takes what is left, so the principal parts sum exactly.
         principal = balance if i == n - 1 else max(0, min(payment - interest, balance))
         balance -= principal
@@ -419,29 +485,36 @@ def _amortize(financed: int, terms: Terms, periods: list[int]) -> tuple[list[int
     return principals, interests
 
 
-def effective_apr(*, amount: int, flows: list[tuple[int, int]], frequency: str) -> Decimal:
-    """The effective annual rate, in percent, at which ``flows`` repay ``amount``.
+def effective_apr(
+    *, amount: int, flows: list[tuple[int, int]], frequency: str
+) -> tuple[Decimal | None, str]:
+    """The effective annual rate, in percent, at which ``flows`` repay ``amount``, and its
+    ``apr_status`` (``None`` and why when no rate is shown).
 
     ``flows`` are ``(period index, total paid)`` pairs in minor units, period 0 being the
     start date. It solves ``f(r) = Σ total·(1+r)^−period − amount = 0`` for the periodic rate
     ``r`` and annualizes it: ``(1+r)^(periods a year) − 1``. ``f`` falls and is convex, and
     ``f(0)`` (the cost) is positive, so Newton's steps from 0 rise monotonically towards the
     root without passing it: every step is a lower bound, and once it annualizes above
-    ``APR_CEILING`` the answer is the ceiling. Newton stops when a step is below 10^−12; a
-    bisection takes over should it not within ``_NEWTON_STEPS``.
+    ``APR_CEILING`` the rate is above the ceiling. Newton stops when a step is below 10^−12;
+    a bisection takes over should it not within ``_NEWTON_STEPS``. Without cost the rate is
+    0; with a cost but nothing lent after the start (``f`` stays positive) there is none.
     """
     ctx = _CONTEXT
     cost = sum(total for _, total in flows) - amount
     at_start = sum(total for period, total in flows if period == 0)
-    if cost <= 0 or at_start >= amount:
-        return Decimal(0)
+    if cost <= 0:
+        return Decimal(0), APR_RATE
+    if at_start >= amount:
+        return None, APR_NO_FINITE_RATE
     by_period: dict[int, int] = {}
     for period, total in flows:
         by_period[period] = by_period.get(period, 0) + total
     dated = sorted((period, Decimal(total)) for period, total in by_period.items())
     target = Decimal(amount)
     one = Decimal(1)
-    periods_a_year = ctx.divide(one, PERIOD_YEARS[frequency])
+    year = PERIOD_YEARS[frequency]
+    periods_a_year = ctx.divide(Decimal(year.denominator), Decimal(year.numerator))
 
     def annual_percent(rate: Decimal) -> Decimal:
         growth = ctx.power(ctx.add(one, rate), periods_a_year)
@@ -466,7 +539,7 @@ def effective_apr(*, amount: int, flows: list[tuple[int, int]], frequency: str) 
         step = ctx.divide(value, slope)  # negative: value > 0 > slope left of the root
         rate = ctx.subtract(rate, step)
         if rate > _CEILING_RATE[frequency]:
-            return APR_CEILING
+            return None, APR_ABOVE_CEILING
         if -step < _APR_TOLERANCE:
             break
     else:
@@ -480,4 +553,7 @@ def effective_apr(*, amount: int, flows: list[tuple[int, int]], frequency: str) 
             else:
                 high = middle
         rate = ctx.divide(ctx.add(low, high), Decimal(2))
-    return min(APR_CEILING, annual_percent(rate).quantize(Decimal("0.01"), rounding=ROUNDING))
+    percent = annual_percent(rate).quantize(_APR_STEP, rounding=ROUNDING)
+    if percent > APR_CEILING:
+        return None, APR_ABOVE_CEILING
+    return max(percent, _APR_STEP), APR_RATE

@@ -123,7 +123,8 @@ class PlanView:
     currency: str
     amount: Money
     down_payment: Money
-    apr: Decimal
+    apr: Decimal | None  # None: no rate shown, ``apr_status`` says why
+    apr_status: str
     terms: dict
     start_date: date
     created_at: datetime
@@ -180,6 +181,7 @@ def plan_view(
         amount=plan.amount_money,
         down_payment=Money(plan.down_payment, plan.currency),
         apr=plan.apr,
+        apr_status=plan.apr_status,
         terms=plan.terms,
         start_date=plan.start_date,
         created_at=plan.created_at,

@@ -12,12 +12,16 @@ Ledger (ARCHITECTURE.md, one balanced entry per movement, in the cause's transac
 customer's receivable ``installments:<customer>:<currency>`` (apart
 from the wallet debts' ``bnpl:`` account) holds the outstanding principal.
 Interest and fees are income when they are paid (cash basis), so an early payoff never has
-to reverse unearned interest.
+to reverse unearned interest. Money received beyond what a plan owes (a capture that lands
+after a refund shrank or cancelled the plan, or beyond a write-off's recovery) is credited
+to the receivable and, in the same transaction, returned to the customer's wallet
+(``plan_overpayment_return``), whose credit repays wallet debts first.
 
 Lock order: customer → wallet → order → plan → installment → debit request → payment
 transaction → ledger accounts. The settlement handler is the one path entered with a payment
 transaction already locked; no service holds a plan lock while taking a payment
-transaction's, because provider calls run outside transactions.
+transaction's, because provider calls run outside transactions. It locks the wallet of every
+capture that may overpay before any plan.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from bnpl.models import (
     Plan,
     PlanStatus,
 )
+from bnpl.selectors import installment_outstanding
 from core import clock
 from core.audit import audit_record
 from core.db import update_rows
@@ -66,6 +71,7 @@ from payments.gateway import Decision, GatewayResult
 from payments.models import EventKind, PaymentTransaction, Provider
 from payments.processing import ProviderNotSupported, payment_authorize
 from payments.selectors import enabled_account
+from wallet.services import wallet_get_or_create, wallet_lock, wallet_refund
 
 INSTALLMENT_REFERENCE = "bnpl.installment"
 OPEN_INSTALLMENT = (InstallmentStatus.SCHEDULED, InstallmentStatus.OVERDUE)
@@ -106,10 +112,11 @@ def plan_create(
 
     The caller has locked the application (and the order it finances). ``due_dates``
     replaces the priced due dates of the numbered installments (income-aligned dates the
-    customer opted into); they must be strictly increasing. The down-payment line (if the
-    terms have one) is charged at checkout by ``installment_checkout_charge`` and gets no
-    debit request; every other installment that owes something gets one (a line owing
-    nothing, possible on tiny amounts, is paid from the start).
+    customer opted into), strictly increasing; each move is re-priced by the reschedule
+    rule. The down-payment line (if the terms have one) is charged at checkout by
+    ``installment_checkout_charge`` and gets no debit request; every other installment that
+    owes something gets one (a line owing nothing, possible on tiny amounts, is paid from
+    the start).
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("plan_create runs inside the transaction that approves the order")
@@ -120,7 +127,7 @@ def plan_create(
     lines = list(schedule.lines)
     checkout_line = schedule.down_payment_line
     if due_dates is not None:
-        lines = _with_due_dates(lines, checkout_line, due_dates)
+        lines = _with_due_dates(lines, checkout_line, due_dates, terms)
     now = clock.now()
     plan = Plan.objects.create(
         application=application,
@@ -134,6 +141,7 @@ def plan_create(
         down_payment=checkout_line.principal if checkout_line else 0,
         terms=application.terms,
         apr=schedule.apr,
+        apr_status=schedule.apr_status,
         payment_method=application.payment_method,
         funded_by=funded_by,
         partner_reference=partner_reference,
@@ -188,23 +196,31 @@ def _with_due_dates(
     lines: list[pricing.ScheduleLine],
     checkout_line: pricing.ScheduleLine | None,
     due_dates: list[date],
+    terms: pricing.Terms,
 ) -> list[pricing.ScheduleLine]:
+    """``lines`` with the later ones moved to ``due_dates``, each move re-priced one after
+    the other by the reschedule rule (``pricing.reschedule_interest``), as if the customer
+    had rescheduled every line at no fee."""
     later = [line for line in lines if line is not checkout_line]
     if len(due_dates) != len(later) or any(a >= b for a, b in itertools.pairwise(due_dates)):
         raise ValueError("due_dates must give each later installment a date, increasing")
-    moved = iter(due_dates)
-    return [
-        line
-        if line is checkout_line
-        else pricing.ScheduleLine(
-            number=line.number,
-            due_date=next(moved),
+    interest = [line.interest for line in later]
+    for index, (line, new_date) in enumerate(zip(later, due_dates, strict=True)):
+        grows, offset = pricing.reschedule_interest(
+            terms=terms,
+            balance=sum(other.principal for other in later[index:]),
             principal=line.principal,
-            interest=line.interest,
-            fee=line.fee,
+            days=(new_date - line.due_date).days,
         )
-        for line in lines
-    ]
+        interest[index] = max(0, interest[index] + grows)
+        following = next((j for j in range(index + 1, len(later)) if later[j].total), None)
+        if following is not None:
+            interest[following] = max(0, interest[following] + offset)
+    moved = {
+        line.number: dataclasses.replace(line, due_date=new_date, interest=new_interest)
+        for line, new_date, new_interest in zip(later, due_dates, interest, strict=True)
+    }
+    return [moved.get(line.number, line) for line in lines]
 
 
 def _post_funding(plan: Plan, principal: Money) -> None:
@@ -315,9 +331,9 @@ def installment_apply_payment(
 
     One entry: debit ``source`` by the amount; credit the receivable (principal), interest
     income and fee income (fee and late fee). An excess (only a provider can report one:
-    servicing refuses to overpay), or money for a cancelled plan or installment, stays on
-    the receivable as a credit the customer is owed, and is audited. On a written-off plan
-    the money is a recovery instead.
+    servicing refuses to overpay), or money for a cancelled plan or installment, is a credit
+    on the receivable that goes straight back to the customer's wallet
+    (``plan_overpayment_return``). On a written-off plan the money is a recovery instead.
     """
     if amount.currency != plan.currency or not amount.is_positive():
         raise ValueError(f"cannot apply {amount} to a {plan.currency} plan")
@@ -331,7 +347,7 @@ def installment_apply_payment(
         )
     if plan.status == PlanStatus.CANCELLED or installment.status == InstallmentStatus.CANCELLED:
         # A charge that lands after its plan or installment was cancelled (a down payment
-        # still in flight): nothing is owed, so all of it is a credit owed to the customer.
+        # still in flight): nothing is owed, so all of it goes back to the wallet.
         split = Allocation(late_fee=0, fee=0, interest=0, principal=0, excess=amount.minor)
     else:
         split = allocate_payment(installment, amount.minor)
@@ -368,7 +384,14 @@ def installment_apply_payment(
                 "installment": installment.number,
                 "excess": str(Money(split.excess, currency)),
             },
-            note="Kept on the receivable as a credit owed to the customer.",
+            note="Credited to the receivable and returned to the customer's wallet.",
+        )
+        plan_overpayment_return(
+            plan=plan,
+            amount=Money(split.excess, currency),
+            reference_type=reference_type,
+            reference_id=reference_id,
+            actor=actor,
         )
     plan_complete_if_done(plan=plan)
     return dataclasses.replace(split, entry=entry)
@@ -386,10 +409,40 @@ def plan_complete_if_done(*, plan: Plan) -> bool:
     return True
 
 
+def plan_overpayment_return(
+    *, plan: Plan, amount: Money, reference_type: str, reference_id: str, actor: Any = None
+) -> None:
+    """Give ``amount``, credited to the plan's receivable beyond what it owed, back to the
+    customer's wallet in the caller's transaction: one entry (debit receivable, credit
+    wallet) through the wallet's credit service, which repays wallet debts first."""
+    customer_id, currency = plan.customer_id, plan.currency
+    wallet_get_or_create(customer=Customer(pk=customer_id), currency=currency)
+    wallet = wallet_lock(customer_id=customer_id, currency=currency)  # held already, usually
+    txn = wallet_refund(
+        wallet=wallet,
+        amount=amount,
+        counterpart=plan_receivable(customer_id=customer_id, currency=currency),
+        reference_type="bnpl.plan",
+        reference_id=str(plan.pk),
+        actor=actor,
+        note=f"Plan #{plan.pk}: paid beyond what it owed ({reference_type} {reference_id})",
+    )
+    audit_record(
+        actor=actor,
+        action="bnpl.overpayment_returned",
+        target=plan,
+        changes={
+            "amount": str(amount),
+            "paid_by": f"{reference_type}:{reference_id}",
+            "wallet_transaction": txn.pk,
+        },
+    )
+
+
 def _recover(*, plan: Plan, amount: Money, source: AccountLike, key: str, actor: Any) -> Allocation:
     """Money for a written-off plan is a recovery, up to what was written off.
 
-    Anything beyond that stays on the receivable as a credit the customer is owed.
+    Anything beyond that is owed to the customer: it goes back to the wallet.
     """
     # bnpl.writeoff builds on this module, so it is imported where it is needed.
     from bnpl.writeoff import plan_recovery_apply
@@ -411,7 +464,10 @@ def _recover(*, plan: Plan, amount: Money, source: AccountLike, key: str, actor:
             action="bnpl.overpayment",
             target=plan,
             changes={"excess": str(rest)},
-            note="Received after the write-off was recovered in full; owed to the customer.",
+            note="Received after the write-off was recovered in full; returned to the wallet.",
+        )
+        plan_overpayment_return(
+            plan=plan, amount=rest, reference_type="bnpl.plan", reference_id=key, actor=actor
         )
     return Allocation(late_fee=0, fee=0, interest=0, principal=0, excess=amount.minor)
 
@@ -486,13 +542,23 @@ def installments_settle(settlements: Sequence[Settlement]) -> None:
     slow: list[Settlement] = []
     if captures:
         installment_ids = sorted({int(s.reference_id) for s in captures})
-        plan_ids = sorted(
-            set(
-                Installment.objects.filter(pk__any=installment_ids)
-                .order_by()
-                .values_list("plan_id", flat=True)
+        seen = {
+            row[0]: row
+            for row in Installment.objects.filter(pk__any=installment_ids)
+            .order_by()
+            .annotate(owed=installment_outstanding())
+            .values_list(
+                "pk",
+                "plan_id",
+                "plan__status",
+                "plan__customer_id",
+                "plan__currency",
+                "status",
+                "owed",
             )
-        )
+        }
+        plan_ids = sorted({row[1] for row in seen.values()})
+        _lock_wallets_of_overpayments(captures, seen)
         plans = {
             row[0]: row
             for row in Plan.objects.select_for_update(no_key=True)
@@ -600,6 +666,25 @@ def installments_settle(settlements: Sequence[Settlement]) -> None:
             reference_id=str(s.payment_id),
             memo=f"installment {installment.number} of plan {plan.pk}",
         )
+
+
+def _lock_wallets_of_overpayments(captures: Sequence[Settlement], seen: dict[int, tuple]) -> None:
+    """Lock, before any plan, the wallets of customers whose capture looks (read unlocked)
+    as if it may pay beyond what is owed: the excess goes back to the wallet."""
+    owners = set()
+    for s in captures:
+        _id, _plan, plan_status, customer_id, currency, status, outstanding = seen[
+            int(s.reference_id)
+        ]
+        if (
+            plan_status != PlanStatus.ACTIVE
+            or status not in OPEN_INSTALLMENT
+            or s.amount.minor > outstanding
+        ):
+            owners.add((customer_id, currency))
+    for customer_id, currency in sorted(owners):
+        wallet_get_or_create(customer=Customer(pk=customer_id), currency=currency)
+        wallet_lock(customer_id=customer_id, currency=currency)
 
 
 def _receivable_codes(pairs: set[tuple[int, str]]) -> dict[tuple[int, str], str]:

@@ -54,8 +54,8 @@ Rules, written out:
   charge outside the transaction and could fail after the reduction is booked. Paid
   interest and fees are not refunded. A refund of the whole order cancels the plan.
 - **Charges in flight**: money asked of the card processor may still arrive; taking the
-  same money another way meanwhile would take it twice (the late capture would become a
-  credit on the receivable). So a payoff, a cancel, an extra payment toward an installment,
+  same money another way meanwhile would take it twice (the late capture would only be
+  returned to the wallet). So a payoff, a cancel, an extra payment toward an installment,
   and a reschedule (for the installments whose amounts it changes) are refused with
   ``bnpl.charge_in_flight`` (409: retry once the pending payment is settled) while a charge
   for one of the plan's installments concerned, or for its payoff, is in flight: recorded by
@@ -75,7 +75,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from django.db import transaction
@@ -112,13 +112,14 @@ from bnpl.services import (
     due_moment,
     installment_apply_payment,
     plan_complete_if_done,
+    plan_overpayment_return,
     plan_receivable,
 )
 from core import clock
 from core.audit import audit_record
 from core.errors import InvalidInput
 from core.idempotency import IdempotencyClaim
-from core.money import Money, allocate, to_minor
+from core.money import Money, allocate
 from customers.models import Customer
 from ledger.models import Purpose
 from ledger.services import AccountLike, credit, debit, ledger_post, system
@@ -139,7 +140,6 @@ WALLET, CARD, MANUAL = "wallet", "card", "manual"
 PLAN_REFERENCE = "bnpl.plan"
 # Reference type of an off-session card charge paying a whole plan off (reference id: plan).
 PAYOFF_REFERENCE = "bnpl.plan_payoff"
-_DAYS_A_YEAR = Decimal(365)
 
 
 # --- locking and checks -----------------------------------------------------------------
@@ -275,17 +275,6 @@ class Reschedule:
     confirmed: bool
 
 
-def accrued_interest(*, terms: pricing.Terms, balance: int, days: int) -> int:
-    """Declining-balance interest on ``balance`` minor units for ``days`` (signed), at the
-    terms' APR on an actual/365 day count, rounded by ``to_minor``; 0 without interest."""
-    if terms.interest_method != pricing.INTEREST_DECLINING or days == 0 or balance <= 0:
-        return 0
-    years = Decimal(abs(days)) / _DAYS_A_YEAR
-    value = Money(balance, terms.currency).to_decimal() * terms.apr / 100 * years
-    minor = to_minor(value, terms.currency)
-    return minor if days > 0 else -minor
-
-
 def reschedule_offset_installment(rows: Sequence[Installment], number: int) -> Installment | None:
     """The installment whose interest offsets a move of installment ``number``: the next
     open one after it (``None`` if none is open)."""
@@ -360,17 +349,16 @@ def _propose_reschedule(
     )
     installment.due_date = new_date
     installment.fee += terms.reschedule_fee
-    installment.interest = max(
-        installment.paid_interest,
-        installment.interest + accrued_interest(terms=terms, balance=balance, days=days),
+    grows, offset = pricing.reschedule_interest(
+        terms=terms,
+        balance=balance,
+        principal=installment.principal - installment.paid_principal,
+        days=days,
     )
+    installment.interest = max(installment.paid_interest, installment.interest + grows)
     following = reschedule_offset_installment(rows, number)
     if following is not None:
-        left_after = balance - (installment.principal - installment.paid_principal)
-        following.interest = max(
-            following.paid_interest,
-            following.interest - accrued_interest(terms=terms, balance=left_after, days=days),
-        )
+        following.interest = max(following.paid_interest, following.interest + offset)
     return Reschedule(
         plan=plan,
         installments=rows,
@@ -727,9 +715,8 @@ def payoff_quote(plan: Plan, installments: Sequence[Installment], *, today: date
             else:
                 span = (row.due_date - period_start).days
                 elapsed = (today - period_start).days
-                kept = to_minor(
-                    Money(row.interest, plan.currency).to_decimal() * elapsed / span,
-                    plan.currency,
+                kept = pricing.minor_of_fraction(
+                    Fraction(row.interest * elapsed, span), plan.currency
                 )
             kept = min(row.interest, max(kept, row.paid_interest))
         line_principal = row.principal - row.paid_principal
@@ -974,8 +961,8 @@ def plan_payoff_settle(
     A capture that covers the payoff total as of its settlement pays the plan off (unearned
     interest waived). One that does not (the quote grew since it was charged) pays the open
     installments in number order like ordinary payments. Whatever is left over, or arrives
-    for a plan no longer active, stays on the receivable as a credit the customer is owed
-    (audited by ``installment_apply_payment``). A refund of such a capture returns money
+    for a plan no longer active, goes back to the customer's wallet
+    (``bnpl.services.plan_overpayment_return``). A refund of such a capture returns money
     from the merchant's side, as any card refund does.
     """
     if kind == EventKind.REFUND:
@@ -989,7 +976,8 @@ def plan_payoff_settle(
             reference_id=str(payment.pk),
         )
         return
-    locked = _lock(int(payment.reference_id))
+    # The wallet first: anything beyond the payoff goes back to it.
+    locked = _lock(int(payment.reference_id), wallet="create")
     plan = locked.plan
 
     def pay(row: Installment, money: Money) -> None:
@@ -1035,7 +1023,13 @@ def plan_payoff_settle(
         action="bnpl.overpayment",
         target=plan,
         changes={"excess": str(left), "payment": payment.pk},
-        note="Kept on the receivable as a credit owed to the customer.",
+        note="Credited to the receivable and returned to the customer's wallet.",
+    )
+    plan_overpayment_return(
+        plan=plan,
+        amount=left,
+        reference_type="payments.transaction",
+        reference_id=str(payment.pk),
     )
 
 

@@ -286,16 +286,19 @@ def wallet_refund(
     reference_id: str,
     actor: AbstractBaseUser | None = None,
     note: str = "",
+    counterpart: AccountLike | None = None,
 ) -> WalletTransaction:
     """Give ``amount`` of a paid order back to a wallet locked by ``wallet_lock``.
 
     Like every credit, it repays outstanding debts first; only the surplus is spendable.
+    The money comes from the merchant, or from ``counterpart`` when another account holds
+    it (an installment plan's overpayment, owed to the customer on the plan receivable).
     """
     return _credit_and_repay(
         wallet=wallet,
         kind=TransactionKind.REFUND,
         amount=amount,
-        counterpart=system(Purpose.MERCHANT, amount.currency),
+        counterpart=counterpart or system(Purpose.MERCHANT, amount.currency),
         reference_type=reference_type,
         reference_id=reference_id,
         actor=actor,

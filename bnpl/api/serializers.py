@@ -1,9 +1,22 @@
 from rest_framework import serializers
 
-from bnpl.models import Decider, DownPayment, Frequency, InterestMethod, PromotionKind
+from bnpl.models import (
+    AprStatus,
+    Decider,
+    DownPayment,
+    Frequency,
+    InterestMethod,
+    PromotionKind,
+)
 from bnpl.quoting import Quote
 from core.api.fields import MoneyField
 from core.money import Money
+
+APR_STATUS_HELP = (
+    "rate: apr is the rate (0.00 only for a plan that costs nothing; any cost shows at "
+    "least 0.01); above_ceiling: the rate exceeds 9999.99 % a year; no_finite_rate: the "
+    "payment at checkout already covers the amount, so what follows is cost with no credit"
+)
 
 
 class QuoteInputSerializer(serializers.Serializer):
@@ -79,8 +92,11 @@ class QuoteOutputSerializer(serializers.Serializer):
     apr = serializers.DecimalField(
         max_digits=8,
         decimal_places=2,
-        help_text="Effective annual rate of the whole cost of credit (interest and fees), percent",
+        allow_null=True,
+        help_text="Effective annual rate of the whole cost of credit (interest and fees), "
+        "percent; null when there is no rate to show (apr_status says why)",
     )
+    apr_status = serializers.ChoiceField(choices=AprStatus.choices, help_text=APR_STATUS_HELP)
 
     def to_representation(self, quote: Quote) -> dict:
         return super().to_representation(_present(quote))
@@ -146,4 +162,5 @@ def _present(quote: Quote) -> dict:
             "due_at_checkout": money(down.total if down else 0),
         },
         "apr": schedule.apr,
+        "apr_status": schedule.apr_status,
     }

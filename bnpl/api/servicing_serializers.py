@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from bnpl.api.serializers import APR_STATUS_HELP
+from bnpl.models import AprStatus
 from bnpl.servicing import CARD, WALLET
 from core.api.fields import MoneyField
 
@@ -29,7 +31,14 @@ class PlanOutputSerializer(serializers.Serializer):
     currency = serializers.CharField()
     amount = MoneyField(help_text="The financed order's total")
     down_payment = MoneyField(allow_zero=True)
-    apr = serializers.DecimalField(max_digits=12, decimal_places=2)
+    apr = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        allow_null=True,
+        help_text="Effective annual rate of the cost of credit, percent; null when there is "
+        "no rate to show (apr_status says why)",
+    )
+    apr_status = serializers.ChoiceField(choices=AprStatus.choices, help_text=APR_STATUS_HELP)
     start_date = serializers.DateField()
     created_at = serializers.DateTimeField()
     reschedule_count = serializers.IntegerField()

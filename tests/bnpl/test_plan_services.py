@@ -177,7 +177,7 @@ def test_paying_every_installment_completes_the_plan(customer, django_capture_on
     assert completed == [plan.pk]
 
 
-def test_excess_stays_on_the_receivable_as_a_credit(customer):
+def test_excess_goes_back_to_the_wallet(customer):
     plan = make_plan(customer=customer, amount="30.00")
     with transaction.atomic():
         locked, row = locked_plan_installment(plan.installments.get(number=1).pk)
@@ -191,7 +191,8 @@ def test_excess_stays_on_the_receivable_as_a_credit(customer):
             reference_id="x",
         )
     assert split.excess == 250
-    assert receivable_balance(plan) == 3_000 - 1_000 - 250
+    assert receivable_balance(plan) == 3_000 - 1_000
+    assert balance(f"wallet:{customer.pk}:EUR") == 50_000 + 250
 
 
 def test_money_for_a_written_off_plan_is_a_recovery(customer):
@@ -226,7 +227,7 @@ def test_lines_owing_nothing_are_paid_from_the_start_and_never_debited(customer)
     assert sorted(plan.debit_requests.values_list("installment__number", flat=True)) == [1, 2]
 
 
-def test_money_beyond_the_write_off_is_a_credit_owed_to_the_customer(customer):
+def test_money_beyond_the_write_off_goes_back_to_the_wallet(customer):
     plan = make_plan(customer=customer, amount="30.00")
     with transaction.atomic():
         locked, row = locked_plan_installment(plan.installments.get(number=1).pk)
@@ -244,4 +245,5 @@ def test_money_beyond_the_write_off_is_a_credit_owed_to_the_customer(customer):
     plan = Plan.objects.get(pk=plan.pk)
     assert plan.recovered_amount == 500
     assert balance(system(Purpose.WRITE_OFF_EXPENSE, "EUR")) == -500
-    assert receivable_balance(plan) == 3_000 - 200
+    assert receivable_balance(plan) == 3_000  # the test wrote off without an entry
+    assert balance(f"wallet:{customer.pk}:EUR") == 50_000 + 200

@@ -3,6 +3,7 @@
 import itertools
 from datetime import date, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -62,21 +63,62 @@ starts = st.dates(min_value=date(2024, 1, 1), max_value=date(2032, 12, 31))
 amounts = st.integers(min_value=1, max_value=10**9)
 
 
+# --- an exact oracle: Fractions throughout, one half-even rounding at the end ---------
+
+YEARS = {"weekly": Fraction(7, 365), "biweekly": Fraction(14, 365), "monthly": Fraction(1, 12)}
+
+
+def half_even(value: Fraction) -> int:
+    """The integer nearest ``value``, an exact tie to the even one."""
+    floor = value.numerator // value.denominator
+    twice_rest = 2 * (value - floor)
+    if twice_rest > 1 or (twice_rest == 1 and floor % 2):
+        return floor + 1
+    return floor
+
+
+def oracle_totals(terms: Terms, amount: int) -> tuple[int, int, int]:
+    """(principal, interest, fees) of ``amount`` under ``terms``, worked out from the rules
+    alone in exact arithmetic (no module function)."""
+    n, pct = terms.installment_count, Fraction(terms.down_payment_percent)
+    down = half_even(amount * pct / 100) if terms.down_payment == "percent" else 0
+    financed = amount - down
+    rate = Fraction(terms.apr) / 100 * YEARS[terms.frequency]
+    interest = 0
+    if terms.interest_method == "flat":
+        interest = half_even(financed * rate * n)
+    elif terms.interest_method == "declining":
+        due = terms.down_payment == "first_installment"
+        payment = financed * rate / (1 - (1 + rate) ** -n)
+        payment = half_even(payment / (1 + rate) if due else payment)
+        balance = financed
+        for k in range(n):
+            line_interest = half_even(balance * rate * (0 if due and k == 0 else 1))
+            principal = balance if k == n - 1 else max(0, min(payment - line_interest, balance))
+            balance -= principal
+            interest += line_interest
+    origination = terms.origination_fee_flat + half_even(
+        financed * Fraction(terms.origination_fee_percent) / 100
+    )
+    return amount, interest, origination + n * terms.installment_fee
+
+
 def check_invariants(schedule, amount):
     lines = schedule.lines
     terms = schedule.terms
-    assert (
-        sum(line.total for line in lines) == schedule.principal + schedule.interest + schedule.fees
-    )
-    assert schedule.total == schedule.principal + schedule.interest + schedule.fees
-    assert schedule.principal == amount
+    principal, interest, fees = oracle_totals(terms, amount)
+    assert (schedule.principal, schedule.interest, schedule.fees) == (principal, interest, fees)
+    assert sum(line.total for line in lines) == schedule.total == principal + interest + fees
     assert all(line.principal >= 0 and line.interest >= 0 and line.fee >= 0 for line in lines)
     assert all(a.due_date < b.due_date for a, b in itertools.pairwise(lines))
     numbered = [line for line in lines if line.number >= 1]
     assert [line.number for line in numbered] == list(range(1, terms.installment_count + 1))
-    assert schedule.apr >= 0
-    if schedule.cost == 0:
-        assert schedule.apr == 0
+    if interest + fees == 0:
+        assert (schedule.apr, schedule.apr_status) == (0, "rate")
+    else:
+        # A plan that costs money never shows 0, and never shows the ceiling as its rate.
+        assert schedule.apr is None or 0 < schedule.apr <= APR_CEILING
+        assert (schedule.apr is None) == (schedule.apr_status != "rate")
     return numbered
 
 
@@ -125,19 +167,17 @@ def test_zero_and_flat_split_principal_and_interest_equally(terms, amount, start
 def test_declining_balance_interest_is_the_rate_on_the_balance_still_owed(terms, amount, start):
     schedule = price_schedule(terms=terms, amount=Money(amount, terms.currency), start_date=start)
     numbered = check_invariants(schedule, amount)
-    rate = periodic_rate(terms)
+    rate = Fraction(terms.apr) / 100 * YEARS[terms.frequency]
     due = terms.down_payment == "first_installment"
     balance = sum(line.principal for line in numbered)
     payment = int(
-        annuity_payment(balance, rate, terms.installment_count, due=due).quantize(
+        annuity_payment(balance, periodic_rate(terms), terms.installment_count, due=due).quantize(
             Decimal(1), "ROUND_HALF_EVEN"
         )
     )
     for i, line in enumerate(numbered):
         elapsed = 0 if (i == 0 and due) else 1
-        assert line.interest == int(
-            (balance * rate * elapsed).quantize(Decimal(1), "ROUND_HALF_EVEN")
-        )
+        assert line.interest == half_even(balance * rate * elapsed)
         if i < len(numbered) - 1:
             # The level payment, unless the balance runs out first (rounding on tiny amounts).
             assert line.principal == max(0, min(payment - line.interest, balance))
@@ -145,12 +185,75 @@ def test_declining_balance_interest_is_the_rate_on_the_balance_still_owed(terms,
     assert balance == 0
 
 
+# Exact half-unit ties of interest, per frequency: (frequency, APR, amounts whose exact
+# interest per period ends in .5 of a minor unit). Weekly at 36.5 %: amount × 7/1000 a week,
+# a tie for odd multiples of 5.00; biweekly: × 14/1000, odd multiples of 2.50; monthly at
+# 12 %: amount/100 a month, odd multiples of 0.50.
+TIES = [("weekly", "36.5", 500), ("biweekly", "36.5", 250), ("monthly", "12", 50)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tie=st.sampled_from(TIES),
+    odd=st.integers(min_value=0, max_value=10**6).map(lambda k: 2 * k + 1),
+    method=st.sampled_from(("flat", "declining")),
+)
+def test_interest_ties_round_half_even_for_every_frequency(tie, odd, method):
+    frequency, apr, unit = tie
+    terms = Terms(
+        currency="EUR",
+        installment_count=1,
+        frequency=frequency,
+        interest_method=method,
+        apr=Decimal(apr),
+    )
+    amount = unit * odd
+    exact = amount * Fraction(apr) / 100 * YEARS[frequency]
+    assert exact.denominator == 2  # a tie, exactly
+    schedule = price_schedule(terms=terms, amount=Money(amount, "EUR"), start_date=date(2026, 1, 1))
+    assert schedule.interest == half_even(exact) == round(exact)  # Python rounds half-even
+    assert schedule.interest % 2 == 0
+
+
+def test_weekly_flat_interest_of_exactly_half_a_cent_rounds_to_even():
+    # 75.00 EUR, 1 weekly line at 36.5 % flat: 75.00 × 0.365 × 7/365 = 0.525 → 0.52.
+    terms = Terms(
+        currency="EUR", installment_count=1, frequency="weekly", interest_method="flat",
+        apr=Decimal("36.5"),
+    )  # fmt: skip
+    schedule = price_schedule(
+        terms=terms, amount=Money.parse("75.00", "EUR"), start_date=date(2026, 1, 1)
+    )
+    assert schedule.interest == eur("0.52")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    terms=terms_strategy(methods=("declining",)),
+    amount=amounts,
+    days=st.integers(min_value=-400, max_value=400),
+)
+def test_accrued_interest_is_the_exact_actual_365_accrual_rounded_half_even(terms, amount, days):
+    exact = amount * Fraction(terms.apr) / 100 * Fraction(abs(days), 365)
+    expected = half_even(exact) * (1 if days >= 0 else -1)
+    assert pricing.accrued_interest(terms=terms, balance=amount, days=days) == expected
+
+
+def test_a_week_of_accrual_of_exactly_half_a_cent_rounds_to_even():
+    terms = Terms(
+        currency="EUR", installment_count=3, interest_method="declining", apr=Decimal("36.5")
+    )
+    # 75.00 × 0.365 × 7/365 = 0.525 → 0.52, and back.
+    assert pricing.accrued_interest(terms=terms, balance=eur("75.00"), days=7) == 52
+    assert pricing.accrued_interest(terms=terms, balance=eur("75.00"), days=-7) == -52
+
+
 @settings(max_examples=100, deadline=None)
 @given(terms=terms_strategy(), amount=st.integers(min_value=10_000, max_value=10**9), start=starts)
 def test_apr_is_the_rate_at_which_the_lines_repay_the_amount(terms, amount, start):
     schedule = price_schedule(terms=terms, amount=Money(amount, terms.currency), start_date=start)
-    if schedule.apr in (0, APR_CEILING):
-        return
+    if schedule.apr_status != "rate" or schedule.apr <= Decimal("0.01"):
+        return  # no rate, or the least one shown for a plan that costs anything
     period = {"weekly": Decimal(7) / 365, "biweekly": Decimal(14) / 365}.get(
         terms.frequency, Decimal(1) / 12
     )
@@ -175,7 +278,7 @@ def test_the_bisection_fallback_finds_the_same_apr_as_newton(terms, amount, star
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pricing, "_NEWTON_STEPS", 1)  # Newton gives up at once
         again = price_schedule(terms=terms, amount=Money(amount, terms.currency), start_date=start)
-    assert again.apr == schedule.apr
+    assert (again.apr, again.apr_status) == (schedule.apr, schedule.apr_status)
 
 
 @settings(max_examples=200, deadline=None)
@@ -458,13 +561,53 @@ def test_apr_counts_fees_as_cost_of_credit():
     assert schedule.apr == Decimal("1.87")
 
 
-def test_apr_is_capped_for_absurd_rates():
+def test_an_apr_above_the_ceiling_is_no_rate_not_the_ceiling():
     schedule = price_schedule(
         terms=Terms(currency="JPY", installment_count=1, frequency="weekly", installment_fee=5000),
         amount=Money(1, "JPY"),
         start_date=date(2026, 1, 1),
     )
-    assert schedule.apr == APR_CEILING
+    assert (schedule.apr, schedule.apr_status) == (None, "above_ceiling")
+
+
+def first_installment_with_fee(fee: str):
+    return price_schedule(
+        terms=Terms(
+            currency="EUR",
+            installment_count=2,
+            down_payment="first_installment",
+            origination_fee_flat=eur(fee),
+        ),
+        amount=Money.parse("8.00", "EUR"),
+        start_date=date(2026, 1, 1),
+    )
+
+
+def test_a_plan_that_costs_money_but_lends_nothing_has_no_finite_apr():
+    # 8.00 + 4.00 at checkout covers the 8.00 bought; the 4.00 a month later is pure cost:
+    # 12.00 + 4.00/(1+i)^(1/12) = 8.00 has no solution, so no rate, and never 0.
+    schedule = first_installment_with_fee("4.00")
+    assert [line.total for line in schedule.lines] == [eur("8.00"), eur("4.00")]
+    assert schedule.cost == eur("4.00")
+    assert (schedule.apr, schedule.apr_status) == (None, "no_finite_rate")
+
+
+def test_a_fee_just_below_the_amount_gives_a_rate_beyond_the_ceiling_not_the_ceiling():
+    # 7.99 at checkout, 4.00 a month later: 4.00/(1+i)^(1/12) = 0.01, i = 400^12 − 1.
+    schedule = first_installment_with_fee("3.99")
+    assert [line.total for line in schedule.lines] == [eur("7.99"), eur("4.00")]
+    assert (schedule.apr, schedule.apr_status) == (None, "above_ceiling")
+
+
+def test_a_plan_that_costs_a_cent_shows_at_least_the_least_rate():
+    # 0.01 on 10 million over a year: about 1.8 × 10^−9 %, which would round to 0.00.
+    schedule = price_schedule(
+        terms=Terms(currency="EUR", installment_count=12, origination_fee_flat=1),
+        amount=Money.parse("10000000.00", "EUR"),
+        start_date=date(2026, 1, 1),
+    )
+    assert schedule.cost == 1
+    assert (schedule.apr, schedule.apr_status) == (Decimal("0.01"), "rate")
 
 
 DECLINING = Terms(

@@ -738,8 +738,11 @@ def test_payoff_capture_short_of_the_quote_pays_installments_in_order(
         0,
     ]
     assert Plan.objects.get(pk=plan.pk).status == PlanStatus.ACTIVE
-    assert receivable(plan) == 30_000 + 30_000 - 30_000 - 15_000 - 2_000  # both plans' account
+    assert receivable(plan) == 30_000 + 30_000 - 30_000 - 15_000  # both plans' account
     assert AuditEntry.objects.filter(action="bnpl.overpayment").count() == 1
+    # The 20.00 beyond the payoff went back to the wallet.
+    assert AuditEntry.objects.filter(action="bnpl.overpayment_returned").count() == 1
+    assert Wallet.objects.get(customer=customer).balance == eur("520.00")
 
 
 def test_payoff_of_a_zero_interest_plan_is_what_is_owed(customer, jan_10):
@@ -1035,3 +1038,49 @@ def test_income_aligned_dates_are_what_plan_create_takes(web_channel):
     assert plan.debit_requests.get(installment__number=2).next_attempt_at == datetime(
         2026, 12, 16, tzinfo=clock.business_tz()
     )
+
+
+def test_income_aligned_dates_are_repriced_by_the_reschedule_rule(web_channel):
+    from django.db import transaction
+
+    from bnpl.models import Decider
+    from bnpl.services import plan_create
+    from tests.bnpl.factories import make_application
+
+    customer = make_customer()
+    for day in (date(2026, 10, 15), date(2026, 11, 15), date(2026, 12, 15)):
+        with travel(day):
+            fund(customer, "100.00")
+    servicing.borrower_income_aligned_set(customer=customer, enabled=True)
+    product = make_product(cash_flow_aware=True, interest_method="declining", apr=Decimal("36.5"))
+    start = date(2027, 1, 31)
+    with travel(start):
+        application = make_application(customer=customer, product=product, amount="300.00")
+        schedule = pricing.price_schedule(
+            terms=pricing.Terms.from_json(application.terms),
+            amount=application.amount_money,
+            start_date=start,
+        )
+        due_dates = selectors.income_aligned_due_dates(
+            customer=customer, product=product, schedule=schedule
+        )
+        with transaction.atomic():
+            application.approve(at=clock.now(), decided_by=Decider.INTERNAL)
+            application.save(update_fields=["status", "decided_at", "decided_by"])
+            plan = plan_create(application=application, start_date=start, due_dates=due_dates)
+
+    # Priced at 36.5 % a year, monthly (r = 0.365/12): 28 Feb, 31 Mar, 30 Apr with
+    # principal 97.02, 99.97, 103.01 and interest 9.12, 6.17, 3.13. At 36.5 % actual/365 a
+    # day accrues 0.1 % of the balance. The dates move to the day after payday (the 15th):
+    # 16 Feb (−12 days), 16 Mar (−15), 16 Apr (−14), each re-priced in turn:
+    #   line 1: 300.00 owed, −12 days: 9.12 − 3.60 = 5.52;
+    #           line 2 gets back 202.98 × 0.012 = 2.43576 → +2.44.
+    #   line 2: 202.98 owed, −15 days: 6.17 + 2.44 − 3.0447 → 3.04 = 5.57;
+    #           line 3 gets back 103.01 × 0.015 = 1.54515 → +1.55.
+    #   line 3: 103.01 owed, −14 days: 3.13 + 1.55 − 1.44214 → 1.44 = 3.24.
+    assert [line.interest for line in schedule.lines] == [912, 617, 313]
+    assert rows(plan) == [
+        (1, date(2027, 2, 16), 9702, 552, 0, InstallmentStatus.SCHEDULED),
+        (2, date(2027, 3, 16), 9997, 557, 0, InstallmentStatus.SCHEDULED),
+        (3, date(2027, 4, 16), 10301, 324, 0, InstallmentStatus.SCHEDULED),
+    ]

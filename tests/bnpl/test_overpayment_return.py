@@ -1,0 +1,127 @@
+"""Money a plan receives beyond what it owes goes back to the customer's wallet at once.
+
+A capture can land on an installment a merchant refund has already cancelled (the refund
+came first, the card's capture was reported after). What it paid is a credit on the
+installment receivable; in the same transaction it moves to the wallet, through the
+wallet's credit service, which repays wallet BNPL debts first.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from django.db import transaction
+
+from bnpl import servicing
+from bnpl.models import InstallmentStatus, Plan
+from bnpl.services import installments_settle, plan_receivable
+from core.models import AuditEntry
+from core.money import Money
+from ledger.models import JournalEntry, Posting, Purpose
+from ledger.services import system
+from payments.events import Settlement
+from tests.bnpl.factories import make_plan
+from tests.factories import approve_kyc, borrow, enable_wallet_bnpl, make_customer
+from wallet.models import DebtStatus, Wallet, WalletDebt, WalletTransaction
+
+pytestmark = pytest.mark.django_db
+
+
+def eur(amount: str) -> Money:
+    return Money.parse(amount, "EUR")
+
+
+def wallet_balance(customer) -> int:
+    return Wallet.objects.select_related("account").get(customer=customer).account.balance
+
+
+def receivable(plan: Plan) -> int:
+    return plan_receivable(customer_id=plan.customer_id, currency="EUR").balance
+
+
+def plan_with_last_installment_refunded(customer) -> Plan:
+    """300.00 in 3 monthly installments; a 100.00 refund cancels installment 3."""
+    plan = make_plan(customer=customer, amount="300.00", start_date=date(2026, 1, 10))
+    servicing.plan_refund(plan_id=plan.pk, amount=eur("100.00"))
+    assert plan.installments.get(number=3).status == InstallmentStatus.CANCELLED
+    assert receivable(plan) == 20_000
+    return plan
+
+
+def late_capture(plan: Plan, amount: Money, payment_id: int = 9001) -> None:
+    """The card processor reports a capture for installment 3 (the settlement handler)."""
+    with transaction.atomic():
+        installments_settle(
+            [
+                Settlement(
+                    payment_id=payment_id,
+                    reference_id=str(plan.installments.get(number=3).pk),
+                    kind="capture",
+                    amount=amount,
+                    clearing=system(Purpose.GATEWAY_CLEARING, "EUR"),
+                )
+            ]
+        )
+
+
+def test_a_capture_on_a_refunded_installment_goes_back_to_the_wallet(customer):
+    plan = plan_with_last_installment_refunded(customer)
+    before = wallet_balance(customer)
+
+    late_capture(plan, eur("100.00"))
+
+    assert wallet_balance(customer) == before + 10_000
+    assert receivable(plan) == 20_000  # what the two open installments still owe, no credit
+    credit = WalletTransaction.objects.get(wallet__customer=customer, reference_type="bnpl.plan")
+    assert (credit.kind, credit.direction, credit.amount) == ("refund", "credit", 10_000)
+    entry = JournalEntry.objects.get(pk=credit.journal_entry_id)
+    legs = {(p.account.code, p.amount) for p in Posting.objects.filter(entry=entry)}
+    # Debit the receivable (the credit on it is used up), credit the wallet.
+    assert legs == {
+        (f"installments:{customer.pk}:EUR", 10_000),
+        (f"wallet:{customer.pk}:EUR", -10_000),
+    }
+    returned = AuditEntry.objects.get(action="bnpl.overpayment_returned")
+    assert returned.changes["amount"] == "100.00 EUR"
+    assert returned.changes["wallet_transaction"] == credit.pk
+
+
+def test_the_returned_overpayment_repays_wallet_debts_first(web_channel):
+    enable_wallet_bnpl()
+    customer = approve_kyc(make_customer())
+    debt_id = borrow(customer, "60.00")
+    assert wallet_balance(customer) == 0
+    plan = plan_with_last_installment_refunded(customer)
+
+    late_capture(plan, eur("100.00"))
+
+    debt = WalletDebt.objects.get(pk=debt_id)
+    assert debt.status == DebtStatus.REPAID
+    assert debt.principal_repaid == 6_000
+    assert wallet_balance(customer) == 10_000 - 6_000 - debt.interest_paid
+    assert receivable(plan) == 20_000
+
+
+def test_part_of_a_capture_beyond_what_an_installment_owes_goes_back(customer):
+    plan = make_plan(customer=customer, amount="300.00", start_date=date(2026, 1, 10))
+    first = plan.installments.get(number=1)
+    before = wallet_balance(customer)
+
+    with transaction.atomic():
+        installments_settle(
+            [
+                Settlement(
+                    payment_id=9002,
+                    reference_id=str(first.pk),
+                    kind="capture",
+                    amount=eur("102.50"),
+                    clearing=system(Purpose.GATEWAY_CLEARING, "EUR"),
+                )
+            ]
+        )
+
+    first.refresh_from_db()
+    assert (first.status, first.paid_principal) == (InstallmentStatus.PAID, 10_000)
+    assert wallet_balance(customer) == before + 250
+    assert receivable(plan) == 20_000
