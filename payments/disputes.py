@@ -3,9 +3,10 @@
 The card processor's signed notifications (``payments.sandbox.server``) are
 ``{"id", "type": "dispute.opened" | "dispute.closed", "data": {"dispute_id",
 "payment_id", "amount", "currency", "reason", "status"}}``, amounts in minor units,
-``status`` ``open`` | ``won`` | ``lost`` | ``closed``. The notice goes to the handler the
-payment's owner registered (``events.register_dispute``); the event is marked processed
-once the handler returns, so a crash in between only repeats an idempotent call.
+``status`` ``open`` | ``won`` | ``lost`` | ``closed``; Klarna's: ``klarna_facts``. The
+notice goes to the handler the payment's owner registered (``events.register_dispute``);
+the event is marked processed once the handler returns, so a crash in between only
+repeats an idempotent call.
 """
 
 from __future__ import annotations
@@ -83,14 +84,61 @@ def card_facts(event: WebhookEvent) -> Facts:
     )
 
 
+KLARNA_OPEN_STATES = (
+    "INITIATED",
+    "REPRESENTMENT",
+    "PRE_ARBITRATION",
+    "ARBITRATION",
+    "ARBITRATION_PENDING",
+    "MERCHANT_EVIDENCE_PENDING",
+)
+KLARNA_EVENT_PREFIX = "payment.dispute.state-change."
+
+
+def klarna_facts(event: WebhookEvent) -> Facts:
+    """Klarna's ``payment.dispute.state-change.*`` webhook, as its disputes integration
+    documents it (docs.klarna.com, "Disputes integration with API"): the payload is the
+    dispute; ``CLOSED`` carries ``state_context.outcome`` (``WON`` | ``LOST``; anything
+    else is closed without a decision). The Klarna order is the last part of
+    ``payment_transaction_id`` (``krn:payment:eu1:authorization:<order id>``)."""
+    data = event.payload.get("data")
+    if not isinstance(data, dict):
+        raise Unreadable("payload must be an object")
+    state = data.get("state")
+    details = data.get("dispute_details")
+    if not isinstance(details, dict):
+        raise Unreadable("dispute_details must be an object")
+    if state == "CLOSED":
+        context = data.get("state_context")
+        outcome = context.get("outcome") if isinstance(context, dict) else None
+        status = {"WON": WON, "LOST": LOST}.get(outcome, CLOSED)
+    elif state in KLARNA_OPEN_STATES:
+        status = OPEN
+    else:
+        raise Unreadable(f"unknown dispute state {state!r}")
+    transaction_id = _text(data, "payment_transaction_id", 200)
+    return Facts(
+        dispute_id=_text(data, "payment_dispute_id", 128),
+        payment_reference=transaction_id.rsplit(":", 1)[-1],
+        status=status,
+        reason=_text(data, "dispute_reason", 255),
+        amount=_minor(details, "dispute_amount", _text(details, "currency", 3).upper()),
+    )
+
+
 READERS: dict[str, tuple[tuple[str, ...], Callable[[WebhookEvent], Facts]]] = {
     Provider.CARD: (CARD_EVENT_TYPES, card_facts),
+    Provider.KLARNA: ((KLARNA_EVENT_PREFIX,), klarna_facts),
 }
 
 
 def is_dispute_event(provider: str, event_type: str) -> bool:
     reader = READERS.get(provider)
-    return reader is not None and event_type in reader[0]
+    if reader is None:
+        return False
+    if provider == Provider.KLARNA:
+        return event_type.startswith(KLARNA_EVENT_PREFIX)
+    return event_type in reader[0]
 
 
 def _finish(event_id: int, *, error: str = "") -> WebhookEvent:

@@ -6,14 +6,22 @@ Real commits, the card processor in the payment sandbox, notifications over real
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import requests
+from celery import current_app
 from django.test import Client
 from django.urls import reverse
 
+from core import clock
 from core.models import AuditEntry
 from oms.models import Dispute, DisputeStatus
-from payments.models import WebhookEvent
-from tests.factories import make_customer, money, token_for
+from oms.services import order_fulfil
+from payments import crypto
+from payments.models import PaymentTransaction, Provider, ProviderAccount, WebhookEvent
+from payments.services import provider_webhook_secret_rotate
+from tests.factories import line, make_customer, money, token_for
 from tests.oms.dispute_helpers import (
     close_at_processor,
     deliver,
@@ -248,3 +256,88 @@ def test_another_customer_cannot_see_the_orders_disputes(financed, customer_api)
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "oms.order_not_found"
     assert "Not as described" not in answer.content.decode()
+
+
+# --- Klarna's dispute webhooks ---------------------------------------------------------------
+
+
+@pytest.fixture
+def klarna_shipped(customer, customer_api, stock, sandbox, live_server):
+    """A 120.00 Klarna order, shipped (captured at Klarna); Klarna's webhooks go to the app."""
+    now = clock.now()
+    account = ProviderAccount.objects.create(
+        provider=Provider.KLARNA,
+        enabled=True,
+        base_url=f"{sandbox}/klarna",
+        credentials_encrypted=crypto.encrypt({"id": "merchant-1", "secret": "pw"}),
+        created_at=now,
+        updated_at=now,
+    )
+    secret = provider_webhook_secret_rotate(account_id=account.pk)
+    requests.post(
+        f"{sandbox}/klarna/sandbox/webhooks",
+        json={"webhook_url": f"{live_server.url}/webhooks/klarna/", "signing_key": secret},
+        timeout=5,
+    )
+    stock("A", 10)
+    previous = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True
+    response = customer_api.post(
+        "/api/v1/orders",
+        {"payment_method": "klarna", "authorization_token": "tok_ok_9", "lines": [line("A")]},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    order = order_fulfil(order_id=response.json()["id"])
+    yield order, secret
+    current_app.conf.task_always_eager = previous
+
+
+def test_klarnas_signed_dispute_webhooks_open_and_close_a_dispute_on_the_order(
+    klarna_shipped, sandbox, customer_api
+):
+    order, _ = klarna_shipped
+    klarna_order = PaymentTransaction.objects.get(
+        reference_type="oms.order", reference_id=str(order.pk)
+    ).provider_reference
+    opened = requests.post(
+        f"{sandbox}/klarna/sandbox/orders/{klarna_order}/dispute",
+        json={"reason": "PRODUCTS_OR_SERVICES_NOT_RECEIVED", "amount": 600},
+        timeout=15,
+    ).json()
+    assert opened["webhook_status"] == 200, opened
+    dispute = Dispute.objects.get()
+    assert (dispute.order_id, dispute.provider, dispute.status, dispute.amount) == (
+        order.pk,
+        "klarna",
+        "open",
+        600,
+    )
+    assert dispute.provider_dispute_id == opened["dispute"]["payment_dispute_id"]
+
+    closed = requests.post(
+        f"{sandbox}/klarna/sandbox/disputes/{opened['id']}/close",
+        json={"outcome": "LOST"},
+        timeout=15,
+    ).json()
+    assert closed["webhook_status"] == 200, closed
+    assert Dispute.objects.get().status == DisputeStatus.LOST
+    shown = customer_api.get(f"/api/v1/orders/{order.pk}").json()["disputes"]
+    assert [(d["status"], d["provider"], d["amount"]) for d in shown] == [
+        ("lost", "klarna", money("6.00"))
+    ]
+
+
+def test_a_klarna_webhook_with_a_wrong_signature_is_refused_and_nothing_stored(klarna_shipped):
+    body = json.dumps(
+        {"metadata": {"event_id": "e1", "event_type": "payment.dispute.state-change.initiated"}}
+    ).encode()
+    answer = Client().post(
+        "/webhooks/klarna/",
+        body,
+        content_type="application/json",
+        HTTP_KLARNA_SIGNATURE="0" * 64,
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "webhooks.signature_invalid"
+    assert not WebhookEvent.objects.exists()
