@@ -3,7 +3,8 @@
 The card processor's signed notifications (``payments.sandbox.server``) are
 ``{"id", "type": "dispute.opened" | "dispute.closed", "data": {"dispute_id",
 "payment_id", "amount", "currency", "reason", "status"}}``, amounts in minor units,
-``status`` ``open`` | ``won`` | ``lost`` | ``closed``; Klarna's: ``klarna_facts``. The
+``status`` ``open`` | ``won`` | ``lost`` | ``closed``; Klarna's: ``klarna_facts``;
+Afterpay's (read back from Afterpay, outside any transaction): ``afterpay_facts``. The
 notice goes to the handler the payment's owner registered (``events.register_dispute``);
 the event is marked processed once the handler returns, so a crash in between only
 repeats an idempotent call.
@@ -20,6 +21,7 @@ from django.db import transaction
 from core import clock
 from core.money import MAX_MINOR, Money, MoneyError
 from payments import events
+from payments.gateway import GatewayTechnicalError
 from payments.models import PaymentTransaction, Provider, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -126,9 +128,60 @@ def klarna_facts(event: WebhookEvent) -> Facts:
     )
 
 
+AFTERPAY_EVENT_TYPES = ("dispute.created", "dispute.updated")
+
+
+def afterpay_facts(event: WebhookEvent) -> Facts:
+    """Afterpay's notification names a dispute only; the dispute is read back from
+    Afterpay (``GET /v2/disputes/{id}``, developers.afterpay.com "Integrate with the
+    Disputes API"): ``order`` is the payment, ``amount`` a decimal string in the payment's
+    currency, ``open`` while undecided, then ``status`` ``won`` | ``lost``."""
+    from payments.processing import gateway_for
+    from payments.selectors import enabled_account
+
+    dispute_id = _text(event.payload.get("data") or {}, "dispute_id", 128)
+    account = enabled_account(Provider.AFTERPAY)
+    if account is None:
+        raise Unreadable("no enabled Afterpay account to read the dispute from")
+    try:
+        dispute = gateway_for(account).dispute(dispute_id)
+    except GatewayTechnicalError as exc:
+        raise Unreadable(f"Afterpay did not answer: {exc}") from None
+    if dispute is None:
+        raise Unreadable(f"Afterpay has no dispute {dispute_id!r}")
+    order = str(dispute.get("order") or "")
+    currency = (
+        PaymentTransaction.objects.filter(
+            account__provider=Provider.AFTERPAY, provider_reference=order
+        )
+        .values_list("currency", flat=True)
+        .first()
+    )
+    if currency is None:
+        raise Unreadable(f"no transaction {order!r}")
+    try:
+        amount = Money.parse(str(dispute.get("amount")), currency)
+    except MoneyError as exc:
+        raise Unreadable(f"amount: {exc.message}") from None
+    if not amount.is_positive():
+        raise Unreadable("amount must be above zero")
+    if dispute.get("open") is True:
+        status = OPEN
+    else:
+        status = {"won": WON, "lost": LOST}.get(dispute.get("status"), CLOSED)
+    return Facts(
+        dispute_id=_text(dispute, "id", 128),
+        payment_reference=order,
+        status=status,
+        reason=_text(dispute, "reason", 255),
+        amount=amount,
+    )
+
+
 READERS: dict[str, tuple[tuple[str, ...], Callable[[WebhookEvent], Facts]]] = {
     Provider.CARD: (CARD_EVENT_TYPES, card_facts),
     Provider.KLARNA: ((KLARNA_EVENT_PREFIX,), klarna_facts),
+    Provider.AFTERPAY: (AFTERPAY_EVENT_TYPES, afterpay_facts),
 }
 
 

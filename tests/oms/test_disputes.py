@@ -16,10 +16,12 @@ from django.urls import reverse
 
 from core import clock
 from core.models import AuditEntry
+from core.money import Money
 from oms.models import Dispute, DisputeStatus
 from oms.services import order_fulfil
 from payments import crypto
 from payments.models import PaymentTransaction, Provider, ProviderAccount, WebhookEvent
+from payments.processing import gateway_for
 from payments.services import provider_webhook_secret_rotate
 from tests.factories import line, make_customer, money, token_for
 from tests.oms.dispute_helpers import (
@@ -341,3 +343,71 @@ def test_a_klarna_webhook_with_a_wrong_signature_is_refused_and_nothing_stored(k
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "webhooks.signature_invalid"
     assert not WebhookEvent.objects.exists()
+
+
+# --- Afterpay's dispute notifications -------------------------------------------------------
+
+
+def test_afterpays_signed_notifications_are_read_back_and_open_then_close_a_dispute(
+    customer, customer_api, stock, sandbox, live_server
+):
+    now = clock.now()
+    account = ProviderAccount.objects.create(
+        provider=Provider.AFTERPAY,
+        enabled=True,
+        base_url=f"{sandbox}/afterpay",
+        credentials_encrypted=crypto.encrypt({"id": "merchant-1", "secret": "pw"}),
+        created_at=now,
+        updated_at=now,
+    )
+    secret = provider_webhook_secret_rotate(account_id=account.pk)
+    requests.post(
+        f"{sandbox}/afterpay/sandbox/webhooks",
+        json={"webhook_url": f"{live_server.url}/webhooks/afterpay/", "hmac_key": secret},
+        timeout=5,
+    )
+    stock("A", 10)
+    token = gateway_for(account).create_checkout(
+        amount=Money.parse("10.00", "EUR"),
+        reference="cart:1",
+        confirm_url="https://shop.example/confirm",
+        cancel_url="https://shop.example/cancel",
+    )["token"]
+    previous = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True
+    try:
+        body = customer_api.post(
+            "/api/v1/orders",
+            {"payment_method": "afterpay", "authorization_token": token, "lines": [line("A")]},
+            format="json",
+        ).json()
+        order = order_fulfil(order_id=body["id"])
+        payment = PaymentTransaction.objects.get(
+            reference_type="oms.order", reference_id=str(order.pk)
+        )
+        opened = requests.post(
+            f"{sandbox}/afterpay/sandbox/payments/{payment.provider_reference}/dispute",
+            json={"reason": "product_not_received", "amount": "4.00"},
+            timeout=15,
+        ).json()
+        assert opened["webhook_status"] == 200, opened
+        dispute = Dispute.objects.get()
+        assert (dispute.order_id, dispute.provider, dispute.status, dispute.amount) == (
+            order.pk,
+            "afterpay",
+            "open",
+            400,
+        )
+        closed = requests.post(
+            f"{sandbox}/afterpay/sandbox/disputes/{opened['dispute']['id']}/close",
+            json={"outcome": "won"},
+            timeout=15,
+        ).json()
+        assert closed["webhook_status"] == 200, closed
+    finally:
+        current_app.conf.task_always_eager = previous
+    assert Dispute.objects.get().status == DisputeStatus.WON
+    assert set(WebhookEvent.objects.values_list("event_type", "status")) == {
+        ("dispute.created", "processed"),
+        ("dispute.updated", "processed"),
+    }
