@@ -19,6 +19,7 @@ from typing import Any
 from django.db import transaction
 
 from core import clock
+from core.errors import ApplicationError
 from core.money import MAX_MINOR, Money, MoneyError
 from payments import events
 from payments.gateway import GatewayTechnicalError
@@ -246,6 +247,8 @@ def dispute_event_process(*, event_id: int) -> WebhookEvent:
     )
     try:
         handler(notice)
+    except ApplicationError as exc:  # refused by the owner: failed, with its reason
+        return _finish(event_id, error=f"not applied: {exc.code}: {exc.message}"[:1000])
     except Exception as exc:
         log.exception("dispute notification %s not applied", event.pk)
         _finish(event_id, error=f"not applied: {exc}"[:1000])
