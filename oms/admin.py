@@ -70,6 +70,7 @@ class DisputeInline(admin.TabularInline):
         "closed_by",
         "closed_via",
         "close_note",
+        "charged_back",
     )
     readonly_fields = fields
     show_change_link = True

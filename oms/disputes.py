@@ -6,8 +6,10 @@ every change here sets the plan's pause from the order's open disputes
 (lock order: order → plan). A notification that closes a dispute not seen yet creates it
 closed; the open that arrives after it changes nothing, nor does any repeat.
 
-A lost dispute's money is recorded as the outcome only: no chargeback entry is posted in
-the ledger yet (card: merchant → gateway clearing; provider BNPL: the provider bears it).
+A lost dispute's money (``_book_chargeback``): a card sale's processor takes it back
+(merchant → gateway clearing); a provider's BNPL (Klarna, Afterpay) is the provider's to
+bear with its customer, nothing is posted; an installment debit charged back is recorded
+as the outcome only, not booked (its installment would be owed again).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Sum
 
 from bnpl.debit_controls import plan_debits_hold
 from bnpl.models import Installment, Plan
@@ -22,9 +25,13 @@ from core import clock
 from core.audit import audit_record
 from core.errors import InvalidInput
 from core.money import Money
+from ledger.models import Purpose
+from ledger.services import credit, debit, ledger_post, system
 from oms.errors import DisputeAlreadyClosed, DisputeNotFound, OrderNotFound
 from oms.models import Dispute, DisputeStatus, Order, PaymentMethod
 from payments.events import DisputeNotice
+from payments.models import PaymentTransaction, Provider
+from payments.selectors import payment_amounts
 
 ORDER_REFERENCE = "oms.order"
 OUTCOMES = (DisputeStatus.WON, DisputeStatus.LOST, DisputeStatus.CLOSED)
@@ -75,18 +82,55 @@ def _audit_open(dispute: Dispute, actor: Any) -> None:
     )
 
 
+def _book_chargeback(dispute: Dispute) -> None:
+    """Post a lost card sale's chargeback: merchant → gateway clearing, the disputed amount
+    but at most what the payment captured less its refunds and earlier chargebacks (the
+    rest was given back already). Anything else lost posts nothing (module docstring)."""
+    if dispute.status != DisputeStatus.LOST or dispute.payment_id is None:
+        return
+    payment = PaymentTransaction.objects.select_related("account").get(pk=dispute.payment_id)
+    if payment.account.provider != Provider.CARD or payment.reference_type != ORDER_REFERENCE:
+        return
+    amounts = payment_amounts(payment)
+    earlier = (
+        Dispute.objects.filter(payment=payment)
+        .exclude(pk=dispute.pk)
+        .aggregate(total=Sum("charged_back", default=0))["total"]
+    )
+    kept = amounts.captured.minor - amounts.refunded.minor - earlier
+    amount = Money(min(dispute.amount, max(kept, 0)), payment.currency)
+    if not amount.is_positive():
+        return
+    ledger_post(
+        kind="oms.chargeback",
+        legs=[
+            debit(system(Purpose.MERCHANT, amount.currency), amount),
+            credit(system(Purpose.GATEWAY_CLEARING, amount.currency), amount),
+        ],
+        reference_type="oms.dispute",
+        reference_id=str(dispute.pk),
+        memo=f"card dispute {dispute.provider_dispute_id or dispute.pk} lost",
+    )
+    dispute.charged_back = amount.minor
+    dispute.save(update_fields=["charged_back"])
+
+
 def _close(dispute: Dispute, *, outcome: str, actor: Any, via: str, note: str) -> None:
     dispute.close(outcome=outcome, at=clock.now())
     dispute.closed_by = _user(actor)
     dispute.closed_via = via[:200]
     dispute.close_note = note[:255]
     dispute.save(update_fields=["status", "closed_at", "closed_by", "closed_via", "close_note"])
+    _book_chargeback(dispute)
+    changes = {"status": {"old": DisputeStatus.OPEN, "new": outcome}}
+    if dispute.charged_back:
+        changes["charged_back"] = {"old": 0, "new": dispute.charged_back}
     audit_record(
         actor=actor,
         actor_label=via if _user(actor) is None else "",
         action="oms.dispute_closed",
         target=dispute,
-        changes={"status": {"old": DisputeStatus.OPEN, "new": outcome}},
+        changes=changes,
         note=note,
     )
 

@@ -325,6 +325,9 @@ class Dispute(models.Model):
     opened_via = models.CharField(max_length=200, blank=True)
     closed_via = models.CharField(max_length=200, blank=True)
     close_note = models.CharField(max_length=255, blank=True)
+    # Minor units the processor took back when a card sale's dispute was lost, as booked in
+    # the ledger (merchant → gateway clearing); never above what the payment kept.
+    charged_back = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["opened_at", "id"]

@@ -17,6 +17,7 @@ from django.urls import reverse
 from core import clock
 from core.models import AuditEntry
 from core.money import Money
+from ledger.models import Account, JournalEntry
 from oms.models import Dispute, DisputeStatus
 from oms.services import order_fulfil
 from payments import crypto
@@ -123,6 +124,8 @@ def test_a_close_that_arrives_before_its_open_creates_the_dispute_closed(finance
     dispute = Dispute.objects.get()
     assert (dispute.status, dispute.closed_at is not None) == (DisputeStatus.LOST, True)
     assert plan_of(financed).debits_paused is False
+
+    assert not JournalEntry.objects.filter(kind="oms.chargeback").exists()  # an installment
 
     deliver(wired, "evt_o", "dispute.opened", dispute_data(charge, "open"))  # late
     dispute = Dispute.objects.get(pk=dispute.pk)
@@ -324,6 +327,7 @@ def test_klarnas_signed_dispute_webhooks_open_and_close_a_dispute_on_the_order(
     ).json()
     assert closed["webhook_status"] == 200, closed
     assert Dispute.objects.get().status == DisputeStatus.LOST
+    assert not JournalEntry.objects.filter(kind="oms.chargeback").exists()  # Klarna bears it
     shown = customer_api.get(f"/api/v1/orders/{order.pk}").json()["disputes"]
     assert [(d["status"], d["provider"], d["amount"]) for d in shown] == [
         ("lost", "klarna", money("6.00"))
@@ -411,3 +415,44 @@ def test_afterpays_signed_notifications_are_read_back_and_open_then_close_a_disp
         ("dispute.created", "processed"),
         ("dispute.updated", "processed"),
     }
+
+
+# --- a lost dispute's money --------------------------------------------------------------------
+
+
+def ledger_balance(code: str) -> int:
+    account = Account.objects.filter(code=code).first()
+    return account.balance if account else 0
+
+
+def test_a_lost_card_dispute_on_a_sale_books_the_chargeback_once_and_a_won_one_nothing(
+    customer_api, stock, wired, sandbox
+):
+    stock("A", 10)
+    body = customer_api.post(
+        "/api/v1/orders",
+        {
+            "payment_method": "wallet_card",
+            "card_payment_method": "pm_card",
+            "lines": [line("A", 1, "650.00")],
+        },
+        format="json",
+    ).json()
+    order_fulfil(order_id=body["id"])  # the card's 150.00 is captured
+    charge = PaymentTransaction.objects.get(reference_type="oms.order", reference_id=body["id"])
+    merchant, clearing = ledger_balance("merchant:EUR"), ledger_balance("gateway_clearing:EUR")
+
+    won = dispute_at_processor(sandbox, charge.provider_reference, amount=5_000)
+    close_at_processor(sandbox, won["id"], "won")
+    lost = dispute_at_processor(sandbox, charge.provider_reference, amount=12_000)
+    close_at_processor(sandbox, lost["id"], "lost")
+    # A second lost dispute takes back at most what the sale still kept (3,000).
+    again = dispute_at_processor(sandbox, charge.provider_reference, amount=15_000)
+    close_at_processor(sandbox, again["id"], "lost")
+
+    booked = dict(Dispute.objects.values_list("provider_dispute_id", "charged_back"))
+    assert booked == {won["id"]: 0, lost["id"]: 12_000, again["id"]: 3_000}
+    entries = JournalEntry.objects.filter(kind="oms.chargeback")
+    assert entries.count() == 2
+    assert ledger_balance("merchant:EUR") == merchant - 15_000
+    assert ledger_balance("gateway_clearing:EUR") == clearing - 15_000
