@@ -142,13 +142,16 @@ class CreditDecisionSerializer(serializers.Serializer):
 class DisputeOutputSerializer(serializers.ModelSerializer):
     """A dispute of the order: while one is open, a financed order's debits wait."""
 
-    amount = MoneyField(source="amount_money", help_text="The disputed amount")
+    amount = MoneyField(source="amount_money", read_only=True, help_text="The disputed amount")
     status = serializers.ChoiceField(
-        choices=DisputeStatus.choices, help_text="open, then won | lost | closed (withdrawn)"
+        choices=DisputeStatus.choices,
+        read_only=True,
+        help_text="open, then won | lost | closed (withdrawn)",
     )
     opened_by = serializers.SerializerMethodField(help_text="provider (its notification) or staff")
     provider = serializers.CharField(
-        help_text="The provider that reported it (card, klarna, afterpay); empty for staff"
+        read_only=True,
+        help_text="The provider that reported it (card, klarna, afterpay); empty for staff",
     )
 
     class Meta:
