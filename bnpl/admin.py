@@ -517,7 +517,7 @@ class PlanAdmin(ActionsOnlyAdmin):
         self._run(request, queryset, "Refunded", call)
 
     @admin.action(
-        description="Dispute opened: pause the debits (reason in the note above)",
+        description="Dispute opened on the order: its debits pause (reason in the note above)",
         permissions=["change"],
     )
     def open_dispute(self, request, queryset) -> None:
@@ -525,19 +525,21 @@ class PlanAdmin(ActionsOnlyAdmin):
         self._run(
             request,
             queryset,
-            "Paused the debits of",
+            "Opened a dispute on the order of",
             lambda plan: debit_controls.plan_dispute_open(
                 plan_id=plan.pk, reason=reason, actor=request.user
             ),
         )
 
-    @admin.action(description="Dispute closed: resume the debits", permissions=["change"])
+    @admin.action(
+        description="Disputes of the order closed: the debits resume", permissions=["change"]
+    )
     def close_dispute(self, request, queryset) -> None:
         note = request.POST.get("note", "")
         self._run(
             request,
             queryset,
-            "Resumed the debits of",
+            "Closed the disputes on the order of",
             lambda plan: debit_controls.plan_dispute_close(
                 plan_id=plan.pk, note=note, actor=request.user
             ),

@@ -1,8 +1,10 @@
 """What stops, restarts or redirects a plan's scheduled debits (collections executes them).
 
-- ``plan_dispute_open`` / ``plan_dispute_close``: while a dispute is open on the order the
-  plan's debits are paused (the debit run skips paused plans); closing it lets them run
-  again, and anything that fell due meanwhile is picked up by the next run.
+- ``plan_debits_hold``: while a dispute is open on the order the plan's debits are paused
+  (the debit run skips paused plans); when the last one closes they run again, and anything
+  that fell due meanwhile is picked up by the next run. The disputes are the order owner's
+  records (``oms.Dispute``); ``plan_dispute_open`` / ``plan_dispute_close`` (the plan
+  admin's actions) go through that owner, registered with ``register_dispute_owner``.
 - ``debit_request_update_payment_method``: the customer's new card for a plan; requests
   waiting for one (a hard decline) or out of retries are scheduled again at once.
 
@@ -13,7 +15,8 @@ audit row in the same transaction.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from django.db import transaction
 
@@ -30,9 +33,37 @@ def _locked_plan(plan_id: int) -> Plan:
     return Plan.objects.select_for_update(no_key=True).get(pk=plan_id)
 
 
-@transaction.atomic(durable=True)
+class DisputeOwner(Protocol):
+    """What the app owning a plan's reference (oms: ``"oms.order"``) does for the plan
+    admin's dispute actions: open a dispute on the order, close the open ones."""
+
+    def open(self, *, reference_id: str, reason: str, actor: Any) -> None: ...
+
+    def close(self, *, reference_id: str, note: str, actor: Any) -> None: ...
+
+
+_dispute_owners: dict[str, DisputeOwner] = {}
+
+
+def register_dispute_owner(reference_type: str, owner: DisputeOwner) -> None:
+    """Called by the owning app in its ``AppConfig.ready`` (imports point down)."""
+    _dispute_owners[reference_type] = owner
+
+
+def _dispute_owner(plan_id: int) -> tuple[Plan, DisputeOwner]:
+    plan = Plan.objects.only("reference_type", "reference_id").get(pk=plan_id)
+    owner = _dispute_owners.get(plan.reference_type)
+    if owner is None:
+        raise Conflict(
+            "Disputes are opened on orders; this plan finances none.",
+            code="bnpl.dispute_without_order",
+        )
+    return plan, owner
+
+
 def plan_dispute_open(*, plan_id: int, reason: str, actor: Any = None) -> Plan:
-    """Pause the plan's debits while a dispute is open on its order. Idempotent."""
+    """Open a dispute on the plan's order through the order's owner (a dispute record);
+    the open dispute is what pauses the plan's debits (``plan_debits_hold``)."""
     reason = reason.strip()
     if not reason:
         raise InvalidInput(
@@ -40,33 +71,42 @@ def plan_dispute_open(*, plan_id: int, reason: str, actor: Any = None) -> Plan:
             code="bnpl.dispute_reason_required",
             fields={"reason": ["This field may not be blank."]},
         )
-    plan = _locked_plan(plan_id)
-    if plan.debits_paused:
-        return plan
-    plan.debits_paused = True
-    plan.paused_reason = reason[:255]
-    plan.save(update_fields=["debits_paused", "paused_reason"])
-    audit_record(actor=actor, action="bnpl.dispute_opened", target=plan, changes={"reason": reason})
-    return plan
+    plan, owner = _dispute_owner(plan_id)
+    owner.open(reference_id=plan.reference_id, reason=reason, actor=actor)
+    return Plan.objects.get(pk=plan_id)
 
 
-@transaction.atomic(durable=True)
 def plan_dispute_close(*, plan_id: int, note: str = "", actor: Any = None) -> Plan:
-    """Resume the plan's debits. Idempotent."""
+    """Close the open disputes of the plan's order through its owner; the debits resume
+    when none is left open."""
+    plan, owner = _dispute_owner(plan_id)
+    owner.close(reference_id=plan.reference_id, note=note, actor=actor)
+    return Plan.objects.get(pk=plan_id)
+
+
+def plan_debits_hold(*, plan_id: int, reasons: Sequence[str], actor: Any = None) -> Plan:
+    """Pause the plan's debits while ``reasons`` (its order's open disputes) is not empty,
+    resume them when it is: the one writer of ``debits_paused``. Runs in the caller's
+    transaction, which holds the order's lock (lock order: order → plan)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("plan_debits_hold runs inside the dispute's transaction")
     plan = _locked_plan(plan_id)
-    if not plan.debits_paused:
+    paused = bool(reasons)
+    reason = "; ".join(reasons)[:255] if paused else ""
+    if (plan.debits_paused, plan.paused_reason) == (paused, reason):
         return plan
-    was = plan.paused_reason
-    plan.debits_paused = False
-    plan.paused_reason = ""
+    before = {"debits_paused": plan.debits_paused, "paused_reason": plan.paused_reason}
+    plan.debits_paused, plan.paused_reason = paused, reason
     plan.save(update_fields=["debits_paused", "paused_reason"])
-    audit_record(
-        actor=actor,
-        action="bnpl.dispute_closed",
-        target=plan,
-        changes={"reason": was},
-        note=note,
-    )
+    if before["debits_paused"] != paused:
+        audit_record(
+            actor=actor,
+            action="bnpl.debits_paused" if paused else "bnpl.debits_resumed",
+            target=plan,
+            changes={
+                field: {"old": old, "new": getattr(plan, field)} for field, old in before.items()
+            },
+        )
     return plan
 
 

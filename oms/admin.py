@@ -1,13 +1,24 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core import clock
 from core.admin import ActionsOnlyAdmin, AuditedAdmin, ReadOnlyAdmin
 from core.errors import ApplicationError
-from oms import services
-from oms.models import Channel, Location, Order, OrderLine, StockItem, StockReservation
+from core.money import Money
+from oms import disputes, services
+from oms.models import (
+    Channel,
+    Dispute,
+    DisputeStatus,
+    Location,
+    Order,
+    OrderLine,
+    StockItem,
+    StockReservation,
+)
 
 
 class OrderLineInline(admin.TabularInline):
@@ -41,6 +52,49 @@ class ReservationInline(admin.TabularInline):
         return False
 
 
+class DisputeInline(admin.TabularInline):
+    model = Dispute
+    extra = 0
+    can_delete = False
+    fields = (
+        "id",
+        "status",
+        "reason",
+        "amount_display",
+        "provider",
+        "provider_dispute_id",
+        "opened_at",
+        "opened_by",
+        "opened_via",
+        "closed_at",
+        "closed_by",
+        "closed_via",
+        "close_note",
+        "charged_back",
+    )
+    readonly_fields = fields
+    show_change_link = True
+
+    @admin.display(description="Amount")
+    def amount_display(self, obj: Dispute) -> str:
+        return str(obj.amount_money)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class OrderActionForm(ActionForm):
+    """Inputs of the order actions, next to the action menu."""
+
+    reason = forms.CharField(required=False, max_length=255, help_text="Dispute: what about")
+    amount = forms.DecimalField(
+        required=False,
+        min_value=0,
+        decimal_places=3,
+        help_text="Dispute: in the order's currency; empty for the whole order",
+    )
+
+
 @admin.register(Order)
 class OrderAdmin(ActionsOnlyAdmin):
     list_display = (
@@ -58,8 +112,9 @@ class OrderAdmin(ActionsOnlyAdmin):
     search_fields = ("id", "external_reference", "customer__user__email")
     date_hierarchy = "created_at"
     list_select_related = ("customer__user", "channel")
-    inlines = [OrderLineInline, ReservationInline]
-    actions = ["fulfil_orders", "cancel_orders", "refund_orders"]
+    inlines = [OrderLineInline, ReservationInline, DisputeInline]
+    action_form = OrderActionForm
+    actions = ["fulfil_orders", "cancel_orders", "refund_orders", "open_disputes"]
 
     @admin.display(description="Total", ordering="total")
     def total_display(self, obj: Order) -> str:
@@ -116,6 +171,80 @@ class OrderAdmin(ActionsOnlyAdmin):
                 order_id=pk, reason="Returned: refunded by staff", actor=request.user
             ),
         )
+
+    @admin.action(
+        description="Open a dispute (reason and amount above): a financed order's debits pause",
+        permissions=["change"],
+    )
+    def open_disputes(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        form = OrderActionForm(request.POST)
+        form.is_valid()
+        reason, amount = form.cleaned_data.get("reason", ""), form.cleaned_data.get("amount")
+        currencies = dict(queryset.values_list("id", "currency"))
+        self._run(
+            request,
+            queryset,
+            "Opened a dispute on",
+            lambda pk: disputes.dispute_open(
+                order_id=pk,
+                reason=reason,
+                amount=None if amount is None else Money.parse(str(amount), currencies[pk]),
+                actor=request.user,
+            ),
+        )
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ActionsOnlyAdmin):
+    """Disputes of orders; staff close an open one with its outcome (audited)."""
+
+    list_display = (
+        "id",
+        "order",
+        "status",
+        "reason",
+        "amount_display",
+        "provider",
+        "provider_dispute_id",
+        "opened_at",
+        "closed_at",
+    )
+    list_filter = ("status", "provider", "currency")
+    search_fields = ("=id", "=order__id", "provider_dispute_id")
+    list_select_related = ("order",)
+    actions = ["close_won", "close_lost", "close_withdrawn"]
+    action_form = OrderActionForm
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, obj: Dispute) -> str:
+        return str(obj.amount_money)
+
+    def _close(self, request, queryset, outcome: str) -> None:
+        note = request.POST.get("reason", "")
+        done = 0
+        for dispute_id in queryset.values_list("id", flat=True):
+            try:
+                disputes.dispute_close(
+                    dispute_id=dispute_id, outcome=outcome, note=note, actor=request.user
+                )
+            except ApplicationError as exc:
+                self.message_user(request, f"Dispute #{dispute_id}: {exc.message}", messages.ERROR)
+            else:
+                done += 1
+        if done:
+            self.message_user(request, f"Closed {done} dispute(s) as {outcome}.", messages.SUCCESS)
+
+    @admin.action(description="Close: won (note in the reason field)", permissions=["change"])
+    def close_won(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> None:
+        self._close(request, queryset, DisputeStatus.WON)
+
+    @admin.action(description="Close: lost (a chargeback)", permissions=["change"])
+    def close_lost(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> None:
+        self._close(request, queryset, DisputeStatus.LOST)
+
+    @admin.action(description="Close: withdrawn", permissions=["change"])
+    def close_withdrawn(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> None:
+        self._close(request, queryset, DisputeStatus.CLOSED)
 
 
 @admin.register(Channel)

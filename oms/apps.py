@@ -17,6 +17,14 @@ class OmsConfig(AppConfig):
         from oms.services import installments_settle
 
         register_owner("oms.order", installments_settle)
+        # Disputes are records on the order: providers' notifications about an order's
+        # payment (or an installment of its plan) and the plan admin's actions land here.
+        from bnpl.debit_controls import register_dispute_owner
+        from oms import disputes
+
+        events.register_dispute("oms.order", disputes.dispute_notice_for_order)
+        events.register_dispute("bnpl.installment", disputes.dispute_notice_for_installment)
+        register_dispute_owner("oms.order", disputes.PlanDisputes())
         register(
             Schedule(
                 name="Orders: settle down payments left open at checkout",

@@ -33,3 +33,13 @@ class CardDeclined(BusinessRuleViolation):
 class CardUnavailable(BusinessRuleViolation):
     code = "payments.provider_unavailable"
     default_message = "Card payments are not available right now."
+
+
+class DisputeNotFound(NotFound):
+    code = "oms.dispute_not_found"
+    default_message = "No such dispute."
+
+
+class DisputeAlreadyClosed(Conflict):
+    code = "oms.dispute_closed"
+    default_message = "The dispute is closed already."

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db import models
-from django_fsm import FSMField, transition
+from django_fsm import RETURN_VALUE, FSMField, transition
 
 from core.money import Money
 
@@ -280,3 +280,86 @@ class StockReservation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} × {self.stock_item_id} for order {self.order_id} ({self.status})"
+
+
+class DisputeStatus(models.TextChoices):
+    OPEN = "open", "Opened: a financed order's debits wait until it closes"
+    WON = "won", "Closed in the merchant's favour"
+    LOST = "lost", "Closed in the customer's favour (a chargeback)"
+    CLOSED = "closed", "Withdrawn or closed without a decision"
+
+
+class Dispute(models.Model):
+    """A customer's dispute of an order, opened by a provider's notification or by staff.
+
+    While any dispute of an order is open, the order's installment plan (if any) takes no
+    debits (``oms.disputes``). A provider's dispute is one row per (provider, its id).
+    """
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="disputes")
+    # The disputed payment, when a provider reported it; none for one staff opened.
+    payment = models.ForeignKey(
+        "payments.PaymentTransaction",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    # Who reported it: a payments Provider value, or "" when staff opened it.
+    provider = models.CharField(max_length=20, blank=True)
+    provider_dispute_id = models.CharField(max_length=128, blank=True)
+    reason = models.CharField(max_length=255)
+    # Minor units disputed, in the order's currency.
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = FSMField(default=DisputeStatus.OPEN, choices=DisputeStatus.choices, protected=True)
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    opened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # What opened or closed it when no person did: "webhook:<provider>:<event id>".
+    opened_via = models.CharField(max_length=200, blank=True)
+    closed_via = models.CharField(max_length=200, blank=True)
+    close_note = models.CharField(max_length=255, blank=True)
+    # Minor units the processor took back when a card sale's dispute was lost, as booked in
+    # the ledger (merchant → gateway clearing); never above what the payment kept.
+    charged_back = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["opened_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_dispute_id"],
+                condition=~models.Q(provider_dispute_id=""),
+                name="dispute_one_per_provider_id",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0), name="dispute_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status=DisputeStatus.OPEN, closed_at__isnull=True)
+                | (~models.Q(status=DisputeStatus.OPEN) & models.Q(closed_at__isnull=False)),
+                name="dispute_closed_at_iff_closed",
+            ),
+        ]
+        indexes = [models.Index(fields=["order", "status"], name="dispute_order_status")]
+
+    def __str__(self) -> str:
+        return f"Dispute #{self.pk} on order {self.order_id} ({self.status})"
+
+    @property
+    def amount_money(self) -> Money:
+        return Money(self.amount, self.currency)
+
+    @transition(
+        field=status,
+        source=DisputeStatus.OPEN,
+        target=RETURN_VALUE(DisputeStatus.WON, DisputeStatus.LOST, DisputeStatus.CLOSED),
+    )
+    def close(self, *, outcome: str, at) -> str:
+        self.closed_at = at
+        return outcome

@@ -4,14 +4,17 @@ from django.db.models import Prefetch, QuerySet
 
 from customers.models import Customer
 from oms.errors import OrderNotFound
-from oms.models import Channel, Order, OrderLine
+from oms.models import Channel, Dispute, Order, OrderLine
 
 
 def orders_with_details() -> QuerySet[Order]:
-    """Orders with what the API shows: channel, lines, credit decision and plan."""
+    """Orders with what the API shows: channel, lines, credit decision, plan, disputes."""
     return Order.objects.select_related(
         "channel", "credit_application", "credit_application__plan"
-    ).prefetch_related(Prefetch("lines", queryset=OrderLine.objects.order_by("line_no")))
+    ).prefetch_related(
+        Prefetch("lines", queryset=OrderLine.objects.order_by("line_no")),
+        Prefetch("disputes", queryset=Dispute.objects.order_by("opened_at", "pk")),
+    )
 
 
 def orders_for_caller(*, customer: Customer, channel: Channel | None) -> QuerySet[Order]:

@@ -232,8 +232,10 @@ def _place_order(
         for index, line in enumerate(lines)
     )
     inventory.stock_reserve(order=order, lines=order_lines, allocations=allocations)
-    # Serializers read order.lines.all(); give them the rows just written.
+    # Serializers read order.lines.all(); give them the rows just written. A new order
+    # has no disputes yet.
     prefetch_rows(order, "lines", order_lines)
+    prefetch_rows(order, "disputes", [])
     return order
 
 

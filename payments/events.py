@@ -117,3 +117,39 @@ def partner_decision_handler(reference_type: str) -> PartnerDecisionHandler | No
 
 def partner_decision_reference_types() -> list[str]:
     return list(_partner_decisions)
+
+
+# --- disputes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DisputeNotice:
+    """A provider's word on one dispute of a payment, read from its notification.
+
+    ``status`` is ``open``, ``won``, ``lost`` or ``closed`` (withdrawn, or closed without
+    a decision); ``via`` names the notification (``"webhook:<provider>:<event id>"``).
+    """
+
+    provider: str
+    dispute_id: str
+    payment_id: int  # the PaymentTransaction disputed
+    reference_id: str  # what that payment pays for, of its reference type
+    status: str
+    reason: str
+    amount: Money
+    via: str
+
+
+DisputeHandler = Callable[[DisputeNotice], None]
+_disputes: dict[str, DisputeHandler] = {}
+
+
+def register_dispute(reference_type: str, handler: DisputeHandler) -> None:
+    """The owner of a payment's reference type records its disputes (oms: orders, and the
+    installments of plans that finance orders). Called after the notification is stored,
+    in no transaction; it owns its own and must be idempotent (redeliveries, retries)."""
+    _disputes[reference_type] = handler
+
+
+def dispute_handler(reference_type: str) -> DisputeHandler | None:
+    return _disputes.get(reference_type)

@@ -19,13 +19,19 @@ log = logging.getLogger(__name__)
 def process_webhook_event(event_id: int) -> str:
     """Apply one stored notification; idempotent (a processed event is left alone).
 
-    Unsigned notifications (Klarna's) are confirmed by reading the order back first.
+    Unsigned notifications (Klarna's) are confirmed by reading the order back first;
+    dispute notifications go to the disputed payment's owner (``payments.disputes``).
     """
+    from payments.disputes import dispute_event_process, is_dispute_event
     from payments.models import WebhookEvent
     from payments.processing import webhook_event_confirm
     from payments.webhooks import UNSIGNED
 
-    provider = WebhookEvent.objects.values_list("provider", flat=True).get(pk=event_id)
+    provider, event_type = WebhookEvent.objects.values_list("provider", "event_type").get(
+        pk=event_id
+    )
+    if is_dispute_event(provider, event_type):
+        return dispute_event_process(event_id=event_id).status
     if provider == "lending_partner":
         from payments.lending import partner_webhook_process
 

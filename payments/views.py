@@ -36,6 +36,10 @@ def webhook(request: HttpRequest, provider: str) -> JsonResponse:
             status=404,
         )
     body = request.body
+    if provider == "klarna" and webhooks.KLARNA_SIGNATURE in request.headers:
+        return _klarna_signed(request, account, body)
+    if provider == "afterpay" and webhooks.AFTERPAY_SIGNATURE in request.headers:
+        return _afterpay_signed(request, account, body)
     if provider in webhooks.UNSIGNED:
         try:
             payload = webhooks.unsigned_event(body)
@@ -73,4 +77,41 @@ def webhook(request: HttpRequest, provider: str) -> JsonResponse:
     except ValueError:
         return JsonResponse(error_body("request.malformed", "The body is not JSON."), status=400)
     event, created = webhook_event_store(provider=provider, payload=payload)
+    return JsonResponse({"received": True, "duplicate": not created, "event": event.pk})
+
+
+def _klarna_signed(request: HttpRequest, account: ProviderAccount, body: bytes) -> JsonResponse:
+    """Klarna's signed webhooks (disputes): verify, store once, answer at once."""
+    try:
+        webhooks.verify_klarna(
+            header=request.headers.get(webhooks.KLARNA_SIGNATURE),
+            body=body,
+            secrets=_secrets(account),
+        )
+        payload = webhooks.klarna_event(body)
+    except WebhookRejected as exc:
+        return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=400)
+    except ValueError:
+        return JsonResponse(error_body("request.malformed", "The body is not JSON."), status=400)
+    event, created = webhook_event_store(provider=account.provider, payload=payload)
+    return JsonResponse({"received": True, "duplicate": not created, "event": event.pk})
+
+
+def _afterpay_signed(request: HttpRequest, account: ProviderAccount, body: bytes) -> JsonResponse:
+    """Afterpay's signed dispute notifications: verify, store once, answer at once."""
+    try:
+        webhooks.verify_afterpay(
+            header=request.headers.get(webhooks.AFTERPAY_SIGNATURE),
+            date=request.headers.get(webhooks.AFTERPAY_DATE),
+            url=request.build_absolute_uri(),
+            body=body,
+            secrets=_secrets(account),
+            now=time.time(),
+        )
+        payload = webhooks.afterpay_event(body)
+    except WebhookRejected as exc:
+        return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=400)
+    except ValueError:
+        return JsonResponse(error_body("request.malformed", "The body is not JSON."), status=400)
+    event, created = webhook_event_store(provider=account.provider, payload=payload)
     return JsonResponse({"received": True, "duplicate": not created, "event": event.pk})

@@ -7,6 +7,7 @@ now; during a secret rotation both the new and the previous secret are accepted.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -83,4 +84,110 @@ def unsigned_event(body: bytes) -> dict:
         "id": f"{payload['order_id']}:{payload['event_type']}",
         "type": "order.changed",
         "data": {"order_id": payload["order_id"]},
+    }
+
+
+# Klarna's webhooks (its disputes among them) are signed, unlike its order push:
+# ``Klarna-Signature`` is HMAC-SHA256 over the raw body (hex) with the account's webhook
+# secret. They carry no timestamp to bound; a replay is stored once by its event id.
+KLARNA_SIGNATURE = "Klarna-Signature"
+
+
+def verify_klarna(*, header: str | None, body: bytes, secrets: Sequence[str]) -> None:
+    """Raise ``WebhookRejected`` unless ``header`` signs ``body`` with one of ``secrets``."""
+    candidate = (header or "").strip()
+    if not candidate.isascii():
+        raise _reject("webhooks.signature_invalid", "The signature does not match.")
+    expected = [
+        hmac.new(secret.encode(), body, hashlib.sha256).hexdigest() for secret in secrets if secret
+    ]
+    if not any(hmac.compare_digest(e, candidate) for e in expected):
+        raise _reject("webhooks.signature_invalid", "The signature does not match.")
+
+
+def klarna_event(body: bytes) -> dict:
+    """``{"metadata": {event_id, event_type, …}, "payload": {…}}`` → a stored event."""
+    payload = json.loads(body)
+    metadata = payload.get("metadata") if isinstance(payload, dict) else None
+    if not (
+        isinstance(metadata, dict)
+        and isinstance(metadata.get("event_id"), str)
+        and isinstance(metadata.get("event_type"), str)
+        and 0 < len(metadata["event_id"]) <= 128
+        and 0 < len(metadata["event_type"]) <= 60
+        and isinstance(payload.get("payload"), dict)
+    ):
+        raise WebhookRejected(
+            "The notification needs metadata.event_id, metadata.event_type and a payload.",
+            code="webhooks.malformed_event",
+            fields={"metadata": ["Required."], "payload": ["Required."]},
+        )
+    return {
+        "id": metadata["event_id"],
+        "type": metadata["event_type"],
+        "data": payload["payload"],
+        "metadata": metadata,
+    }
+
+
+# Afterpay's dispute notifications: ``X-Afterpay-Request-Signature`` is HMAC-SHA256
+# (base64) over ``"<url>\n<X-Afterpay-Request-Date>\n<raw body>"``, url being where the
+# notification was sent; the date (UNIX seconds) must be within ±5 minutes of now.
+AFTERPAY_SIGNATURE = "X-Afterpay-Request-Signature"
+AFTERPAY_DATE = "X-Afterpay-Request-Date"
+
+
+def verify_afterpay(
+    *,
+    header: str | None,
+    date: str | None,
+    url: str,
+    body: bytes,
+    secrets: Sequence[str],
+    now: float,
+) -> None:
+    """Raise ``WebhookRejected`` unless ``header`` signs ``url``, ``date`` and ``body``."""
+    try:
+        timestamp = int(date or "")
+    except ValueError:
+        raise _reject(
+            "webhooks.signature_malformed", f"{AFTERPAY_DATE} must be UNIX seconds."
+        ) from None
+    if abs(now - timestamp) > TOLERANCE_SECONDS:
+        raise _reject(
+            "webhooks.timestamp_out_of_tolerance",
+            f"The signature's timestamp is more than {TOLERANCE_SECONDS} s away.",
+        )
+    candidate = (header or "").strip()
+    message = f"{url}\n{timestamp}\n".encode() + body
+    expected = [
+        base64.b64encode(hmac.new(s.encode(), message, hashlib.sha256).digest()).decode()
+        for s in secrets
+        if s
+    ]
+    if not candidate.isascii() or not any(hmac.compare_digest(e, candidate) for e in expected):
+        raise _reject("webhooks.signature_invalid", "The signature does not match.")
+
+
+def afterpay_event(body: bytes) -> dict:
+    """``{webhook_event_id, webhook_event_type, dispute_id, merchant_reference}`` → a
+    stored event of type ``dispute.<created | updated>``."""
+    payload = json.loads(body)
+    if not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("webhook_event_id"), str)
+        and 0 < len(payload["webhook_event_id"]) <= 128
+        and payload.get("webhook_event_type") in ("created", "updated")
+        and isinstance(payload.get("dispute_id"), str)
+        and 0 < len(payload["dispute_id"]) <= 128
+    ):
+        raise WebhookRejected(
+            "The notification needs webhook_event_id, webhook_event_type and dispute_id.",
+            code="webhooks.malformed_event",
+            fields={"webhook_event_id": ["Required."], "dispute_id": ["Required."]},
+        )
+    return {
+        "id": payload["webhook_event_id"],
+        "type": f"dispute.{payload['webhook_event_type']}",
+        "data": payload,
     }

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from bnpl.underwriting import customer_reasons
 from core.api.fields import MoneyField
 from core.money import Money
-from oms.models import Order, OrderLine, PaymentMethod
+from oms.models import Dispute, DisputeStatus, Order, OrderLine, PaymentMethod
 
 
 class LineInputSerializer(serializers.Serializer):
@@ -139,6 +139,39 @@ class CreditDecisionSerializer(serializers.Serializer):
         return plan.pk if plan is not None else None
 
 
+class DisputeOutputSerializer(serializers.ModelSerializer):
+    """A dispute of the order: while one is open, a financed order's debits wait."""
+
+    amount = MoneyField(source="amount_money", read_only=True, help_text="The disputed amount")
+    status = serializers.ChoiceField(
+        choices=DisputeStatus.choices,
+        read_only=True,
+        help_text="open, then won | lost | closed (withdrawn)",
+    )
+    opened_by = serializers.SerializerMethodField(help_text="provider (its notification) or staff")
+    provider = serializers.CharField(
+        read_only=True,
+        help_text="The provider that reported it (card, klarna, afterpay); empty for staff",
+    )
+
+    class Meta:
+        model = Dispute
+        fields = (
+            "id",
+            "status",
+            "reason",
+            "amount",
+            "provider",
+            "opened_by",
+            "opened_at",
+            "closed_at",
+        )
+        read_only_fields = fields
+
+    def get_opened_by(self, dispute: Dispute) -> str:
+        return "provider" if dispute.provider else "staff"
+
+
 class OrderOutputSerializer(serializers.ModelSerializer):
     channel = serializers.CharField(source="channel.code")
     total = MoneyField(source="total_money")
@@ -148,6 +181,9 @@ class OrderOutputSerializer(serializers.ModelSerializer):
         source="credit_application",
         allow_null=True,
         help_text="With installments: the credit decision and the plan; null otherwise",
+    )
+    disputes = DisputeOutputSerializer(
+        many=True, read_only=True, help_text="Disputes of the order, oldest first"
     )
 
     class Meta:
@@ -169,6 +205,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "fulfilled_at",
             "cancelled_at",
             "lines",
+            "disputes",
         )
         read_only_fields = fields
 

@@ -322,6 +322,14 @@ class AfterpayGateway:
             return None
         return self._payment(answer)
 
+    def dispute(self, dispute_id: str) -> dict[str, Any] | None:
+        """``GET /v2/disputes/{id}``: the dispute, or None when there is no such dispute or
+        no answer came in time (``GatewayTechnicalError`` when Afterpay is unreachable)."""
+        answer = self._request("GET", f"/v2/disputes/{quote(dispute_id, safe='')}")
+        if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
+            return None
+        return answer[1]
+
     def health(self) -> bool:
         try:
             answer = self._request("GET", "/v2/configuration")

@@ -40,6 +40,7 @@ the answer comes ``SLOW_SECONDS`` later, after the adapter's read timeout.
 Witness and control, no auth: ``GET /afterpay/sandbox/payments`` lists every payment with
 ``reversed``; ``POST /afterpay/sandbox/config`` ``{currency, minimumAmount,
 maximumAmount}`` changes the limits; ``POST /afterpay/sandbox/reset`` forgets everything.
+Disputes (``GET /v2/disputes/{id}`` and their scripts): ``afterpay_disputes``.
 """
 
 from __future__ import annotations
@@ -137,6 +138,14 @@ def route(
     state: Any, method: str, path: str, body: dict[str, Any], headers: dict[str, str]
 ) -> Answer | None:
     path = unquote(path.partition("?")[0])
+    from payments.sandbox import afterpay_disputes
+
+    if afterpay_disputes.handles(method, path):  # disputes: scripted, notified as webhooks
+        if path.startswith("/v2/") and not _authorized(headers):
+            return _error(401, "unauthorized", "Basic authentication is required.")
+        with state.lock:
+            store = _store(state)
+        return afterpay_disputes.route(state, store, method, path, body)
     if path.startswith("/sandbox/"):
         return _control(state, method, path, body)
     if not path.startswith("/v2/"):

@@ -52,7 +52,8 @@ Magic authorization tokens (matched by prefix, so ``tok_pending_7`` is pending t
 Sandbox controls (no auth): ``GET /sandbox/orders`` lists every order (the witness),
 ``GET /sandbox/writes`` every write with its idempotency key,
 ``POST /sandbox/orders/{id}/fraud-status`` ``{"fraud_status": "ACCEPTED"|"REJECTED"}``
-decides a pending order, ``POST /sandbox/reset`` forgets everything.
+decides a pending order, ``POST /sandbox/reset`` forgets everything. Disputes, notified
+as Klarna's signed dispute webhooks: ``payments.sandbox.klarna_disputes``.
 """
 
 from __future__ import annotations
@@ -518,6 +519,12 @@ def _control(store: dict[str, Any], method: str, path: str, body: Any) -> Answer
 def route(state: Any, method: str, path: str, body: Any, headers: dict[str, str]) -> Answer | None:
     """Answer one request under ``/klarna`` (``path`` is what follows it)."""
     path = path.split("?", 1)[0]
+    from payments.sandbox import klarna_disputes
+
+    if klarna_disputes.handles(method, path):  # disputes: scripted, notified as webhooks
+        with state.lock:
+            store = _store(state)
+        return klarna_disputes.route(state, store, path, body)
     with state.lock:
         store = _store(state)
         if path.startswith("/sandbox/"):

@@ -44,6 +44,16 @@ signed as ``payments.webhooks`` verifies: an approved charge made with ``capture
 captured in full (``payment.captured``), as a processor captures on approval; one made
 without is ``authorized`` (``payment.authorized``); a rejected one is ``declined``
 (``payment.authorization_failed``).
+
+Disputes (chargebacks), scripted the same way: ``POST /sandbox/charges/{id}/dispute
+{"reason": …, "amount": …}`` opens a dispute ``dp_…`` on a captured charge (``amount``,
+minor units, defaults to what is captured and not refunded, and may not exceed what is
+captured) and sends ``dispute.opened``; ``POST /sandbox/disputes/{id}/close {"outcome":
+"won" | "lost" | "closed"}`` closes an open one and sends ``dispute.closed``. Both
+notifications carry ``data: {dispute_id, payment_id, amount, currency, reason, status}``
+(``status``: ``open``, ``won``, ``lost`` or ``closed``, i.e. withdrawn); a refused script
+is 404 ``not_found``, 409 ``not_disputable`` / ``not_open`` or 400 ``invalid_amount`` /
+``invalid_outcome``.
 """
 
 from __future__ import annotations
@@ -100,6 +110,7 @@ class SandboxState:
         self.extra: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.charges: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
         self.seen_keys: set[str] = set()
         self.latency = 0.0
@@ -108,6 +119,7 @@ class SandboxState:
     def reset(self) -> None:
         with self.lock:
             self.charges.clear()
+            self.disputes.clear()
             self.by_key.clear()
             self.seen_keys.clear()
             self.latency = 0.0
@@ -196,6 +208,12 @@ class Handler(BaseHTTPRequestHandler):
         review = re.fullmatch(r"/sandbox/charges/(ch_\d+)/review", self.path)
         if review:
             return self._review(review.group(1), body.get("decision") == "approve")
+        opened = re.fullmatch(r"/sandbox/charges/(ch_\d+)/dispute", self.path)
+        if opened:
+            return self._dispute_open(opened.group(1), body)
+        closed = re.fullmatch(r"/sandbox/disputes/(dp_\d+)/close", self.path)
+        if closed:
+            return self._dispute_close(closed.group(1), body)
         if self.path == "/sandbox/reset":
             state.reset()
             return self._send(200, {"reset": True})
@@ -290,7 +308,74 @@ class Handler(BaseHTTPRequestHandler):
             200, {"charge": snapshot, "webhook_status": status, "webhook_answer": answer}
         )
 
+    def _dispute_open(self, charge_id: str, body: dict[str, Any]) -> None:
+        state = self.server.state
+        with state.lock:
+            charge = state.charges.get(charge_id)
+            if charge is None:
+                return self._send(404, {"error": "not_found"})
+            if not charge["amount_captured"]:
+                return self._send(409, {"error": "not_disputable", "status": charge["status"]})
+            amount = body.get("amount", charge["amount_captured"] - charge["amount_refunded"])
+            if type(amount) is not int or not 0 < amount <= charge["amount_captured"]:
+                return self._send(400, {"error": "invalid_amount"})
+            dispute = {
+                "id": f"dp_{next(state.ids)}",
+                "charge": charge_id,
+                "amount": amount,
+                "currency": charge["currency"],
+                "reason": str(body.get("reason") or "general"),
+                "status": "open",
+            }
+            state.disputes[dispute["id"]] = dispute
+            snapshot = dict(dispute)
+        status, answer = self._send_event("dispute.opened", self._dispute_data(snapshot))
+        return self._send(
+            200, {"dispute": snapshot, "webhook_status": status, "webhook_answer": answer}
+        )
+
+    def _dispute_close(self, dispute_id: str, body: dict[str, Any]) -> None:
+        state = self.server.state
+        outcome = body.get("outcome")
+        if outcome not in ("won", "lost", "closed"):
+            return self._send(400, {"error": "invalid_outcome"})
+        with state.lock:
+            dispute = state.disputes.get(dispute_id)
+            if dispute is None:
+                return self._send(404, {"error": "not_found"})
+            if dispute["status"] != "open":
+                return self._send(409, {"error": "not_open", "status": dispute["status"]})
+            dispute["status"] = outcome
+            snapshot = dict(dispute)
+        status, answer = self._send_event("dispute.closed", self._dispute_data(snapshot))
+        return self._send(
+            200, {"dispute": snapshot, "webhook_status": status, "webhook_answer": answer}
+        )
+
+    @staticmethod
+    def _dispute_data(dispute: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "dispute_id": dispute["id"],
+            "payment_id": dispute["charge"],
+            "amount": dispute["amount"],
+            "currency": dispute["currency"],
+            "reason": dispute["reason"],
+            "status": dispute["status"],
+        }
+
     def _notify(self, event_type: str, charge: dict[str, Any]) -> tuple[int, Any]:
+        """POST a signed notification about ``charge`` to the app; returns its answer."""
+        return self._send_event(
+            event_type,
+            {
+                "payment_id": charge["id"],
+                "amount": charge["amount"],
+                "currency": charge["currency"],
+                "request_id": charge.get("idempotency_key", ""),
+            },
+        )
+
+    def _send_event(self, event_type: str, data: dict[str, Any]) -> tuple[int, Any]:
         """POST a signed notification to the app; returns its answer."""
         from urllib import request as urlrequest
 
@@ -300,16 +385,7 @@ class Handler(BaseHTTPRequestHandler):
         if not state.webhook_url:
             return 0, "no webhook_url configured"
         body = json.dumps(
-            {
-                "id": f"evt_{next(state.ids)}",
-                "type": event_type,
-                "data": {
-                    "payment_id": charge["id"],
-                    "amount": charge["amount"],
-                    "currency": charge["currency"],
-                    "request_id": charge.get("idempotency_key", ""),
-                },
-            }
+            {"id": f"evt_{next(state.ids)}", "type": event_type, "data": data}
         ).encode()
         http_request = urlrequest.Request(
             state.webhook_url,

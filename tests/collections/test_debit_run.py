@@ -8,10 +8,10 @@ from datetime import date, timedelta
 import pytest
 from celery import current_app
 from celery.result import AsyncResult
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
 
-from bnpl.debit_controls import plan_dispute_close, plan_dispute_open
+from bnpl.debit_controls import plan_debits_hold
 from bnpl.models import (
     DebitRequest,
     DebitRequestStatus,
@@ -31,7 +31,7 @@ from collections_.models import (
 )
 from collections_.tasks import debit_chunk, retry_due
 from core import clock
-from core.models import AuditEntry, DeadLetter, OutboundEmail
+from core.models import DeadLetter, OutboundEmail
 from ledger.models import JournalEntry
 from payments import reliability
 from tests.bnpl.factories import make_plan
@@ -407,12 +407,16 @@ def test_an_unreachable_provider_is_asked_again_then_retried_in_minutes_with_a_n
 def test_debits_wait_while_a_dispute_is_open(
     customer, admin_user, card_processor, sandbox, django_capture_on_commit_callbacks
 ):
+    """The pause as bnpl keeps it; oms drives it from the order's open disputes
+    (tests/oms/test_disputes.py, tests/flows/test_dispute_pause.py)."""
     (plan,) = plans(customer)
-    plan_dispute_open(plan_id=plan.pk, reason="Item not received", actor=admin_user)
+    with transaction.atomic():
+        plan_debits_hold(plan_id=plan.pk, reasons=["Item not received"], actor=admin_user)
     run = run_day(DUE, django_capture_on_commit_callbacks)
     assert run.due_count == 0
     assert charges_by_reference(sandbox) == {}
-    plan_dispute_close(plan_id=plan.pk, note="Delivered", actor=admin_user)
+    with transaction.atomic():
+        plan_debits_hold(plan_id=plan.pk, reasons=[], actor=admin_user)
     run = run_day(DUE + timedelta(days=1), django_capture_on_commit_callbacks)
     assert run.due_count == 1
     assert first_due(plan).status == InstallmentStatus.PAID
@@ -614,28 +618,15 @@ def test_a_charge_short_of_a_late_fee_added_meanwhile_leaves_the_rest_due_at_onc
     assert DebitAttempt.objects.get().status == AttemptStatus.SUCCEEDED
 
 
-def test_staff_pause_and_resume_a_plans_debits_from_the_plan_admin(admin_client, customer):
+def test_the_plan_admin_opens_disputes_only_on_plans_that_finance_an_order(admin_client, customer):
+    """A dispute is a record on an order; a plan without one cannot be paused by hand
+    (the plan admin's actions on an order's plan: tests/oms/test_disputes.py)."""
     (plan,) = plans(customer)
-    changelist = reverse("admin:bnpl_plan_changelist")
-    blank = admin_client.post(
-        changelist, {"action": "open_dispute", "_selected_action": [plan.pk], "note": ""}
-    )
-    assert blank.status_code == 302
-    assert Plan.objects.get(pk=plan.pk).debits_paused is False  # a reason is required
     admin_client.post(
-        changelist,
+        reverse("admin:bnpl_plan_changelist"),
         {"action": "open_dispute", "_selected_action": [plan.pk], "note": "Chargeback 4711"},
     )
-    paused = Plan.objects.get(pk=plan.pk)
-    assert (paused.debits_paused, paused.paused_reason) == (True, "Chargeback 4711")
-    admin_client.post(changelist, {"action": "close_dispute", "_selected_action": [plan.pk]})
     assert Plan.objects.get(pk=plan.pk).debits_paused is False
-    actions = list(
-        AuditEntry.objects.filter(target_id=str(plan.pk), action__startswith="bnpl.dispute")
-        .order_by("id")
-        .values_list("action", flat=True)
-    )
-    assert actions == ["bnpl.dispute_opened", "bnpl.dispute_closed"]
 
 
 def test_an_unknown_outcome_is_asked_about_on_the_technical_steps_while_unreachable(

@@ -453,7 +453,8 @@ def test_order_detail_costs_the_same_queries_with_a_plan_as_without(
         format="json",
     ).json()["id"]
     for order_id in (financed, paid):
-        with django_assert_num_queries(3):  # auth, order with its decision and plan, lines
+        # auth, order with its decision and plan, lines, disputes
+        with django_assert_num_queries(4):
             assert customer_api.get(f"/api/v1/orders/{order_id}").status_code == 200
     assert customer_api.get(f"/api/v1/orders/{paid}").json()["credit_decision"] is None
     assert customer_api.get(f"/api/v1/orders/{financed}").json()["total"] == money("300.00")
