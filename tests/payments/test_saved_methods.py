@@ -293,3 +293,20 @@ def test_the_customers_own_card_still_pays(
     )
     assert response.status_code == 201, response.json()
     assert [c["amount"] for c in charges(sandbox)] == [2500]
+
+
+def test_plans_from_before_the_binding_get_their_customers_card_unless_it_was_shared():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    backfill = import_module("bnpl.migrations.0005_saved_cards_from_plans").backfill
+    alone, first, second = make_customer(), make_customer(), make_customer()
+    make_plan(customer=alone, amount="300.00", payment_method="pm_alone")
+    make_plan(customer=first, amount="300.00", payment_method="pm_shared")
+    make_plan(customer=second, amount="300.00", payment_method="pm_shared")
+    backfill(apps, None)
+    saved = dict(SavedPaymentMethod.objects.values_list("token", "customer_id"))
+    assert saved == {"pm_alone": alone.pk}
+    backfill(apps, None)  # again: nothing new
+    assert SavedPaymentMethod.objects.count() == 1
