@@ -310,3 +310,17 @@ def test_plans_from_before_the_binding_get_their_customers_card_unless_it_was_sh
     assert saved == {"pm_alone": alone.pk}
     backfill(apps, None)  # again: nothing new
     assert SavedPaymentMethod.objects.count() == 1
+
+
+def test_listing_costs_the_same_queries_for_one_card_as_for_many(customer, customer_api):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    saved_card(customer, "pm_first")
+    with CaptureQueriesContext(connection) as one:
+        assert len(customer_api.get(URL).json()["payment_methods"]) == 1
+    for n in range(5):
+        saved_card(customer, f"pm_more_{n}")
+    with CaptureQueriesContext(connection) as many:
+        assert len(customer_api.get(URL).json()["payment_methods"]) == 6
+    assert len(one) == len(many)
