@@ -20,6 +20,11 @@ class BnplConfig(AppConfig):
         # A captured early-payoff charge pays the whole plan off the same way.
         events.register_settlement(PAYOFF_REFERENCE, plan_payoff_settle)
 
+        from bnpl.selectors import payment_method_users
+
+        # A saved card that an active plan is debited from is not removed.
+        events.register_payment_method_user(payment_method_users)
+
         from bnpl.applications import PARTNER_REFERENCE, partner_decision_received
         from core.schedules import Schedule, register
 

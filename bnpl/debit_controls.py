@@ -5,7 +5,7 @@
   that fell due meanwhile is picked up by the next run. The disputes are the order owner's
   records (``oms.Dispute``); ``plan_dispute_open`` / ``plan_dispute_close`` (the plan
   admin's actions) go through that owner, registered with ``register_dispute_owner``.
-- ``debit_request_update_payment_method``: the customer's new card for a plan; requests
+- ``debit_request_update_payment_method``: the customer's new saved card for a plan; requests
   waiting for one (a hard decline) or out of retries are scheduled again at once.
 
 Each locks the plan (then its requests, in the lock order of ARCHITECTURE.md) and writes an
@@ -24,6 +24,7 @@ from bnpl.models import DebitRequest, DebitRequestStatus, Plan, PlanStatus
 from core import clock
 from core.audit import audit_record
 from core.errors import Conflict, InvalidInput
+from payments.selectors import payment_method_owned
 
 PAYMENT_METHOD_TOKEN = re.compile(r"^pm_[A-Za-z0-9_]{1,60}$")
 RESTARTED = (DebitRequestStatus.ACTION_REQUIRED, DebitRequestStatus.EXHAUSTED)
@@ -114,7 +115,8 @@ def plan_debits_hold(*, plan_id: int, reasons: Sequence[str], actor: Any = None)
 def debit_request_update_payment_method(
     *, plan_id: int, payment_method: str, actor: Any = None
 ) -> Plan:
-    """Charge the plan's open debit requests to ``payment_method`` (a provider token).
+    """Charge the plan's open debit requests to ``payment_method``: a token of one of the
+    plan customer's saved cards (``payments.payment_method_unknown`` otherwise).
 
     Requests that were waiting for a new method (hard decline) or had used up their retries
     are scheduled again now; a request with an attempt in flight keeps that attempt and
@@ -131,6 +133,10 @@ def debit_request_update_payment_method(
         raise Conflict(
             "Only an active plan's payment method can change.", code="bnpl.plan_not_active"
         )
+    # The plan's customer's own saved card, locked so it is not removed meanwhile.
+    payment_method_owned(
+        customer_id=plan.customer_id, token=payment_method, field="payment_method", lock=True
+    )
     before = plan.payment_method
     plan.payment_method = payment_method
     plan.save(update_fields=["payment_method"])

@@ -36,11 +36,14 @@ from django.db.models.expressions import CombinedExpression
 from bnpl import pricing
 from bnpl.errors import PlanNotFound
 from bnpl.models import (
+    ApplicationStatus,
     BorrowerProfile,
+    CreditApplication,
     Installment,
     InstallmentStatus,
     Plan,
     PlanProduct,
+    PlanStatus,
 )
 from core import clock
 from core.money import Money
@@ -447,3 +450,26 @@ def plan_suggested_dates(*, plan: Plan) -> tuple[IncomeInference, list[DateSugge
             )
             suggestions.append(DateSuggestion(row.number, row.due_date, moved, within))
     return inference, suggestions
+
+
+def payment_method_users(customer_id: int, token: str) -> str:
+    """The customer's active plans and undecided applications still debited from ``token``
+    (``payments.events.register_payment_method_user``): "" when none."""
+    plans = list(
+        Plan.objects.filter(
+            customer_id=customer_id, payment_method=token, status=PlanStatus.ACTIVE
+        ).values_list("pk", flat=True)
+    )
+    applications = CreditApplication.objects.filter(
+        customer_id=customer_id,
+        payment_method=token,
+        status__in=(
+            ApplicationStatus.PENDING,
+            ApplicationStatus.REVIEW,
+            ApplicationStatus.REFERRED,
+        ),
+    ).exists()
+    named = [f"plan {pk}" for pk in plans]
+    if applications:
+        named.append("a credit application being decided")
+    return ", ".join(named)

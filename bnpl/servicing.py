@@ -126,7 +126,7 @@ from ledger.services import AccountLike, credit, debit, ledger_post, system
 from payments.gateway import Decision
 from payments.models import EventKind, PaymentTransaction, Provider
 from payments.processing import ProviderNotSupported, payment_open, payment_send
-from payments.selectors import enabled_account, pending_charge_exists
+from payments.selectors import enabled_account, payment_method_owned, pending_charge_exists
 from wallet.models import Wallet
 from wallet.services import (
     wallet_ensure_covers,
@@ -553,7 +553,15 @@ def _card_charge_open(
     *, plan: Plan, reference_type: str, reference_id: str, amount: Money, key: str
 ) -> PaymentTransaction:
     """Record an off-session charge of the plan's card, in the caller's locked transaction
-    (so a concurrent payment, payoff or cancel sees it in flight)."""
+    (so a concurrent payment, payoff or cancel sees it in flight). The card must be one of
+    the plan customer's saved cards, not removed (``payments.payment_method_unknown``)."""
+    payment_method_owned(
+        customer_id=plan.customer_id,
+        token=plan.payment_method,
+        field="source",
+        message="The plan's card is not one of your saved cards: choose one with "
+        f"POST /api/v1/bnpl/plans/{plan.pk}/payment-method, or pay from the wallet.",
+    )
     account = enabled_account(Provider.CARD)
     if account is None:
         raise ProviderNotSupported("No card processor is enabled.")

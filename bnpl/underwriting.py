@@ -39,7 +39,9 @@ Risk and fraud signals (``review`` by default; ``settings.BNPL_RISK_ACTIONS`` ma
 - ``new_account_large_order`` — the account is younger than ``BNPL_NEW_ACCOUNT_DAYS`` (14)
   and the amount is above ``BNPL_NEW_ACCOUNT_MAX_AMOUNT`` (300, major units).
 - ``shared_payment_method`` — more than ``BNPL_SHARED_TOKEN_MAX_CUSTOMERS`` (0) other
-  customers applied or pay a plan with the same payment token.
+  customers saved the same card (the processor's fingerprint of it: each customer's token
+  differs, since a token is accepted only from its owner), or applied or pay a plan with
+  the same token (rows from before tokens were bound to customers).
 
 The score (300..900, explainable: every component is listed with its count and points):
 600 base; +10 per installment paid on time (at most +150); −40 per installment paid late or
@@ -72,6 +74,7 @@ from bnpl.models import (
 from core import clock
 from core.money import Money, to_minor
 from customers.models import Customer
+from payments.models import SavedPaymentMethod
 from wallet.bnpl import open_debt_principal
 from wallet.models import DebtResolution, DebtStatus, TransactionKind, WalletDebt, WalletTransaction
 
@@ -301,7 +304,21 @@ def _largest_paid_before(customer: Customer, currency: str) -> int | None:
 
 
 def _other_customers_on_token(customer: Customer, payment_method: str) -> int:
+    fingerprint = (
+        SavedPaymentMethod.objects.filter(token=payment_method, customer=customer)
+        .exclude(fingerprint="")
+        .values_list("fingerprint", flat=True)
+        .first()
+    )
     others = set(
+        SavedPaymentMethod.objects.filter(fingerprint=fingerprint)
+        .exclude(customer=customer)
+        .values_list("customer_id", flat=True)
+        .distinct()
+        if fingerprint
+        else ()
+    )
+    others |= set(
         CreditApplication.objects.filter(payment_method=payment_method)
         .exclude(customer=customer)
         .values_list("customer_id", flat=True)
@@ -514,7 +531,7 @@ def risk_signals(facts: CreditFacts) -> list[Reason]:
         signals.append(
             Reason(
                 "shared_payment_method",
-                f"{facts.other_customers_on_token} other customer(s) use this payment method.",
+                f"{facts.other_customers_on_token} other customer(s) saved or use this card.",
             )
         )
     return signals

@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("wallet.api.urls")),
     path("", include("oms.api.urls")),
     path("", include("bnpl.api.urls")),
+    path("", include("payments.api.urls")),
     path("", include("reports.api.urls")),
 ]
 

@@ -65,6 +65,7 @@ from payments.selectors import (
     account_refusal,
     enabled_account,
     payment_amounts,
+    payment_method_owned,
     transaction_for,
 )
 from wallet.models import TransactionKind, WalletTransaction
@@ -792,7 +793,8 @@ def order_checkout_split(
     actor: AbstractBaseUser | None = None,
     idempotency: IdempotencyClaim | None = None,
 ) -> Order:
-    """Pay with the wallet balance first and authorize the rest on a card.
+    """Pay with the wallet balance first and authorize the rest on a card: one of the
+    customer's saved cards (``payments.payment_method_unknown`` otherwise, nothing written).
 
     The card call happens between two short transactions, outside any lock, and the
     order is settled when the card's outcome is recorded, by whichever route it comes
@@ -815,6 +817,9 @@ def order_checkout_split(
     )
     if refusal:
         raise CardUnavailable(refusal, fields={"payment_method": [refusal]})
+    payment_method_owned(
+        customer_id=customer.pk, token=card_payment_method, field="card_payment_method"
+    )
     order, on_card = _split_begin(
         customer=customer,
         channel=channel,
@@ -1029,7 +1034,8 @@ def order_checkout_installments(
     1. Checks that write nothing: the lines, ``customers.kyc_required`` (when an admin put
        installments behind KYC), the product (``bnpl.unknown_product``,
        ``bnpl.product_currency_mismatch``, ``bnpl.amount_outside_limits``), a card processor
-       when the terms charge a down payment.
+       when the terms charge a down payment, the card is one of the customer's saved cards
+       (``payments.payment_method_unknown``).
     2. One durable transaction: the stock is reserved, the order is written ``on_hold`` and
        a pending credit application (the terms priced with the best promotion) points at it.
        The idempotency key is completed here, so a retry never places a second order.
@@ -1053,6 +1059,9 @@ def order_checkout_installments(
             "The down payment needs a card processor; none is available.",
             fields={"card_payment_method": ["Card payments are not available right now."]},
         )
+    payment_method_owned(
+        customer_id=customer.pk, token=card_payment_method, field="card_payment_method"
+    )
     with _unique_external_reference():
         order = _hold_for_credit(
             customer=customer,

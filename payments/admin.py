@@ -15,6 +15,7 @@ from payments.models import (
     PaymentEvent,
     PaymentTransaction,
     ProviderAccount,
+    SavedPaymentMethod,
     WebhookEvent,
 )
 from payments.selectors import payment_amounts
@@ -215,6 +216,33 @@ class PartnerApplicationAdmin(ReadOnlyAdmin):
     @admin.display(description="Amount", ordering="amount")
     def amount_display(self, obj: PartnerApplication) -> str:
         return str(Money(obj.amount, obj.currency))
+
+
+@admin.register(SavedPaymentMethod)
+class SavedPaymentMethodAdmin(ReadOnlyAdmin):
+    """Customers' saved cards as the processor tokenized them (no card number exists here);
+    removed ones stay for the history of the plans that used them."""
+
+    list_display = (
+        "id",
+        "customer",
+        "processor",
+        "token",
+        "brand",
+        "last4",
+        "expiry",
+        "created_at",
+        "removed_at",
+    )
+    list_filter = ("processor", "brand", ("removed_at", admin.EmptyFieldListFilter))
+    search_fields = ("token", "last4", "customer__user__email", "fingerprint")
+    date_hierarchy = "created_at"
+    list_select_related = ("customer__user",)
+    raw_id_fields = ("customer",)
+
+    @admin.display(description="Expires")
+    def expiry(self, obj: SavedPaymentMethod) -> str:
+        return f"{obj.exp_month:02d}/{obj.exp_year}" if obj.exp_month and obj.exp_year else ""
 
 
 @admin.register(WebhookEvent)

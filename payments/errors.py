@@ -1,4 +1,4 @@
-from core.errors import BusinessRuleViolation, InvalidInput, NotFound
+from core.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
 
 
 class PaymentRuleViolation(BusinessRuleViolation):
@@ -22,3 +22,27 @@ class WebhookRejected(InvalidInput):
 class UnknownProvider(NotFound):
     code = "webhooks.unknown_provider"
     default_message = "No enabled provider account for this webhook."
+
+
+class PaymentMethodUnknown(PaymentRuleViolation):
+    """A token that is not one of the customer's own saved payment methods (or removed)."""
+
+    code = "payments.payment_method_unknown"
+    default_message = "This is not one of your saved payment methods."
+
+
+class PaymentMethodNotFound(NotFound):
+    code = "payments.payment_method_not_found"
+    default_message = "No such saved payment method."
+
+
+class PaymentMethodInUse(Conflict):
+    code = "payments.payment_method_in_use"
+    default_message = "An active installment plan is debited from this card; move it first."
+
+
+class CardRejected(PaymentRuleViolation):
+    """The processor refused to tokenize the card details (number, expiry)."""
+
+    code = "payments.card_rejected"
+    default_message = "The card processor did not accept these card details."

@@ -153,3 +153,20 @@ def register_dispute(reference_type: str, handler: DisputeHandler) -> None:
 
 def dispute_handler(reference_type: str) -> DisputeHandler | None:
     return _disputes.get(reference_type)
+
+
+# Saved payment methods: an owner that debits a saved card later (bnpl's plans) registers
+# ``register_payment_method_user(check)``; ``check(customer_id, token)`` names what still
+# uses the token (e.g. "plan 7"), or returns "". A card that something uses is not removed.
+PaymentMethodUserCheck = Callable[[int, str], str]
+_payment_method_users: list[PaymentMethodUserCheck] = []
+
+
+def register_payment_method_user(check: PaymentMethodUserCheck) -> None:
+    if check not in _payment_method_users:
+        _payment_method_users.append(check)
+
+
+def payment_method_users(customer_id: int, token: str) -> list[str]:
+    """What still charges ``token`` of the customer's, as each registered owner names it."""
+    return [used for check in _payment_method_users if (used := check(customer_id, token))]

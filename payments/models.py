@@ -6,6 +6,8 @@ never stored: they are derived from its succeeded events (``payments.selectors``
 
 from django.db import models
 
+from customers.models import Customer
+
 
 class Provider(models.TextChoices):
     KLARNA = "klarna", "Klarna"
@@ -305,3 +307,51 @@ class PartnerApplication(models.Model):
 
     def __str__(self) -> str:
         return f"Partner application #{self.pk} for {self.reference_type}:{self.reference_id}"
+
+
+class SavedPaymentMethod(models.Model):
+    """A customer's card as the processor tokenized it: the token and what a person reads.
+
+    A token belongs to one customer and is accepted only from that customer (checkout, a
+    plan's card, extra payments and payoffs). Removal is soft (``removed_at``): the row
+    stays, so plans and applications that used the token still name whose card it was.
+    No card number is ever stored; ``fingerprint`` is the processor's opaque id of the card
+    (the same card saved twice has one fingerprint, whatever its tokens).
+    """
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="payment_methods", db_index=False
+    )
+    processor = models.CharField(max_length=20, choices=Provider.choices, default=Provider.CARD)
+    # The processor's token (``pm_…``): what is sent with a charge; plans store it.
+    token = models.CharField(max_length=64)
+    brand = models.CharField(max_length=20, blank=True)
+    last4 = models.CharField(max_length=4, blank=True)
+    exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    fingerprint = models.CharField(max_length=64, blank=True, db_index=True)
+    created_at = models.DateTimeField()
+    # Set when the customer removes it; never accepted again, kept for history.
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["processor", "token"], name="saved_payment_method_token_unique"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(exp_month__isnull=True)
+                | models.Q(exp_month__gte=1, exp_month__lte=12),
+                name="saved_payment_method_exp_month_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["customer", "created_at"])]
+
+    def __str__(self) -> str:
+        card = f"{self.brand or 'card'} ending {self.last4 or '?'}"
+        return f"{card} ({self.token}){' removed' if self.removed_at else ''}"
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None

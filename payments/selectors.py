@@ -3,10 +3,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Q, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 
 from core.money import Money
-from payments.models import EventKind, Outcome, PaymentEvent, PaymentTransaction
+from payments.errors import PaymentMethodNotFound, PaymentMethodUnknown
+from payments.models import (
+    EventKind,
+    Outcome,
+    PaymentEvent,
+    PaymentTransaction,
+    Provider,
+    SavedPaymentMethod,
+)
 
 
 @dataclass(frozen=True)
@@ -135,3 +143,37 @@ def account_refusal(account, *, amount: Money, categories: set[str]) -> str | No
     if allowed and not categories <= allowed:
         return f"{account} does not serve {', '.join(sorted(categories - allowed))}."
     return None
+
+
+def payment_methods_for_customer(*, customer_id: int) -> QuerySet[SavedPaymentMethod]:
+    """The customer's saved payment methods that are not removed, newest first."""
+    return SavedPaymentMethod.objects.filter(customer_id=customer_id, removed_at__isnull=True)
+
+
+def payment_method_for_customer(*, customer_id: int, method_id: int) -> SavedPaymentMethod:
+    """One of the customer's own saved methods (not removed); another's is a 404."""
+    method = payment_methods_for_customer(customer_id=customer_id).filter(pk=method_id).first()
+    if method is None:
+        raise PaymentMethodNotFound()
+    return method
+
+
+def payment_method_owned(
+    *,
+    customer_id: int,
+    token: str,
+    field: str,
+    lock: bool = False,
+    processor: str = Provider.CARD,
+    message: str = "Not one of your saved payment methods (GET /api/v1/payment-methods).",
+) -> SavedPaymentMethod:
+    """The customer's own saved method with ``token``, not removed; else
+    ``payments.payment_method_unknown`` on ``field`` (another customer's token reads the
+    same as one nobody saved). ``lock`` takes its row lock (after the plan's)."""
+    rows = SavedPaymentMethod.objects.filter(
+        processor=processor, token=token, customer_id=customer_id, removed_at__isnull=True
+    )
+    method = (rows.select_for_update(no_key=True) if lock else rows).first()
+    if method is None:
+        raise PaymentMethodUnknown(message, fields={field: [message]})
+    return method

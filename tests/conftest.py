@@ -13,7 +13,14 @@ from ledger.selectors import ledger_problems
 from payments import crypto, reliability
 from payments.models import Provider, ProviderAccount
 from payments.sandbox import server as sandbox_server
-from tests.factories import ChannelFactory, StockItemFactory, fund, make_customer, token_for
+from tests.factories import (
+    ChannelFactory,
+    StockItemFactory,
+    fund,
+    make_customer,
+    saved_cards,
+    token_for,
+)
 
 OUR_APPS = (
     "core",
@@ -97,6 +104,29 @@ def customer(web_channel):
     customer = make_customer()
     fund(customer, "500.00")
     return customer
+
+
+# The payment sandbox's tokens that tests charge: any pm_ token is approved, and the
+# magic ones script the processor (payments/sandbox/server.py).
+SANDBOX_TOKENS = (
+    "pm_card_visa",
+    "pm_card_ok",
+    "pm_card",
+    "pm_decline",
+    "pm_lost",
+    "pm_review",
+    "pm_timeout",
+    "pm_error_once",
+)
+
+
+@pytest.fixture
+def customer_cards(request: pytest.FixtureRequest) -> None:
+    """Saved cards for the ``customer`` fixture (when the test uses it) with every sandbox
+    token, so a module can charge them: ``pytest.mark.usefixtures("customer_cards")``.
+    A token is one customer's only; other customers get their own (``saved_card``)."""
+    if "customer" in request.fixturenames:
+        saved_cards(request.getfixturevalue("customer"), *SANDBOX_TOKENS)
 
 
 @pytest.fixture

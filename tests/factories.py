@@ -14,6 +14,7 @@ from customers.models import Customer
 from customers.services import customer_create
 from oms.models import Channel, ChannelKind, Location, LocationKind, StockItem
 from oms.services import channel_rotate_key
+from payments.models import Provider, SavedPaymentMethod
 from wallet.models import TransactionKind
 from wallet.services import wallet_credit
 
@@ -66,6 +67,38 @@ def fund(customer: Customer, amount: str, currency: str = "EUR") -> None:
         kind=TransactionKind.TOP_UP,
         idempotency_key=f"test-fund-{next(_seq)}",
     )
+
+
+def saved_card(
+    customer: Customer,
+    token: str = "pm_card_visa",
+    *,
+    brand: str = "visa",
+    last4: str = "4242",
+    fingerprint: str = "",
+) -> SavedPaymentMethod:
+    """One of the customer's saved cards, written directly with a sandbox token (magic ones
+    such as ``pm_decline`` script the processor). ``tests/payments/test_saved_methods.py``
+    tokenizes real card details at the sandbox instead."""
+    method, _ = SavedPaymentMethod.objects.get_or_create(
+        processor=Provider.CARD,
+        token=token,
+        customer=customer,
+        defaults={
+            "brand": brand,
+            "last4": last4,
+            "exp_month": 12,
+            "exp_year": clock.business_date().year + 3,
+            "fingerprint": fingerprint,
+            "created_at": clock.now(),
+        },
+    )
+    return method
+
+
+def saved_cards(customer: Customer, *tokens: str) -> None:
+    for token in tokens:
+        saved_card(customer, token)
 
 
 def token_for(customer: Customer) -> str:

@@ -25,7 +25,11 @@ class PlanPaymentMethodApi(APIView):
     permission_classes = [IsCustomerInPerson]
 
     class InputSerializer(serializers.Serializer):
-        payment_method = serializers.CharField(max_length=64)
+        payment_method = serializers.CharField(
+            max_length=64,
+            help_text="The token (pm_…) of one of the caller's saved cards "
+            "(GET /api/v1/payment-methods); any other: 422 payments.payment_method_unknown",
+        )
 
     @extend_schema(
         operation_id="bnpl_plan_payment_method_update",
@@ -34,7 +38,7 @@ class PlanPaymentMethodApi(APIView):
         request=InputSerializer,
         responses={
             200: PaymentMethodOutputSerializer,
-            **error_responses(400, 401, 403, 404, 409, 415),
+            **error_responses(400, 401, 403, 404, 409, 415, 422),
         },
     )
     def post(self, request: Request, plan_id: int) -> Response:

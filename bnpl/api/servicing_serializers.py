@@ -76,7 +76,12 @@ class RescheduleOutputSerializer(serializers.Serializer):
 
 class ExtraPaymentInputSerializer(serializers.Serializer):
     amount = MoneyField()
-    source = serializers.ChoiceField(choices=[WALLET, CARD], default=WALLET)
+    source = serializers.ChoiceField(
+        choices=[WALLET, CARD],
+        default=WALLET,
+        help_text="card: the plan's card, which must be one of the caller's saved cards "
+        "(422 payments.payment_method_unknown otherwise)",
+    )
 
 
 class ExtraPaymentOutputSerializer(serializers.Serializer):
@@ -111,7 +116,12 @@ class PayoffInputSerializer(serializers.Serializer):
     confirm = serializers.BooleanField(
         default=False, help_text="false: the quote only; true: pay it"
     )
-    source = serializers.ChoiceField(choices=[WALLET, CARD], default=WALLET)
+    source = serializers.ChoiceField(
+        choices=[WALLET, CARD],
+        default=WALLET,
+        help_text="card: the plan's card, which must be one of the caller's saved cards "
+        "(422 payments.payment_method_unknown otherwise)",
+    )
     expected_total = MoneyField(
         required=False,
         allow_zero=True,

@@ -39,8 +39,10 @@ class CheckoutInputSerializer(serializers.Serializer):
     card_payment_method = serializers.CharField(
         required=False,
         max_length=128,
-        help_text="With wallet_card and installments: the card processor's token for the "
-        "customer's saved card (never a card number); installments are debited from it",
+        help_text="With wallet_card and installments: the token (pm_…) of one of the "
+        "customer's own saved cards (GET /api/v1/payment-methods; never a card number); "
+        "installments are debited from it. Any other token, another customer's or a removed "
+        "card's included: 422 payments.payment_method_unknown",
     )
     plan_product = serializers.SlugField(
         required=False,

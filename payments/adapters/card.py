@@ -1,6 +1,6 @@
 """The card processor adapter: real HTTP against the API shape documented in
 ``payments/sandbox/server.py`` (minor-unit amounts, Bearer auth, ``Idempotency-Key`` on
-every write). Card numbers pass through ``save_payment_method`` to the processor and are
+every write). Card numbers pass through ``tokenize_card`` to the processor and are
 never stored or logged here: only the returned token is.
 
 ``charge_off_session_many`` sends up to a chunk of off-session charges in one
@@ -12,11 +12,13 @@ is as safe to retry as a single charge, and its read timeout grows with its size
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 
 from core.money import Money
+from payments.errors import CardRejected
 from payments.gateway import Decision, GatewayResult, GatewayTechnicalError, OffSessionCharge
 
 TIMEOUT = (2.0, 2.5)  # connect, read seconds
@@ -26,6 +28,18 @@ BATCH_SECONDS_PER_ITEM = 0.005  # read time a batch gets per charge, on top of T
 def batch_timeout(n: int) -> tuple[float, float]:
     """(connect, read) seconds for a batch of ``n`` charges: how long a caller may wait."""
     return TIMEOUT[0], TIMEOUT[1] + BATCH_SECONDS_PER_ITEM * n
+
+
+@dataclass(frozen=True)
+class CardToken:
+    """What the processor returns for a tokenized card: never the number."""
+
+    token: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    fingerprint: str
 
 
 _DECISIONS = {
@@ -239,18 +253,48 @@ class CardGateway:
             )
         )
 
-    def save_payment_method(
+    def tokenize_card(
         self, *, card_number: str, exp_month: int, exp_year: int, idempotency_key: str
-    ) -> str:
+    ) -> CardToken:
+        """Hand the card details to the processor; only its token and labels come back.
+
+        Refused details raise ``payments.card_rejected``; no answer in time raises
+        ``GatewayTechnicalError`` (resending with the same key returns the same token).
+        """
         body = self._request(
             "POST",
             "/v1/payment_methods",
             key=idempotency_key,
             json={"card_number": card_number, "exp_month": exp_month, "exp_year": exp_year},
         )
-        if not body or "id" not in body:
+        if body is None:
+            raise GatewayTechnicalError("the card processor did not answer in time")
+        if "error" in body:
+            raise CardRejected(
+                fields={"card": [f"Refused by the card processor ({body['error']})."]},
+                extra={"decline_code": str(body["error"])},
+            )
+        if not body.get("id"):
             raise GatewayTechnicalError("the card processor did not return a token")
-        return str(body["id"])
+        return CardToken(
+            token=str(body["id"]),
+            brand=str(body.get("brand") or ""),
+            last4=str(body.get("last4") or "")[-4:],
+            exp_month=body.get("exp_month") or exp_month,
+            exp_year=body.get("exp_year") or exp_year,
+            fingerprint=str(body.get("fingerprint") or ""),
+        )
+
+    def save_payment_method(
+        self, *, card_number: str, exp_month: int, exp_year: int, idempotency_key: str
+    ) -> str:
+        """The token only (``tokenize_card`` also returns brand, last4 and fingerprint)."""
+        return self.tokenize_card(
+            card_number=card_number,
+            exp_month=exp_month,
+            exp_year=exp_year,
+            idempotency_key=idempotency_key,
+        ).token
 
     def sync(
         self, *, provider_reference: str | None = None, idempotency_key: str | None = None

@@ -26,7 +26,10 @@ Card processor API (what ``payments.adapters.card`` speaks), JSON, amounts in mi
 - ``GET /card/v1/charges/{id}`` → the charge; ``GET /card/v1/charges?idempotency_key=K``
   → ``{"data": [charge]}`` (how a caller whose request timed out finds out what happened).
 - ``POST /card/v1/payment_methods`` ``{card_number, exp_month, exp_year}`` → 201
-  ``{id: "pm_…", last4}``: the card number stays here; callers keep the token.
+  ``{id: "pm_…", brand, last4, exp_month, exp_year, fingerprint}``: the card number stays
+  here; callers keep the token. ``fingerprint`` is the same for every token of one card
+  number (letters only, never derivable back). 400 ``invalid_number`` (not 12 to 19 digits
+  passing the Luhn check) or ``invalid_expiry`` (no month 1..12, or expired) creates none.
 - ``GET /card/v1/health`` → ``{"status": "ok"}``.
 - Writes need ``Authorization: Bearer <secret>`` and ``Idempotency-Key``; a repeated key
   returns the first answer.
@@ -58,6 +61,8 @@ is 404 ``not_found``, 409 ``not_disputable`` / ``not_open`` or 400 ``invalid_amo
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import importlib
 import itertools
 import json
@@ -100,6 +105,27 @@ def _batch_problem(items: Any) -> str | None:
     if len({item["idempotency_key"] for item in items}) != len(items):
         return "duplicate_idempotency_key"
     return None
+
+
+_HEX_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def _brand(number: str) -> str:
+    if number.startswith("4"):
+        return "visa"
+    if number[:2] in ("34", "37"):
+        return "amex"
+    if "51" <= number[:2] <= "55" or "2221" <= number[:4] <= "2720":
+        return "mastercard"
+    return "unknown"
 
 
 class SandboxState:
@@ -406,8 +432,7 @@ class Handler(BaseHTTPRequestHandler):
         """The write a keyed request asks for; called by ``_once`` with ``state.lock`` held."""
         state = self.server.state
         if self.path == "/card/v1/payment_methods":
-            number = str(body.get("card_number", ""))
-            return 201, {"id": f"pm_{next(state.ids)}", "last4": number[-4:]}
+            return self._tokenize(body)
         if self.path == "/card/v1/charges":
             return self._create_charge(body, key)
         match = re.fullmatch(r"/card/v1/charges/(ch_\d+)/(capture|refunds|void)", self.path)
@@ -417,6 +442,33 @@ class Handler(BaseHTTPRequestHandler):
         if charge is None:
             return 404, {"error": "not_found"}
         return self._change(charge, match.group(2), int(body.get("amount", 0)))
+
+    def _tokenize(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A card's token; called by ``_once`` with ``state.lock`` held."""
+        number = str(body.get("card_number", "")).replace(" ", "")
+        if not (number.isascii() and number.isdigit() and 12 <= len(number) <= 19):
+            return 400, {"error": "invalid_number"}
+        if not _luhn_valid(number):
+            return 400, {"error": "invalid_number"}
+        month, year = body.get("exp_month"), body.get("exp_year")
+        today = time.gmtime()
+        if (
+            type(month) is not int
+            or type(year) is not int
+            or not 1 <= month <= 12
+            or (year, month) < (today.tm_year, today.tm_mon)
+        ):
+            return 400, {"error": "invalid_expiry"}
+        digest = hmac.new(b"sandbox-card-fingerprint", number.encode(), hashlib.sha256)
+        fingerprint = digest.hexdigest()[:24].translate(_HEX_AS_LETTERS)
+        return 201, {
+            "id": f"pm_{next(self.server.state.ids)}",
+            "brand": _brand(number),
+            "last4": number[-4:],
+            "exp_month": month,
+            "exp_year": year,
+            "fingerprint": f"fp_{fingerprint}",
+        }
 
     def _create_charge(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
         """One charge, single or batch item; called by ``_once`` with ``state.lock`` held."""

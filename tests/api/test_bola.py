@@ -18,6 +18,7 @@ from tests.factories import (
     fund,
     line,
     make_customer,
+    saved_card,
     token_for,
 )
 
@@ -49,6 +50,10 @@ def _owned_plan(owner, client: APIClient) -> dict:
     from tests.bnpl.factories import make_plan
 
     return {"plan_id": make_plan(customer=owner, amount="300.00").pk}
+
+
+def _owned_payment_method(owner, client: APIClient) -> dict:
+    return {"method_id": saved_card(owner, f"pm_bola_{owner.pk}").pk}
 
 
 def _owned_installment(owner, client: APIClient) -> dict:
@@ -85,6 +90,7 @@ CASES: dict[str, tuple[Callable[..., dict], list[tuple[str, dict]]]] = {
     ),
     "bnpl-plan-cancel": (_owned_plan, [("post", {"reason": "not mine"})]),
     "bnpl-plan-payment-method": (_owned_plan, [("post", {"payment_method": "pm_card_visa"})]),
+    "payment-method-detail": (_owned_payment_method, [("delete", {})]),
     "my-plan": (_owned_plan, [("get", {})]),
     "my-plan-pay": (_owned_installment, [("post", {"amount": "1.00"})]),
     "my-plan-payoff": (_owned_plan, [("get", {}), ("post", {"expected_total": "300.00"})]),

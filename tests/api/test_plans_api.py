@@ -15,7 +15,7 @@ from core.models import AuditEntry
 from tests.bnpl.factories import make_plan
 from tests.factories import fund, make_customer, money, token_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("customer_cards")]
 
 JAN_10 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 

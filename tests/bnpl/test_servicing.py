@@ -25,7 +25,7 @@ from tests.bnpl.factories import make_plan, make_product
 from tests.factories import fund, make_customer
 from wallet.models import Wallet, WalletTransaction
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("customer_cards")]
 
 EUR = "EUR"
 JAN_10 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)

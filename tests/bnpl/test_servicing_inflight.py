@@ -37,6 +37,9 @@ JAN_10 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 IN_FLIGHT = "bnpl.charge_in_flight"
 
 
+pytestmark = pytest.mark.usefixtures("customer_cards")
+
+
 def eur(amount: str) -> Money:
     return Money.parse(amount, EUR)
 

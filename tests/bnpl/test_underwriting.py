@@ -21,8 +21,9 @@ from core import clock
 from core.money import Money
 from ledger.models import Purpose
 from ledger.services import system
+from payments.methods import payment_method_save
 from tests.bnpl.factories import make_application, make_plan, make_product
-from tests.factories import approve_kyc, borrow, enable_wallet_bnpl, make_customer
+from tests.factories import approve_kyc, borrow, enable_wallet_bnpl, make_customer, saved_card
 from wallet.services import debts_mark_overdue
 
 pytestmark = pytest.mark.django_db
@@ -256,7 +257,27 @@ def test_a_new_account_with_a_large_first_order_goes_to_review(borrower, product
     assert older.outcome == APPROVE
 
 
-def test_a_payment_token_shared_with_another_customer_goes_to_review(borrower, product):
+def test_a_card_another_customer_saved_too_goes_to_review(borrower, product, card_processor):
+    """A token is one customer's only, so the shared card is found by the processor's
+    fingerprint: the same number saved by two customers has two tokens, one fingerprint."""
+    number = "4000" + "0566" + "5566" + "5556"  # a test card, never whole in a data file
+    other = approve_kyc(make_customer())
+    mine, _ = payment_method_save(
+        customer_id=borrower.pk, card_number=number, exp_month=1, exp_year=clock.now().year + 5
+    )
+    assert decide(borrower, "10.00", product, token=mine.token).outcome == APPROVE
+    theirs, _ = payment_method_save(
+        customer_id=other.pk, card_number=number, exp_month=1, exp_year=clock.now().year + 5
+    )
+    assert theirs.token != mine.token
+    decision = decide(borrower, "10.00", product, token=mine.token)
+    assert (decision.outcome, codes(decision)) == (REVIEW, ["shared_payment_method"])
+    assert decision.explanation["other_customers_on_token"] == 1
+    saved_card(borrower, "pm_other_card", fingerprint="fp_another_card")
+    assert decide(borrower, "10.00", product, token="pm_other_card").outcome == APPROVE
+
+
+def test_a_token_another_customer_used_before_tokens_were_bound_goes_to_review(borrower, product):
     other = approve_kyc(make_customer())
     make_application(customer=other, product=product, amount="10.00", payment_method="pm_x")
     decision = decide(borrower, "10.00", product, token="pm_x")
@@ -307,7 +328,7 @@ def test_customers_are_told_their_own_facts_and_one_generic_risk_reason():
         },
         {
             "code": "shared_payment_method",
-            "message": "2 other customer(s) use this payment method.",
+            "message": "2 other customer(s) saved or use this card.",
         },
         {"code": "velocity", "message": "4 applications in 24 hours (limit 3)."},
         {"code": "borrower_blocked", "message": "The customer may not take new plans: 31-60."},

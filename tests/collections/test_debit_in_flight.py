@@ -24,7 +24,7 @@ from tests.collections.debit_helpers import (
     sandbox_charges,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("customer_cards")]
 
 START = date(2026, 3, 2)
 DUE = date(2026, 4, 2)

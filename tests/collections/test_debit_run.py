@@ -46,7 +46,7 @@ from tests.collections.debit_helpers import (
 )
 from tests.factories import make_customer
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("customer_cards")]
 
 START = date(2026, 3, 2)
 DUE = date(2026, 4, 2)  # the first installment of a monthly plan started on START

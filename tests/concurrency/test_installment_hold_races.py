@@ -23,6 +23,7 @@ from tests.factories import (
     approve_kyc,
     line,
     make_customer,
+    saved_card,
     token_for,
 )
 
@@ -57,7 +58,9 @@ def setup(card_processor):
         down_payment_percent=Decimal(25),
         max_amount=500_000,
     )
-    return approve_kyc(make_customer())
+    customer = approve_kyc(make_customer())
+    saved_card(customer, "pm_card_ok")
+    return customer
 
 
 def outcome(order_id: int) -> tuple[str, str, bool, list[str]]:

@@ -66,10 +66,11 @@ from tests.factories import (
     line,
     make_customer,
     money,
+    saved_card,
     token_for,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("customer_cards")]
 
 MERCHANT = f"{Purpose.MERCHANT}:EUR"
 GATEWAY = f"{Purpose.GATEWAY_CLEARING}:EUR"
@@ -494,6 +495,7 @@ def partner(sandbox, live_server, eager, web_channel):
 
 def partner_customer(email: str):
     customer = approve_kyc(make_customer(email=email))
+    saved_card(customer, "pm_card_ok")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
     return customer, client
@@ -884,6 +886,7 @@ def test_an_opted_in_customer_gets_due_dates_after_their_income_days(
     make_product(code="aligned-3", down_payment="first_installment", cash_flow_aware=True)
     with clock.travel_to(at(date(2026, 7, 1))):
         customer = approve_kyc(make_customer())
+        saved_card(customer, "pm_card_ok")
     for day in (date(2026, 8, 15), date(2026, 9, 15), date(2026, 10, 15)):
         with clock.travel_to(at(day)):
             fund(customer, "100.00")

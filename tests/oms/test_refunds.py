@@ -26,7 +26,7 @@ from tests.bnpl.factories import make_product
 from tests.factories import approve_kyc, channel_with_key, fund, line, make_customer
 from wallet.models import Wallet
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("customer_cards")]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from oms.services import order_fulfil
 from payments.selectors import payment_amounts, transaction_for
 from tests.factories import line, money
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("customer_cards")]
 
 
 def split(client, price: str, card: str = "pm_card"):

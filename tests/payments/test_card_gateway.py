@@ -139,7 +139,10 @@ def test_saving_a_card_keeps_only_the_token(account):
     from payments.processing import gateway_for
 
     token = gateway_for(account).save_payment_method(
-        card_number="4242424242424242", exp_month=12, exp_year=2030, idempotency_key="pm-1"
+        card_number="4242424242424242",
+        exp_month=12,
+        exp_year=clock.now().year + 4,
+        idempotency_key="pm-1",
     )
     assert token.startswith("pm_")
     assert gateway_for(account).health() is True

@@ -14,15 +14,19 @@ from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.test import Client
+from rest_framework.test import APIClient
 
+from core import clock
 from core.money import Money
 from payments import webhooks
 from payments.processing import gateway_for, payment_authorize
 from payments.services import provider_webhook_secret_rotate
+from tests.factories import make_customer, token_for
 
 CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 SUSPICIOUS_FIELD = re.compile(r"card_?num|(^|_)pan($|_)|cvv|cvc|security_code", re.I)
 TEST_CARD = "4242 4242 4242 4242"
+EXP_YEAR = clock.now().year + 4  # the processor refuses an expired card
 
 
 def luhn_valid(digits: str) -> bool:
@@ -66,7 +70,7 @@ def test_card_flows_leave_no_card_number_in_the_database_or_the_logs(account, sa
     token = gateway.save_payment_method(
         card_number=TEST_CARD.replace(" ", ""),
         exp_month=12,
-        exp_year=2030,
+        exp_year=EXP_YEAR,
         idempotency_key="pm-scan",
     )
     txn, _ = payment_authorize(
@@ -77,6 +81,17 @@ def test_card_flows_leave_no_card_number_in_the_database_or_the_logs(account, sa
         payment_method=token,
         idempotency_key="auth-scan",
     )
+    # A customer saves the card through the API: only the token comes back and is kept.
+    customer = make_customer()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
+    saved = client.post(
+        "/api/v1/payment-methods",
+        {"card_number": TEST_CARD.replace(" ", ""), "exp_month": 12, "exp_year": EXP_YEAR},
+        format="json",
+    )
+    assert saved.status_code == 201
+    assert card_numbers_in(saved.content.decode()) == []
     secret = provider_webhook_secret_rotate(account_id=account.pk)
     body = json.dumps(
         {

@@ -16,6 +16,7 @@ from customers.services import customer_create, customer_kyc_approve
 from oms.models import Channel, ChannelKind, Location, LocationKind, Order, StockItem
 from oms.services import LineInput, hash_api_key, order_checkout_installments
 from payments.crypto import encrypt
+from payments.methods import payment_method_record
 from payments.models import Provider, ProviderAccount
 from wallet.bnpl import bnpl_settings
 from wallet.models import BnplWhitelistEntry, TransactionKind
@@ -27,6 +28,14 @@ CUSTOMERS = [
     # email, password, first name, KYC approved?, opening wallet balance (EUR)
     ("alice@example.com", "alice-demo-pass", "Alice", True, "500.00"),
     ("bob@example.com", "bob-demo-pass", "Bob", False, "40.00"),
+]
+# Saved cards (the payment sandbox's tokens; pm_decline and pm_review script its answer):
+# email, token, brand, last4. A token is accepted only from the customer who saved it.
+CARDS = [
+    ("alice@example.com", "pm_card_visa", "visa", "4242"),
+    ("alice@example.com", "pm_decline", "visa", "0002"),
+    ("alice@example.com", "pm_review", "mastercard", "4444"),
+    ("bob@example.com", "pm_card_bob", "visa", "1881"),
 ]
 CHANNELS = [
     ("web", "Web shop", ChannelKind.WEB),
@@ -118,6 +127,15 @@ class Command(BaseCommand):
                 note="Demo opening balance",
             )
             Token.objects.get_or_create(user=customer.user)
+        for email, token, brand, last4 in CARDS:
+            payment_method_record(
+                customer_id=Customer.objects.get(user__username=email).pk,
+                token=token,
+                brand=brand,
+                last4=last4,
+                exp_month=12,
+                exp_year=now.year + 3,
+            )
 
         # Wallet BNPL on, for a whitelisted pilot of one: alice. Settings an admin has
         # since changed are left alone.
