@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
 from django.apps import apps
 from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+from django.test.signals import clear_cache_handlers
 from rest_framework.test import APIClient
 
 from core import clock
@@ -37,6 +41,55 @@ def pytest_configure(config: pytest.Config) -> None:
     from cryptography.fernet import Fernet
 
     settings.PAYMENTS_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    _share_the_cache_through_redis()
+
+
+TEST_CACHE_PREFIX = "oms-test"
+
+
+def _share_the_cache_through_redis() -> None:
+    """The shared cache is Redis, as in production: CACHE_URL, else the broker's Redis.
+
+    Keys carry their own prefix, so clearing them between tests leaves the broker alone.
+    Without Redis the settings' database cache is used (its table is in the test database).
+    """
+    url = os.environ.get("CACHE_URL") or os.environ.get("CELERY_BROKER_URL", "")
+    if not url.startswith(("redis://", "rediss://")):
+        return
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": TEST_CACHE_PREFIX,
+        }
+    }
+    clear_cache_handlers(setting="CACHES")  # as override_settings does
+
+
+def _clear_shared_cache(request: pytest.FixtureRequest) -> None:
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        client = backend._cache.get_client(None, write=True)
+        keys = list(client.scan_iter(match=f"{TEST_CACHE_PREFIX}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    elif _uses_database(request):
+        backend.clear()
+
+
+def _uses_database(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    return marker is not None or bool({"db", "transactional_db"} & set(request.fixturenames))
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache_is_cleared(request: pytest.FixtureRequest):
+    """Throttle counters and circuit breakers never leak from one test into another."""
+    if _uses_database(request):
+        request.getfixturevalue("_django_db_helper")
+    _clear_shared_cache(request)
+    yield
+    _clear_shared_cache(request)
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +104,7 @@ def _clock_is_put_back(request: pytest.FixtureRequest):
 @pytest.fixture(autouse=True)
 def _ledger_stays_consistent(request: pytest.FixtureRequest):
     """After every test that touches the database, the ledger must verify clean."""
-    marker = request.node.get_closest_marker("django_db")
-    if marker is None and not {"db", "transactional_db"} & set(request.fixturenames):
+    if not _uses_database(request):
         yield
         return
     # Set the database up first, so this check runs before its rollback or flush.
@@ -133,7 +185,8 @@ def sandbox():
 
 
 @pytest.fixture(autouse=True)
-def fresh_breakers():
+def fresh_breakers(_shared_cache_is_cleared):
+    """Breakers a test configured are forgotten; their state went with the cache."""
     reliability._breakers.clear()
     yield
     reliability._breakers.clear()

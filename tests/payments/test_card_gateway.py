@@ -107,7 +107,7 @@ def test_a_500_is_retried_with_the_same_key_and_charges_once(account, sandbox):
 def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_good_trial(account):
     now = [0.0]
     breaker = reliability.CircuitBreaker(
-        failure_threshold=2, reset_seconds=30, clock=lambda: now[0]
+        "card", failure_threshold=2, reset_seconds=30, clock=lambda: now[0]
     )
     reliability._breakers["card"] = breaker
     good_url = account.base_url
