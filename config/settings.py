@@ -161,6 +161,9 @@ else:
             "KEY_PREFIX": "oms",
             # Culling a full table could drop a breaker's state: keep far more than needed.
             "OPTIONS": {"MAX_ENTRIES": 100_000},
+            # incr() here rewrites the row with the default timeout: keep counters until
+            # their window's start key expires (Redis keeps a counter's own expiry).
+            "TIMEOUT": None,
         }
     }
 
@@ -183,6 +186,16 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/wallet/"
 
+# --- Sign-in throttling (customers/throttling.py) -------------------------------------
+# Failed sign-ins allowed per window from one address for one account, and from one
+# address across accounts; then that address waits for the window to end (429).
+LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
+LOGIN_FAILURES_PER_ACCOUNT = 5
+LOGIN_FAILURES_PER_ADDRESS = 50
+# Proxies in front of the app that append to X-Forwarded-For: 0 trusts REMOTE_ADDR only,
+# so a client cannot pick its own address.
+NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))
+
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -198,6 +211,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "NUM_PROXIES": NUM_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {

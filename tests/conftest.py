@@ -8,6 +8,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from django.core.management import call_command
+from django.test import override_settings
 from django.test.signals import clear_cache_handlers
 from rest_framework.test import APIClient
 
@@ -80,6 +82,26 @@ def _clear_shared_cache(request: pytest.FixtureRequest) -> None:
 def _uses_database(request: pytest.FixtureRequest) -> bool:
     marker = request.node.get_closest_marker("django_db")
     return marker is not None or bool({"db", "transactional_db"} & set(request.fixturenames))
+
+
+@pytest.fixture(params=["redis", "database"])
+def shared_cache(request, db):
+    """Each backend of the shared cache in turn: the tests' Redis, then the embedded
+    default's database table."""
+    if request.param == "redis":
+        yield
+        return
+    database_cache = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "oms_cache",
+            "KEY_PREFIX": "oms",
+            "TIMEOUT": None,
+        }
+    }
+    with override_settings(CACHES=database_cache):
+        call_command("createcachetable", verbosity=0)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from django.core.management import call_command
-from django.test import override_settings
 
 from payments.gateway import GatewayTechnicalError
 from payments.reliability import CircuitBreaker, CircuitOpen
 
 pytestmark = pytest.mark.django_db
-
-DATABASE_CACHE = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-        "LOCATION": "oms_cache",
-        "KEY_PREFIX": "oms",
-    }
-}
-
-
-@pytest.fixture(params=["redis", "database"])
-def shared_cache(request):
-    """The cache of the test settings (Redis), then the embedded default's table."""
-    if request.param == "redis":
-        yield
-        return
-    with override_settings(CACHES=DATABASE_CACHE):
-        call_command("createcachetable", verbosity=0)
-        yield
 
 
 def failing() -> None:
