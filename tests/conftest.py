@@ -46,23 +46,22 @@ def pytest_configure(config: pytest.Config) -> None:
     _share_the_cache_through_redis()
 
 
-TEST_CACHE_PREFIX = "oms-test"
-
-
 def _share_the_cache_through_redis() -> None:
     """The shared cache is Redis, as in production: CACHE_URL, else the broker's Redis.
 
-    Keys carry their own prefix, so clearing them between tests leaves the broker alone.
+    CACHE_URL is exported, so worker processes a test starts share it too. Cache keys
+    carry a prefix, so clearing them between tests leaves the broker's keys alone.
     Without Redis the settings' database cache is used (its table is in the test database).
     """
     url = os.environ.get("CACHE_URL") or os.environ.get("CELERY_BROKER_URL", "")
     if not url.startswith(("redis://", "rediss://")):
         return
+    os.environ["CACHE_URL"] = url
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": url,
-            "KEY_PREFIX": TEST_CACHE_PREFIX,
+            "KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
         }
     }
     clear_cache_handlers(setting="CACHES")  # as override_settings does
@@ -72,7 +71,7 @@ def _clear_shared_cache(request: pytest.FixtureRequest) -> None:
     backend = caches["default"]
     if isinstance(backend, RedisCache):
         client = backend._cache.get_client(None, write=True)
-        keys = list(client.scan_iter(match=f"{TEST_CACHE_PREFIX}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{backend.key_prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
     elif _uses_database(request):
