@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+# One production-style secret for every child process of a bench run.
+BENCH_SECRET_KEY = secrets.token_urlsafe(50)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/oms"
 
@@ -78,6 +82,8 @@ def child_env(database_url: str, var_dir: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_DEBUG="0",
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY") or BENCH_SECRET_KEY,
+        DJANGO_SECURE_SSL_REDIRECT="0",  # the bench speaks plain HTTP to 127.0.0.1
         LOG_LEVEL="WARNING",
         OMS_VAR_DIR=var_dir,
         PYTHONUNBUFFERED="1",

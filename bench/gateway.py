@@ -43,6 +43,7 @@ import functools
 import http.client
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -56,6 +57,9 @@ from collections import Counter
 from pathlib import Path
 
 from benchdb import stop_process_group, tail
+
+# One production-style secret for every child process of a bench run.
+BENCH_SECRET_KEY = secrets.token_urlsafe(50)
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.7
@@ -76,6 +80,9 @@ def sandbox_env(var_dir: str) -> dict[str, str]:
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_DEBUG="0",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY") or BENCH_SECRET_KEY,
+        DJANGO_SECURE_SSL_REDIRECT="0",  # the bench speaks plain HTTP to 127.0.0.1
         LOG_LEVEL="WARNING",
         OMS_VAR_DIR=var_dir,  # keep the filesystem broker and SQLite defaults out of var/
         PYTHONUNBUFFERED="1",

@@ -30,6 +30,7 @@ def main() -> int:
     for folder in (var, *(var / "broker" / name for name in ("queue", "processed", "control"))):
         folder.mkdir(parents=True, exist_ok=True)
     manage("migrate", "--noinput", "-v", "0")
+    manage("createcachetable")  # the shared cache's table when CACHE_URL is unset
     os.environ.setdefault("PAYMENT_SANDBOX_URL", f"http://127.0.0.1:{SANDBOX_PORT}")
     manage("seed_demo")
     manage("setup_periodic_tasks")

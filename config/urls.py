@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
+from customers import views as customers_views
 from payments import views as payments_views
 from reports import admin_views as reports_admin_views
 
@@ -24,10 +25,15 @@ urlpatterns = [
         admin.site.admin_view(reports_admin_views.collections_kpis),
         name="reports-collections-admin",
     ),
+    path("admin/login/", customers_views.throttled_login(admin.site.login)),
     path("admin/", admin.site.urls),
     path("wallet/", include("wallet.urls")),
     path("plans/", include("bnpl.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path(
+        "accounts/login/",
+        customers_views.throttled_login(auth_views.LoginView.as_view()),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

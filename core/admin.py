@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.db import transaction
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import PeriodicTask
 
 from core.audit import audit_record
 from core.models import AuditEntry, DeadLetter, IdempotencyRecord, OutboundEmail
@@ -103,3 +105,27 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "template", "to", "subject", "status", "sent_at", "attempts")
     list_filter = ("status", "template")
     search_fields = ("to", "dedupe_key", "subject")
+
+
+def _needs_change_permission(name: str):
+    """django-celery-beat's action ``name``, offered only to who may change the tasks."""
+    base = getattr(beat_admin.PeriodicTaskAdmin, name)
+
+    def action(self, request, queryset):
+        return base(self, request, queryset)
+
+    action.__name__ = name
+    return admin.action(description=base.short_description, permissions=["change"])(action)
+
+
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
+    """The periodic jobs: running, enabling or pausing one needs the change permission."""
+
+    enable_tasks = _needs_change_permission("enable_tasks")
+    disable_tasks = _needs_change_permission("disable_tasks")
+    toggle_tasks = _needs_change_permission("toggle_tasks")
+    run_tasks = _needs_change_permission("run_tasks")

@@ -38,7 +38,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: the database and the Celery broker are reachable.
 
     Checks registered by other apps (``core.readiness``) are added; only gating ones
-    can make the answer 503.
+    can make the answer 503. Details (error text, versions) are shown to staff only.
     """
     checks = {"database": _check_database(), "broker": _check_broker()}
     gating = set(checks)
@@ -50,6 +50,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
         if check.gating:
             gating.add(check.name)
     ready = all(checks[name]["status"] == "ok" for name in gating)
+    if not (request.user.is_authenticated and request.user.is_staff):
+        # Error text names hosts and users: others learn only which check failed.
+        checks = {name: {"status": check["status"]} for name, check in checks.items()}
     return JsonResponse(
         {"status": "ok" if ready else "error", "checks": checks}, status=200 if ready else 503
     )

@@ -5,23 +5,28 @@ never retried blindly (the reconciler asks the provider). Only ``GatewayTechnica
 (5xx, connection refused) is retried, with exponential backoff and full jitter, and
 with the same idempotency key, so a retry can never charge twice.
 
-The breaker is per process (each web or worker process learns on its own): after
-``failure_threshold`` technical failures in a row it opens and refuses calls at once for
-``reset_seconds``; then one trial call decides whether it closes again.
+The breaker is per provider and shared by every web and worker process (its state is in
+the shared cache): after ``failure_threshold`` technical failures in a row it opens and
+refuses calls at once for ``reset_seconds``; then one trial call, in whichever process
+comes first, decides whether it closes again.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.core.cache import cache
+
 from core.errors import ApplicationError
 from payments.gateway import GatewayTechnicalError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class CircuitOpen(ApplicationError):
@@ -31,56 +36,99 @@ class CircuitOpen(ApplicationError):
 
 
 class CircuitBreaker:
+    """A provider's breaker; its counters live in the shared cache under ``name``.
+
+    Counts go up with the cache's atomic ``incr`` (Redis); the database cache of the
+    embedded default increments by read-and-write, which may undercount a burst by one.
+    An unreachable cache leaves the breaker closed: calls go on, unguarded.
+    """
+
+    # A trial that never reports back (its process died) frees the slot after this long.
+    trial_lease_seconds = 120
+
     def __init__(
         self,
+        name: str,
         *,
         failure_threshold: int = 5,
         reset_seconds: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,  # wall clock: shared by processes
     ) -> None:
+        self.name = name
         self.failure_threshold = failure_threshold
         self.reset_seconds = reset_seconds
         self._clock = clock
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._trial_running = False
+
+    def _key(self, part: str) -> str:
+        return f"payments:breaker:{self.name}:{part}"
+
+    def _opened_at(self) -> float | None:
+        try:
+            return cache.get(self._key("opened_at"))
+        except Exception:
+            logger.warning("circuit breaker %s: the shared cache is unreachable", self.name)
+            return None
 
     @property
     def state(self) -> str:
-        with self._lock:
-            if self._opened_at is None:
-                return "closed"
-            if self._clock() - self._opened_at >= self.reset_seconds:
-                return "half_open"
-            return "open"
+        opened_at = self._opened_at()
+        if opened_at is None:
+            return "closed"
+        if self._clock() - opened_at >= self.reset_seconds:
+            return "half_open"
+        return "open"
 
-    def _before(self) -> None:
-        with self._lock:
-            if self._opened_at is None:
-                return
-            if self._clock() - self._opened_at < self.reset_seconds or self._trial_running:
-                raise CircuitOpen()
-            self._trial_running = True  # half-open: this call is the trial
+    def _before(self) -> bool:
+        """Refuse the call while open; returns whether this call is the half-open trial."""
+        opened_at = self._opened_at()
+        if opened_at is None:
+            return False
+        if self._clock() - opened_at < self.reset_seconds:
+            raise CircuitOpen()
+        if not cache.add(self._key("trial"), True, timeout=self.trial_lease_seconds):
+            raise CircuitOpen()  # another process runs the trial
+        return True
 
-    def _after(self, ok: bool) -> None:
-        with self._lock:
-            self._trial_running = False
+    def _after(self, ok: bool, *, trial: bool = False) -> None:
+        try:
+            if trial:
+                cache.delete(self._key("trial"))
             if ok:
-                self._failures, self._opened_at = 0, None
+                keys = [self._key("failures"), self._key("opened_at")]
+                if cache.get_many(keys):  # a read on the hot path; a write only to close
+                    cache.delete_many(keys)
                 return
-            self._failures += 1
-            if self._opened_at is not None or self._failures >= self.failure_threshold:
-                self._opened_at = self._clock()
+            failures = self._count_failure()
+            if self._opened_at() is not None or failures >= self.failure_threshold:
+                cache.set(self._key("opened_at"), self._clock(), timeout=None)
+        except Exception:
+            logger.warning("circuit breaker %s: the shared cache is unreachable", self.name)
+
+    def _count_failure(self) -> int:
+        key = self._key("failures")
+        cache.add(key, 0, timeout=None)
+        try:
+            return cache.incr(key)
+        except ValueError:  # deleted by a success in between
+            cache.set(key, 1, timeout=None)
+            return 1
+
+    def reset(self) -> None:
+        """Close the breaker (the provider is known to be back)."""
+        cache.delete_many([self._key(p) for p in ("failures", "opened_at", "trial")])
 
     def call(self, fn: Callable[[], T]) -> T:
-        self._before()
+        trial = self._before()
         try:
             result = fn()
         except GatewayTechnicalError:
-            self._after(ok=False)
+            self._after(ok=False, trial=trial)
             raise
-        self._after(ok=True)
+        except BaseException:
+            if trial:  # neither a success nor a technical failure: let another trial run
+                cache.delete(self._key("trial"))
+            raise
+        self._after(ok=True, trial=trial)
         return result
 
 
@@ -90,7 +138,7 @@ _breakers_lock = threading.Lock()
 
 def breaker_for(provider: str) -> CircuitBreaker:
     with _breakers_lock:
-        return _breakers.setdefault(provider, CircuitBreaker())
+        return _breakers.setdefault(provider, CircuitBreaker(provider))
 
 
 def with_retries(

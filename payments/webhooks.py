@@ -39,12 +39,14 @@ def verify(*, header: str | None, body: bytes, secrets: Sequence[str], now: floa
     """Raise ``WebhookRejected`` unless ``header`` signs ``body`` with one of ``secrets``."""
     if not header:
         raise _reject("webhooks.signature_missing", f"The {HEADER} header is missing.")
+    if not header.isascii():  # a signature is ASCII; compare_digest refuses anything else
+        raise _reject("webhooks.signature_malformed", f"{HEADER} must be t=…,v1=… in ASCII.")
     parts: dict[str, list[str]] = {}
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
         parts.setdefault(key, []).append(value)
     try:
-        timestamp = int(parts["t"][0])
+        timestamp = int(parts["t"][0])  # ASCII digits only: the header is ASCII
         candidates = parts["v1"]
     except (KeyError, ValueError):
         raise _reject("webhooks.signature_malformed", f"{HEADER} must be t=…,v1=….") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
@@ -12,7 +13,12 @@ from reports.api.serializers import CollectionsQuerySerializer, bucket_row, week
 
 
 def collections_kpis(request: HttpRequest) -> TemplateResponse:
-    """The collections KPIs of ``GET /api/v1/reports/collections``, for the admin."""
+    """The collections KPIs of ``GET /api/v1/reports/collections``, for the admin.
+
+    Staff who may view debit attempts see it, as they see the figures it adds up.
+    """
+    if not request.user.has_perm("collections.view_debitattempt"):
+        raise PermissionDenied
     default_from, default_to = selectors.default_window(clock.business_date())
     query = CollectionsQuerySerializer(data=request.GET)
     errors = None

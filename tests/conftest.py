@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
 from django.apps import apps
 from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+from django.core.management import call_command
+from django.test import override_settings
+from django.test.signals import clear_cache_handlers
 from rest_framework.test import APIClient
 
 from core import clock
@@ -44,6 +50,74 @@ def pytest_configure(config: pytest.Config) -> None:
     from cryptography.fernet import Fernet
 
     settings.PAYMENTS_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    _share_the_cache_through_redis()
+
+
+def _share_the_cache_through_redis() -> None:
+    """The shared cache is Redis, as in production: CACHE_URL, else the broker's Redis.
+
+    CACHE_URL is exported, so worker processes a test starts share it too. Cache keys
+    carry a prefix, so clearing them between tests leaves the broker's keys alone.
+    Without Redis the settings' database cache is used (its table is in the test database).
+    """
+    url = os.environ.get("CACHE_URL") or os.environ.get("CELERY_BROKER_URL", "")
+    if not url.startswith(("redis://", "rediss://")):
+        return
+    os.environ["CACHE_URL"] = url
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+        }
+    }
+    clear_cache_handlers(setting="CACHES")  # as override_settings does
+
+
+def _clear_shared_cache(request: pytest.FixtureRequest) -> None:
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        client = backend._cache.get_client(None, write=True)
+        keys = list(client.scan_iter(match=f"{backend.key_prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    elif _uses_database(request):
+        backend.clear()
+
+
+def _uses_database(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    return marker is not None or bool({"db", "transactional_db"} & set(request.fixturenames))
+
+
+@pytest.fixture(params=["redis", "database"])
+def shared_cache(request, db):
+    """Each backend of the shared cache in turn: the tests' Redis, then the embedded
+    default's database table."""
+    if request.param == "redis":
+        yield
+        return
+    database_cache = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "oms_cache",
+            "KEY_PREFIX": "oms",
+            "TIMEOUT": None,
+        }
+    }
+    with override_settings(CACHES=database_cache):
+        call_command("createcachetable", verbosity=0)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache_is_cleared(request: pytest.FixtureRequest):
+    """Throttle counters and circuit breakers never leak from one test into another."""
+    if _uses_database(request):
+        request.getfixturevalue("_django_db_helper")
+    _clear_shared_cache(request)
+    yield
+    _clear_shared_cache(request)
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +132,7 @@ def _clock_is_put_back(request: pytest.FixtureRequest):
 @pytest.fixture(autouse=True)
 def _ledger_stays_consistent(request: pytest.FixtureRequest):
     """After every test that touches the database, the ledger must verify clean."""
-    marker = request.node.get_closest_marker("django_db")
-    if marker is None and not {"db", "transactional_db"} & set(request.fixturenames):
+    if not _uses_database(request):
         yield
         return
     # Set the database up first, so this check runs before its rollback or flush.
@@ -163,7 +236,8 @@ def sandbox():
 
 
 @pytest.fixture(autouse=True)
-def fresh_breakers():
+def fresh_breakers(_shared_cache_is_cleared):
+    """Breakers a test configured are forgotten; their state went with the cache."""
     reliability._breakers.clear()
     yield
     reliability._breakers.clear()

@@ -4,6 +4,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -398,6 +399,8 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
 
     def explain_view(self, request: HttpRequest):
         """Why was this customer not offered BNPL for this cart?"""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         form = ExplainForm(request.GET or None)
         verdict = None
         if form.is_valid():

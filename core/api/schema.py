@@ -12,6 +12,7 @@ _DESCRIPTIONS = {
     409: "Conflicts with current state (out of stock, idempotency key in use or reused)",
     415: "Content type is not application/json",
     422: "Breaks a business rule (e.g. wallet.insufficient_balance)",
+    429: "Too many attempts (request.throttled); retry after Retry-After seconds",
 }
 
 
@@ -21,6 +22,14 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
         for status in statuses
     }
 
+
+RETRY_AFTER_HEADER = OpenApiParameter(
+    name="Retry-After",
+    location=OpenApiParameter.HEADER,
+    type=int,
+    response=[429],
+    description="Seconds to wait before trying again.",
+)
 
 IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
     name="Idempotency-Key",
@@ -33,4 +42,4 @@ IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
     ),
 )
 
-__all__ = ["IDEMPOTENCY_KEY_HEADER", "OpenApiExample", "error_responses"]
+__all__ = ["IDEMPOTENCY_KEY_HEADER", "RETRY_AFTER_HEADER", "OpenApiExample", "error_responses"]

@@ -383,7 +383,7 @@ def test_an_unreachable_provider_is_asked_again_then_retried_in_minutes_with_a_n
     )
     card_processor.base_url = f"{sandbox}/card"
     card_processor.save(update_fields=["base_url"])
-    reliability._breakers.clear()  # the breaker's pause is over
+    reliability.breaker_for("card").reset()  # the breaker's pause is over
 
     # +6 min: the provider says it never saw the key, so a new attempt is safe; it is
     # scheduled at the next technical step.
@@ -706,7 +706,7 @@ def test_a_run_never_charges_early(
         debits.debit_attempts_reconcile()  # still unreachable: unknown, asked again later
     card_processor.base_url = f"{sandbox}/card"
     card_processor.save(update_fields=["base_url"])
-    reliability._breakers.clear()
+    reliability.breaker_for("card").reset()
     with clock.travel_to(moment(DUE) + timedelta(minutes=16)):
         debits.debit_attempts_reconcile()  # the processor never saw it: failed, retry later
     first = DebitAttempt.objects.get()

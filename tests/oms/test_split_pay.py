@@ -163,7 +163,8 @@ def test_an_open_circuit_cancels_the_order_and_returns_the_wallet_part(
 
     stock("A", 10)
     breaker = reliability.breaker_for("card")
-    breaker._opened_at = breaker._clock()  # as after repeated failures
+    for _ in range(breaker.failure_threshold):  # as after repeated failures
+        breaker._after(ok=False)
     response = split(customer_api, "650.00")
     assert (response.status_code, response.json()["error"]["code"]) == (
         422,

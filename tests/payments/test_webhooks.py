@@ -7,7 +7,7 @@ from django.test import Client
 
 from core import clock
 from payments import webhooks
-from payments.models import PaymentEvent, PaymentTransaction, WebhookEvent
+from payments.models import PaymentEvent, PaymentTransaction, ProviderAccount, WebhookEvent
 from payments.selectors import payment_amounts
 from payments.services import provider_webhook_secret_rotate
 from tests.payments.conftest import deliver, event
@@ -162,3 +162,36 @@ def test_an_event_for_an_unknown_payment_is_kept_as_failed_and_can_be_processed_
     )
     assert WebhookEvent.objects.get().status == "processed"
     assert payment_amounts(PaymentTransaction.objects.get()).authorized.minor == 500
+
+
+@pytest.mark.parametrize("provider", ["card", "lending_partner"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "t={now},v1=é",  # a non-ASCII signature
+        "t={now},v1=" + "é" * 64,
+        "t=١٢٣,v1=abc",  # Arabic-Indic digits in the timestamp
+        "t={now},v1=abc\u00ff",
+    ],
+)
+def test_a_non_ascii_signature_header_is_a_400_envelope(provider, header, unchanged_db):
+    now = clock.now()
+    account = ProviderAccount.objects.create(
+        provider=provider,
+        enabled=True,
+        base_url="http://127.0.0.1:9/x",
+        created_at=now,
+        updated_at=now,
+    )
+    secret = provider_webhook_secret_rotate(account_id=account.pk)
+    body = json.dumps(event("evt_x", "payment.authorized", "pay_x", 100)).encode()
+    check = unchanged_db()
+    response = deliver(
+        Client(), body, secret, header=header.format(now=int(time.time())), provider=provider
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] in {
+        "webhooks.signature_malformed",
+        "webhooks.signature_invalid",
+    }
+    check()
