@@ -17,7 +17,7 @@ from payments import webhooks
 from payments.models import PaymentTransaction
 from payments.services import provider_webhook_secret_rotate
 from tests.bnpl.factories import make_product
-from tests.factories import approve_kyc, line
+from tests.factories import approve_kyc, line, saved_card
 
 
 def wire_card_notifications(sandbox, card_processor, live_server):
@@ -46,6 +46,7 @@ def place_financed_order(customer, customer_api, stock) -> Order:
         max_amount=500_000,
     )
     stock("A", 10)
+    saved_card(customer, "pm_card_ok")
     response = customer_api.post(
         "/api/v1/orders",
         {
