@@ -5,7 +5,8 @@ Policy hooks (``settings.py``), each a dotted path:
 - ``WALLET_BNPL_ELIGIBILITY_FILTERS``: callables ``(customer, amount: Money) -> str | None``;
   a string is a reason to refuse BNPL for that cart.
 - ``WALLET_BNPL_INTEREST_POLICY``: ``(debt, bnpl_settings, on: date) -> int`` minor units of
-  interest accrued on the debt as of ``on`` (must never decrease as ``on`` advances).
+  interest accrued on the debt as of ``on``, a business date (must never decrease as ``on``
+  advances; compare it with ``debt.taken_on``, not with ``debt.created_at.date()``, a UTC date).
 - ``WALLET_BNPL_MAX_DEBT_POLICY``: ``(customer, bnpl_settings) -> int`` minor units.
 """
 

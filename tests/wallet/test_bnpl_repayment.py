@@ -212,6 +212,7 @@ def debts_api(customer):
     return api(customer).get("/api/v1/wallet/debts").json()
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_no_interest_during_grace_then_fixed_50_for_each_started_week(bnpl, approved):
     """The documented scenario: interest fixed, amount 50, grace 7 → flat 50 each week."""
     enable_wallet_bnpl(
@@ -238,6 +239,7 @@ def test_no_interest_during_grace_then_fixed_50_for_each_started_week(bnpl, appr
         assert row["total_due"] == money(str(Decimal("200.00") + Decimal(interest)))
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_fixed_once_charges_the_flat_amount_one_time(bnpl, approved):
     enable_wallet_bnpl(
         interest_type=InterestType.FIXED,
@@ -250,6 +252,7 @@ def test_fixed_once_charges_the_flat_amount_one_time(bnpl, approved):
         assert debts_api(approved)[0]["interest_due"] == money("50.00")
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_percent_interest_follows_the_formula_and_the_rounding_rule(bnpl, approved):
     # 333.33 × 2.5 % × 10/30 = 2.777775 → 2.78
     enable_wallet_bnpl(
@@ -263,6 +266,7 @@ def test_percent_interest_follows_the_formula_and_the_rounding_rule(bnpl, approv
         assert debts_api(approved)[0]["interest_due"] == money("2.78")
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_repayment_crystallizes_interest_and_pays_it_before_principal(bnpl, approved):
     enable_wallet_bnpl(
         interest_type=InterestType.FIXED, interest_amount=Decimal("50"), grace_days=7
@@ -281,6 +285,7 @@ def test_repayment_crystallizes_interest_and_pays_it_before_principal(bnpl, appr
     receivable_matches_debts(approved)
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_interest_policy_hook_replaces_the_formula(bnpl, approved, settings):
     settings.WALLET_BNPL_INTEREST_POLICY = "tests.wallet.test_bnpl_repayment.one_cent_a_day"
     borrow(approved, "10.00")
@@ -289,7 +294,7 @@ def test_interest_policy_hook_replaces_the_formula(bnpl, approved, settings):
 
 
 def one_cent_a_day(debt, conf, on):
-    return (on - debt.created_at.date()).days
+    return (on - debt.taken_on).days
 
 
 # --- write-off, withdrawals -------------------------------------------------------------
