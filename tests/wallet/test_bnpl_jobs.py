@@ -150,8 +150,8 @@ def test_settings_changes_and_whitelist_are_audited(bnpl, admin_client, admin_us
         "enabled": "on",
         "currency": "EUR",
         "eligibility_mode": "whitelist",
-        "max_debt": "500.00",
-        "min_order_amount": "100.00",
+        "max_debt_per_user": "500.00",
+        "min_order": "100.00",
         "repayment_days": "14",
         "interest_type": "fixed",
         "interest_amount": "50",
@@ -170,7 +170,7 @@ def test_settings_changes_and_whitelist_are_audited(bnpl, admin_client, admin_us
     assert change.changes["eligibility_mode"] == ["all_kyc_approved", "whitelist"]
     assert change.changes["kyc_required_features"] == ["[]", "['withdrawal']"]
     assert list(KycRequirement.objects.values_list("feature", flat=True)) == ["withdrawal"]
-    bad = admin_client.post(url, {**form, "max_debt": "1.001"})
+    bad = admin_client.post(url, {**form, "max_debt_per_user": "1.001"})
     assert bad.status_code == 200  # the form comes back with the error
     assert BnplSettings.objects.get().max_debt_per_user == 50000
 
