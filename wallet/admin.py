@@ -4,8 +4,9 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet, Subquery
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
@@ -323,6 +324,7 @@ class ExplainForm(forms.Form):
 @admin.register(WalletDebt)
 class WalletDebtAdmin(ActionsOnlyAdmin):
     change_list_template = "admin/wallet/walletdebt/change_list.html"
+    change_form_template = "admin/wallet/walletdebt/change_form.html"
     list_display = (
         "id",
         "customer",
@@ -353,7 +355,8 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
         return str(selectors.debt_views([obj])[0].total_due)
 
     @admin.action(description="Write off selected debts…", permissions=["change"])
-    def write_off(self, request: HttpRequest, queryset: QuerySet[WalletDebt]):
+    def write_off(self, request: HttpRequest, queryset: QuerySet[WalletDebt], cancel_url="."):
+        """Confirm, then write off each open debt selected (``services.debt_write_off``)."""
         debts = list(
             queryset.exclude(status=DebtStatus.REPAID).select_related("wallet__customer__user")
         )
@@ -368,6 +371,7 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
                     "queryset": debts,
                     "opts": self.model._meta,
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                    "cancel_url": cancel_url,
                 },
             )
         note = request.POST.get("note", "").strip() or "Written off in the admin"
@@ -383,12 +387,38 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
             self.message_user(request, f"Wrote off {done} debt(s).", messages.SUCCESS)
         return None
 
+    def write_off_view(self, request: HttpRequest, object_id: str):
+        """The list action for this one debt, from its own page: same confirmation, same
+        permission, same service."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        debt = self.get_object(request, object_id)
+        if debt is None:
+            raise Http404
+        page = reverse("admin:wallet_walletdebt_change", args=[debt.pk])
+        queryset = self.get_queryset(request).filter(pk=debt.pk)
+        return self.write_off(request, queryset, cancel_url=page) or HttpResponseRedirect(page)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        debt = self.get_object(request, object_id)
+        if debt is not None and debt.is_open and self.has_change_permission(request):
+            extra_context = {
+                **(extra_context or {}),
+                "write_off_url": reverse("admin:wallet_walletdebt_write_off", args=[debt.pk]),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self):
         return [
             path(
                 "explain/",
                 self.admin_site.admin_view(self.explain_view),
                 name="wallet_walletdebt_explain",
+            ),
+            path(
+                "<path:object_id>/write-off/",
+                self.admin_site.admin_view(self.write_off_view),
+                name="wallet_walletdebt_write_off",
             ),
             *super().get_urls(),
         ]

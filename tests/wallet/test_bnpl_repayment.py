@@ -334,6 +334,53 @@ def test_goodwill_write_off_from_the_admin_with_confirmation(
     receivable_matches_debts(approved)
 
 
+def test_a_debt_is_written_off_from_its_own_page_with_the_same_confirmation(
+    bnpl, approved, admin_client, admin_user, unchanged_db
+):
+    enable_wallet_bnpl(interest_type=InterestType.FIXED, interest_amount=Decimal("5"), grace_days=0)
+    debt_id = borrow(approved, "80.00")
+    page_url = reverse("admin:wallet_walletdebt_change", args=[debt_id])
+    write_off_url = reverse("admin:wallet_walletdebt_write_off", args=[debt_id])
+    assert f'href="{write_off_url}"' in admin_client.get(page_url).content.decode()
+    check = unchanged_db()
+    confirm = admin_client.get(write_off_url)
+    assert confirm.status_code == 200
+    assert b"Yes, write them off" in confirm.content
+    assert f'href="{page_url}"'.encode() in confirm.content  # "No, take me back"
+    check()  # nothing happens before confirming
+    done = admin_client.post(write_off_url, {"confirm": "yes", "note": "Goodwill, call 42"})
+    assert done.status_code == 302
+    assert done.url == page_url
+    row = debt(debt_id)
+    assert (row.status, row.resolution, row.written_off) == (
+        DebtStatus.REPAID,
+        DebtResolution.WRITTEN_OFF,
+        8000,
+    )
+    assert row.resolved_by == admin_user
+    audit = AuditEntry.objects.get(action="wallet.debt_write_off")
+    assert (audit.actor, audit.note) == (admin_user, "Goodwill, call 42")
+    receivable_matches_debts(approved)
+    assert write_off_url not in admin_client.get(page_url).content.decode()  # closed now
+
+
+def test_the_write_off_button_needs_the_change_permission(bnpl, approved, client, unchanged_db):
+    from django.contrib.auth.models import Permission, User
+
+    debt_id = borrow(approved, "80.00")
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_walletdebt"))
+    client.force_login(viewer)
+    page = client.get(reverse("admin:wallet_walletdebt_change", args=[debt_id]))
+    assert page.status_code == 200
+    write_off_url = reverse("admin:wallet_walletdebt_write_off", args=[debt_id])
+    assert write_off_url not in page.content.decode()
+    check = unchanged_db()
+    assert client.get(write_off_url).status_code == 403
+    assert client.post(write_off_url, {"confirm": "yes"}).status_code == 403
+    check()
+
+
 def test_withdrawal_is_blocked_while_in_debt_and_without_kyc_when_required(
     bnpl, approved, unchanged_db
 ):
