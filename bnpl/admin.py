@@ -21,7 +21,8 @@ from bnpl.selectors import plan_view
 from core import clock
 from core.admin import ActionsOnlyAdmin, AuditedAdmin
 from core.errors import ApplicationError
-from core.money import CURRENCY_EXPONENTS, Money, MoneyError
+from core.forms import MoneyFormMixin
+from core.money import Money
 from customers.models import Tier
 
 # --- products and promotions ----------------------------------------------------------
@@ -46,8 +47,11 @@ PRODUCT_MONEY_NOTES = {
 PREVIEW_MAJOR_AMOUNT = 1000
 
 
-class PlanProductForm(forms.ModelForm):
+class PlanProductForm(MoneyFormMixin, forms.ModelForm):
     """Amounts in major units ("12.50"); the terms must price (consistent method and APR …)."""
+
+    money_fields = PRODUCT_MONEY_FIELDS
+    money_notes = PRODUCT_MONEY_NOTES
 
     class Meta:
         model = PlanProduct
@@ -61,36 +65,8 @@ class PlanProductForm(forms.ModelForm):
             "decider", "partner_account",
         )  # fmt: skip
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        currency = self.instance.currency if self.instance.pk else "EUR"
-        for name in PRODUCT_MONEY_FIELDS:
-            model_field = PlanProduct._meta.get_field(name)
-            self.fields[name] = forms.DecimalField(
-                label=self.fields[name].label,
-                min_value=Decimal(0),
-                decimal_places=3,
-                help_text="In the product's currency, e.g. 12.50"
-                + PRODUCT_MONEY_NOTES.get(name, ""),
-            )
-            self.initial[name] = Money(
-                getattr(self.instance, name) if self.instance.pk else model_field.default,
-                currency,
-            ).to_decimal()
-
     def clean(self) -> dict:
-        data = super().clean()
-        currency = data.get("currency")
-        if currency not in CURRENCY_EXPONENTS:
-            self.add_error("currency", "Use an ISO 4217 code the product accepts, e.g. EUR.")
-            return data
-        for name in PRODUCT_MONEY_FIELDS:
-            if data.get(name) is None:
-                continue
-            try:
-                data[name] = Money.parse(data[name], currency).minor
-            except MoneyError as exc:
-                self.add_error(name, exc.message)
+        data = super().clean()  # the money fields are minor units from here on
         if self.errors:
             return data
         candidate = PlanProduct(**{k: v for k, v in data.items() if k != "partner_account"})

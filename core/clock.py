@@ -34,6 +34,11 @@ def business_date() -> date:
     return now().astimezone(business_tz()).date()
 
 
+def business_time(moment: datetime) -> datetime:
+    """``moment`` (aware) as a person reads it: in the business time zone."""
+    return moment.astimezone(business_tz())
+
+
 @contextmanager
 def _offset_by(offset: Callable[[timedelta], timedelta]) -> Iterator[None]:
     """Set the clock's offset (``offset`` of the current one) for the duration of the block.

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from core import clock
+
 
 class AuditEntry(models.Model):
     """Who changed what, written in the same transaction as the change. Never updated."""
@@ -29,7 +31,7 @@ class AuditEntry(models.Model):
     def __str__(self) -> str:
         who = self.actor or self.actor_label or "system"
         target = f"{self.target_type}#{self.target_id}"
-        return f"{self.created_at:%Y-%m-%d %H:%M} {who} {self.action} {target}"
+        return f"{clock.business_time(self.created_at):%Y-%m-%d %H:%M} {who} {self.action} {target}"
 
 
 class IdempotencyRecord(models.Model):
@@ -121,4 +123,4 @@ class DeadLetter(models.Model):
         ordering = ["-failed_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.task_name} failed at {self.failed_at:%Y-%m-%d %H:%M}"
+        return f"{self.task_name} failed at {clock.business_time(self.failed_at):%Y-%m-%d %H:%M}"

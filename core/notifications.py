@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from core import clock
 from core.models import OutboundEmail
@@ -40,7 +41,8 @@ class EmailDraft:
 
 
 def email_queue(drafts: Sequence[EmailDraft]) -> int:
-    """Store the drafts as queued emails; drafts whose event already has one are skipped.
+    """Store the drafts as queued emails, rendered in the business time zone; drafts whose
+    event already has one are skipped.
 
     Returns how many new emails were queued. Runs in the caller's transaction.
     """
@@ -51,20 +53,21 @@ def email_queue(drafts: Sequence[EmailDraft]) -> int:
         OutboundEmail.objects.filter(dedupe_key__in=keys).values_list("dedupe_key", flat=True)
     )
     now = clock.now()
-    rows = [
-        OutboundEmail(
-            dedupe_key=d.dedupe_key,
-            template=d.template,
-            to=d.to,
-            user_id=d.user_id,
-            subject=d.subject,
-            body_text=render_to_string(f"emails/{d.template}.txt", d.context),
-            body_html=render_to_string(f"emails/{d.template}.html", d.context),
-            created_at=now,
-        )
-        for d in drafts
-        if d.dedupe_key not in existing
-    ]
+    with timezone.override(clock.business_tz()):  # times read beside business dates
+        rows = [
+            OutboundEmail(
+                dedupe_key=d.dedupe_key,
+                template=d.template,
+                to=d.to,
+                user_id=d.user_id,
+                subject=d.subject,
+                body_text=render_to_string(f"emails/{d.template}.txt", d.context),
+                body_html=render_to_string(f"emails/{d.template}.html", d.context),
+                created_at=now,
+            )
+            for d in drafts
+            if d.dedupe_key not in existing
+        ]
     # ON CONFLICT DO NOTHING: a concurrent job that queued the same event first wins.
     OutboundEmail.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from core import clock
+
 
 class Tier(models.TextChoices):
     STANDARD = "standard", "Standard"
@@ -64,7 +66,8 @@ class KycEvent(models.Model):
         ordering = ["-decided_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.customer} → {self.status} at {self.decided_at:%Y-%m-%d %H:%M}"
+        decided = clock.business_time(self.decided_at)
+        return f"{self.customer} → {self.status} at {decided:%Y-%m-%d %H:%M}"
 
 
 class KycRequirement(models.Model):

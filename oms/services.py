@@ -261,8 +261,7 @@ def order_checkout(
     if payment_method != PaymentMethod.WALLET:
         raise InvalidOrder(fields={"payment_method": [f"Unknown method {payment_method!r}."]})
     total = _order_total(lines)
-    customer_require_kyc_for(customer=customer, feature=Feature.WALLET_USAGE)
-    with _unique_external_reference():
+    with _unique_external_reference():  # the gates are wallet_plan_funding's
         return _checkout(
             customer=customer,
             channel=channel,

@@ -8,6 +8,7 @@ from django.utils.html import format_html
 
 from core import clock
 from core.admin import ActionsOnlyAdmin, AuditedAdmin, ReadOnlyAdmin
+from core.forms import MoneyFormMixin
 from core.money import Money
 from payments import crypto, services
 from payments.models import (
@@ -21,8 +22,15 @@ from payments.models import (
 from payments.selectors import payment_amounts
 
 
-class ProviderAccountForm(forms.ModelForm):
-    """Credentials are write-only: blank keeps what is stored; nothing is ever shown."""
+class ProviderAccountForm(MoneyFormMixin, forms.ModelForm):
+    """Credentials are write-only: blank keeps what is stored; nothing is ever shown. The
+    order limits are typed in the account's currency."""
+
+    money_fields = ("min_order", "max_order")
+    money_notes = {
+        "min_order": "; smaller orders are not offered this provider; blank: no minimum",
+        "max_order": "; larger orders are not offered this provider; blank: no maximum",
+    }
 
     credential_id = forms.CharField(
         required=False,

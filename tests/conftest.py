@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime, time, timedelta
 
 import pytest
 from django.apps import apps
@@ -127,6 +128,21 @@ def _clock_is_put_back(request: pytest.FixtureRequest):
     assert not clock.is_moved(), "an earlier test left the clock moved"
     yield
     assert not clock.is_moved(), f"{request.node.nodeid} left the clock moved"
+
+
+@pytest.fixture(
+    params=[timedelta(seconds=-30), timedelta(seconds=30)],
+    ids=["before-business-midnight", "after-business-midnight"],
+)
+def around_business_midnight(request: pytest.FixtureRequest) -> Iterator[datetime]:
+    """Run the test twice, the clock 30 seconds before and 30 seconds after the coming
+    midnight in ``BUSINESS_TIME_ZONE``: a date-sensitive test must not depend on the hour
+    the suite runs at (UTC and business dates differ for an hour or two each night)."""
+    tz = clock.business_tz()
+    midnight = datetime.combine(clock.business_date() + timedelta(days=1), time(0), tzinfo=tz)
+    moment = midnight + request.param
+    with clock.travel_to(moment):
+        yield moment
 
 
 @pytest.fixture(autouse=True)

@@ -5,15 +5,16 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.db.models import QuerySet, Subquery
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from core import clock
 from core.admin import ActionsOnlyAdmin, AuditedAdmin, ReadOnlyAdmin
 from core.errors import ApplicationError
-from core.money import Money, to_minor
+from core.forms import MoneyFormMixin
+from core.money import Money
 from customers.models import Customer, Feature
 from customers.selectors import kyc_required_features
 from customers.services import kyc_requirement_set
@@ -158,13 +159,10 @@ class WalletTransactionAdmin(ReadOnlyAdmin):
 # --- Wallet BNPL ----------------------------------------------------------------------
 
 
-class BnplSettingsForm(forms.ModelForm):
-    """Amounts in major units of the BNPL currency; KYC-gated features as checkboxes."""
+class BnplSettingsForm(MoneyFormMixin, forms.ModelForm):
+    """Amounts in the units of the BNPL currency; KYC-gated features as checkboxes."""
 
-    max_debt = forms.DecimalField(min_value=0, decimal_places=3, label="Max debt per user")
-    min_order_amount = forms.DecimalField(
-        min_value=0, decimal_places=3, label="Min order to qualify"
-    )
+    money_fields = ("max_debt_per_user", "min_order")
     kyc_required_features = forms.MultipleChoiceField(
         choices=Feature.choices,
         required=False,
@@ -180,6 +178,8 @@ class BnplSettingsForm(forms.ModelForm):
             "currency",
             "eligibility_mode",
             "eligible_roles",
+            "max_debt_per_user",
+            "min_order",
             "repayment_days",
             "interest_type",
             "interest_amount",
@@ -187,24 +187,11 @@ class BnplSettingsForm(forms.ModelForm):
             "grace_days",
             "block_withdrawal_while_in_debt",
         )
+        labels = {"max_debt_per_user": "Max debt per user", "min_order": "Min order to qualify"}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        conf = self.instance
-        self.fields["max_debt"].initial = Money(conf.max_debt_per_user, conf.currency).to_decimal()
-        self.fields["min_order_amount"].initial = Money(conf.min_order, conf.currency).to_decimal()
         self.fields["kyc_required_features"].initial = kyc_required_features()
-
-    def clean(self):
-        data = super().clean()
-        currency = data.get("currency") or self.instance.currency
-        for name in ("max_debt", "min_order_amount"):
-            if data.get(name) is not None:
-                try:
-                    Money.parse(data[name], currency)
-                except ApplicationError as exc:
-                    self.add_error(name, exc.message)
-        return data
 
 
 @admin.register(BnplSettings)
@@ -218,7 +205,7 @@ class BnplSettingsAdmin(admin.ModelAdmin):
             "Who may use it",
             {"fields": ("eligibility_mode", "eligible_roles", "kyc_required_features")},
         ),
-        ("Limits", {"fields": ("max_debt", "min_order_amount", "repayment_days")}),
+        ("Limits", {"fields": ("max_debt_per_user", "min_order", "repayment_days")}),
         (
             "Interest",
             {"fields": ("interest_type", "interest_amount", "fixed_recurrence", "grace_days")},
@@ -250,8 +237,6 @@ class BnplSettingsAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         request._bnpl_before = self._snapshot(BnplSettings.objects.get(pk=obj.pk))
-        obj.max_debt_per_user = to_minor(Decimal(form.cleaned_data["max_debt"]), obj.currency)
-        obj.min_order = to_minor(Decimal(form.cleaned_data["min_order_amount"]), obj.currency)
         obj.updated_at = clock.now()
         super().save_model(request, obj, form, change)
 
@@ -280,12 +265,38 @@ class BnplWhitelistAdmin(AuditedAdmin):
         super().save_model(request, obj, form, change)
 
 
+class BnplCustomerProfileForm(MoneyFormMixin, forms.ModelForm):
+    """The override is typed in the units of the wallet BNPL currency, like the settings' cap."""
+
+    money_fields = ("max_debt_override",)
+    currency_field = None
+    money_notes = {"max_debt_override": "; replaces the settings' max debt per user; blank: none"}
+
+    class Meta:
+        model = BnplCustomerProfile
+        fields = ("customer", "auto_deduct", "max_debt_override")
+
+    def form_currency(self, data=None) -> str:
+        return bnpl_settings().currency
+
+
 @admin.register(BnplCustomerProfile)
 class BnplCustomerProfileAdmin(AuditedAdmin):
-    list_display = ("customer", "auto_deduct", "max_debt_override")
+    form = BnplCustomerProfileForm
+    list_display = ("customer", "auto_deduct", "max_debt_override_display")
     list_filter = ("auto_deduct",)
     search_fields = ("customer__user__email",)
     autocomplete_fields = ("customer",)
+
+    def get_queryset(self, request):
+        currency = BnplSettings.objects.filter(pk=1).values("currency")[:1]
+        return super().get_queryset(request).annotate(bnpl_currency=Subquery(currency))
+
+    @admin.display(description="Max debt override", ordering="max_debt_override")
+    def max_debt_override_display(self, obj: BnplCustomerProfile):
+        if obj.max_debt_override is None:
+            return "—"
+        return Money(obj.max_debt_override, obj.bnpl_currency or bnpl_settings().currency)
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -313,6 +324,7 @@ class ExplainForm(forms.Form):
 @admin.register(WalletDebt)
 class WalletDebtAdmin(ActionsOnlyAdmin):
     change_list_template = "admin/wallet/walletdebt/change_list.html"
+    change_form_template = "admin/wallet/walletdebt/change_form.html"
     list_display = (
         "id",
         "customer",
@@ -343,7 +355,8 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
         return str(selectors.debt_views([obj])[0].total_due)
 
     @admin.action(description="Write off selected debts…", permissions=["change"])
-    def write_off(self, request: HttpRequest, queryset: QuerySet[WalletDebt]):
+    def write_off(self, request: HttpRequest, queryset: QuerySet[WalletDebt], cancel_url="."):
+        """Confirm, then write off each open debt selected (``services.debt_write_off``)."""
         debts = list(
             queryset.exclude(status=DebtStatus.REPAID).select_related("wallet__customer__user")
         )
@@ -358,6 +371,7 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
                     "queryset": debts,
                     "opts": self.model._meta,
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                    "cancel_url": cancel_url,
                 },
             )
         note = request.POST.get("note", "").strip() or "Written off in the admin"
@@ -373,12 +387,38 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
             self.message_user(request, f"Wrote off {done} debt(s).", messages.SUCCESS)
         return None
 
+    def write_off_view(self, request: HttpRequest, object_id: str):
+        """The list action for this one debt, from its own page: same confirmation, same
+        permission, same service."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        debt = self.get_object(request, object_id)
+        if debt is None:
+            raise Http404
+        page = reverse("admin:wallet_walletdebt_change", args=[debt.pk])
+        queryset = self.get_queryset(request).filter(pk=debt.pk)
+        return self.write_off(request, queryset, cancel_url=page) or HttpResponseRedirect(page)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        debt = self.get_object(request, object_id)
+        if debt is not None and debt.is_open and self.has_change_permission(request):
+            extra_context = {
+                **(extra_context or {}),
+                "write_off_url": reverse("admin:wallet_walletdebt_write_off", args=[debt.pk]),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self):
         return [
             path(
                 "explain/",
                 self.admin_site.admin_view(self.explain_view),
                 name="wallet_walletdebt_explain",
+            ),
+            path(
+                "<path:object_id>/write-off/",
+                self.admin_site.admin_view(self.write_off_view),
+                name="wallet_walletdebt_write_off",
             ),
             *super().get_urls(),
         ]

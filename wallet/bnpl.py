@@ -1,11 +1,13 @@
-"""Wallet BNPL rules: settings, eligibility with reasons, interest.
+"""Wallet BNPL rules: settings, eligibility with reasons, interest, and the gates of a
+wallet checkout (``wallet_checkout_verdict``: checkout and the eligibility answer use it).
 
 Policy hooks (``settings.py``), each a dotted path:
 
 - ``WALLET_BNPL_ELIGIBILITY_FILTERS``: callables ``(customer, amount: Money) -> str | None``;
   a string is a reason to refuse BNPL for that cart.
 - ``WALLET_BNPL_INTEREST_POLICY``: ``(debt, bnpl_settings, on: date) -> int`` minor units of
-  interest accrued on the debt as of ``on`` (must never decrease as ``on`` advances).
+  interest accrued on the debt as of ``on``, a business date (must never decrease as ``on``
+  advances; compare it with ``debt.taken_on``, not with ``debt.created_at.date()``, a UTC date).
 - ``WALLET_BNPL_MAX_DEBT_POLICY``: ``(customer, bnpl_settings) -> int`` minor units.
 """
 
@@ -21,9 +23,14 @@ from django.conf import settings as django_settings
 from django.db.models import F, Sum
 from django.utils.module_loading import import_string
 
+from core.errors import ApplicationError
 from core.money import Money, to_minor
+from customers.errors import KycRequired
 from customers.models import Customer, Feature
 from customers.selectors import feature_requires_kyc
+from customers.services import customer_require_kyc_for
+from payments.models import Provider
+from payments.selectors import account_refusal, enabled_account
 from wallet.models import (
     BnplCustomerProfile,
     BnplSettings,
@@ -223,3 +230,69 @@ def bnpl_eligibility(
         if refusal:
             reasons.append(Reason("policy", str(refusal)))
     return result
+
+
+# --- the gates of a wallet checkout -----------------------------------------------------
+
+TOP_UP = "top_up"  # add money to the wallet, then check out again
+SPLIT_PAY = "wallet_card"  # pay the balance from the wallet and the rest by card
+
+
+@dataclass(frozen=True)
+class CheckoutVerdict:
+    """Whether a wallet checkout of ``amount`` goes through, with every gate it fails.
+
+    ``refusal`` is the error checkout raises before looking at money (a customer whose
+    KYC the wallet needs); ``bnpl`` is set when the balance falls short.
+    """
+
+    amount: Money
+    balance: Money
+    refusal: ApplicationError | None
+    bnpl: Eligibility | None
+    split_pay: bool
+
+    @property
+    def shortfall(self) -> Money:
+        if self.amount > self.balance:
+            return self.amount - self.balance
+        return Money.zero(self.amount.currency)
+
+    @property
+    def eligible(self) -> bool:
+        return self.refusal is None and (self.bnpl is None or self.bnpl.eligible)
+
+    @property
+    def reasons(self) -> list[Reason]:
+        gate = [Reason(self.refusal.code, self.refusal.message)] if self.refusal else []
+        return gate + (self.bnpl.reasons if self.bnpl else [])
+
+    @property
+    def options(self) -> list[str]:
+        """What the customer can do instead: top up, or split the payment with a card."""
+        if self.eligible or self.refusal is not None:
+            return []
+        return [TOP_UP, SPLIT_PAY] if self.split_pay else [TOP_UP]
+
+
+def wallet_checkout_verdict(
+    *, customer: Customer, balance: Money, amount: Money
+) -> CheckoutVerdict:
+    """Every gate a wallet checkout of ``amount`` applies, in checkout's order.
+
+    Checkout raises what this finds; the eligibility endpoint shows it, so the two agree.
+    """
+    try:
+        customer_require_kyc_for(customer=customer, feature=Feature.WALLET_USAGE)
+    except KycRequired as exc:
+        return CheckoutVerdict(amount, balance, exc, None, split_pay=False)
+    if balance >= amount:
+        return CheckoutVerdict(amount, balance, None, None, split_pay=False)
+    shortfall = amount - balance
+    bnpl = bnpl_eligibility(customer=customer, cart_total=amount, shortfall=shortfall)
+    split_pay = False
+    if not bnpl.eligible:
+        card = enabled_account(Provider.CARD)
+        refused = card is None or account_refusal(card, amount=amount, categories=set())
+        split_pay = not refused
+    return CheckoutVerdict(amount, balance, None, bnpl, split_pay=split_pay)

@@ -1,6 +1,9 @@
+from datetime import date
+
 from django.conf import settings
 from django.db import models
 
+from core import clock
 from core.money import Money
 
 
@@ -317,6 +320,11 @@ class WalletDebt(models.Model):
     @property
     def currency(self) -> str:
         return self.wallet.currency
+
+    @property
+    def taken_on(self) -> date:
+        """The business date the debt was taken (``created_at`` in the business time zone)."""
+        return self.created_at.astimezone(clock.business_tz()).date()
 
     @property
     def principal_outstanding(self) -> int:

@@ -27,11 +27,13 @@ from ledger.models import Account, JournalEntry, Purpose
 from ledger.services import AccountLike, account_get_or_create, credit, debit, ledger_post, system
 from wallet import signals
 from wallet.bnpl import (
-    bnpl_eligibility,
+    TOP_UP,
+    Reason,
     bnpl_settings,
     customer_profile,
     debt_amounts,
     interest_accrued,
+    wallet_checkout_verdict,
 )
 from wallet.errors import (
     DebtNotFound,
@@ -419,7 +421,7 @@ class Funding:
 
 
 def _refusal(
-    *, balance: Money, amount: Money, reasons: list[dict[str, str]]
+    *, balance: Money, amount: Money, reasons: list[Reason], options: list[str]
 ) -> InsufficientBalance:
     short = amount - balance
     return InsufficientBalance(
@@ -428,8 +430,8 @@ def _refusal(
             "balance": balance.as_dict(),
             "required": amount.as_dict(),
             "shortfall": short.as_dict(),
-            "bnpl_reasons": reasons,
-            "options": ["top_up"],
+            "bnpl_reasons": [{"code": r.code, "message": r.message} for r in reasons],
+            "options": options,
         },
     )
 
@@ -437,21 +439,23 @@ def _refusal(
 def wallet_plan_funding(*, customer: Customer, wallet: Wallet, amount: Money) -> Funding:
     """Decide how a locked wallet pays ``amount``, or refuse with every reason.
 
-    A short balance is borrowed through wallet BNPL when the customer is eligible;
-    otherwise ``wallet.insufficient_balance`` names the reasons and the options.
+    The gates are ``wallet_checkout_verdict``'s (what the eligibility endpoint shows): a
+    customer the wallet needs KYC from is refused (``customers.kyc_required``); a short
+    balance is borrowed through wallet BNPL when the customer is eligible, otherwise
+    ``wallet.insufficient_balance`` names the reasons and the options.
     """
-    balance = wallet.balance
-    if balance >= amount:
-        return Funding(wallet, amount, Money.zero(amount.currency))
-    shortfall = amount - balance
-    verdict = bnpl_eligibility(customer=customer, cart_total=amount, shortfall=shortfall)
+    verdict = wallet_checkout_verdict(customer=customer, balance=wallet.balance, amount=amount)
+    if verdict.refusal is not None:
+        raise verdict.refusal
     if not verdict.eligible:
         raise _refusal(
-            balance=balance,
+            balance=verdict.balance,
             amount=amount,
-            reasons=[{"code": r.code, "message": r.message} for r in verdict.reasons],
+            reasons=verdict.reasons,
+            options=verdict.options,
         )
-    return Funding(wallet, balance, shortfall)
+    from_balance = amount if verdict.balance >= amount else verdict.balance
+    return Funding(wallet, from_balance, verdict.shortfall)
 
 
 def wallet_record_payment(
@@ -488,7 +492,7 @@ def wallet_ensure_covers(*, wallet: Wallet | None, amount: Money) -> None:
     """Raise ``wallet.insufficient_balance`` unless the balance alone covers ``amount``."""
     balance = wallet.balance if wallet is not None else Money.zero(amount.currency)
     if balance < amount:
-        raise _refusal(balance=balance, amount=amount, reasons=[])
+        raise _refusal(balance=balance, amount=amount, reasons=[], options=[TOP_UP])
 
 
 def wallet_fund_order(

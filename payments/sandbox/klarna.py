@@ -35,7 +35,9 @@ Order Management (not in that description; shapes from Klarna's OM documentation
 Every call needs HTTP Basic auth with a non-empty username and password (401 otherwise).
 A write carrying ``Klarna-Idempotency-Key`` is answered once: the same key again returns
 the first answer; the same key on a different request is 409 ``CONFLICT``. Errors have
-Klarna's shape ``{error_code, error_messages, correlation_id}``.
+Klarna's shape ``{error_code, error_messages, correlation_id}``; a body that is not JSON,
+or none where the description requires one (session create and update), is 400
+``BAD_REQUEST``.
 
 Magic authorization tokens (matched by prefix, so ``tok_pending_7`` is pending too):
 
@@ -142,6 +144,8 @@ def schema_errors(name: str, instance: Any, *, strict: bool = False, writing: bo
     ]
 
 
+# Operations whose request body the description marks required (``requestBody.required``).
+BODY_REQUIRED = {"create_session", "update_session"}
 # Request and success-response schemas of the Payments v1 operations the sandbox serves.
 REQUEST_SCHEMAS = {
     "create_session": "session_create",
@@ -175,6 +179,11 @@ def _error(status: int, code: str, *messages: str, **extra: Any) -> Answer:
         **extra,
     }
     return status, body
+
+
+def malformed() -> Answer:
+    """A request body that is not JSON (the sandbox server asks before routing)."""
+    return _error(400, "BAD_REQUEST", "Request body is not valid JSON")
 
 
 def _header(headers: dict[str, str], name: str) -> str:
@@ -535,6 +544,8 @@ def route(state: Any, method: str, path: str, body: Any, headers: dict[str, str]
     if not _basic_auth_ok(headers):
         return _error(401, "UNAUTHORIZED", "Basic authentication with API credentials needed")
     name, args = operation
+    if name in BODY_REQUIRED and _header(headers, "Content-Length") in ("", "0"):
+        return _error(400, "BAD_REQUEST", "A request body is required")
     if method == "GET":
         with state.lock:
             return _dispatch(store, name, args, body)

@@ -36,8 +36,11 @@ Card processor API (what ``payments.adapters.card`` speaks), JSON, amounts in mi
 
 Magic payment methods: ``pm_decline`` (declined, ``insufficient_funds``), ``pm_lost``
 (declined, ``card_lost``), ``pm_review`` (pending_review), ``pm_timeout`` (the charge is
-made, the answer comes after the client's timeout), ``pm_error_once`` (500 the first time
-a key is seen, then normal). ``POST /sandbox/config`` ``{"latency_ms": 50}`` sets a
+made, the answer comes after the client's timeout), ``pm_unreachable`` (the request never
+arrives: no charge is made, the key stays unseen, and the caller times out without an
+answer; a batch with one such item is lost whole), ``pm_error_once`` (500 the first time
+a key is seen, then normal). A body that is not JSON is 400 ``invalid_json`` (under
+``/klarna``, Klarna's error shape). ``POST /sandbox/config`` ``{"latency_ms": 50}`` sets a
 delay before every answer; ``GET /sandbox/charges`` lists every charge (the witness).
 
 Signed webhooks back to the app: ``POST /sandbox/config {"webhook_url": …,
@@ -73,7 +76,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-TIMEOUT_SECONDS = 3.0  # how long pm_timeout keeps the caller waiting
+TIMEOUT_SECONDS = 3.0  # how long pm_timeout and pm_unreachable keep the caller waiting
+MALFORMED = object()  # a request body that is not JSON
+UNREACHABLE = "pm_unreachable"  # the magic method whose charge request never arrives
 MAX_BATCH = 5000  # charges in one POST /card/v1/charges/batch
 
 
@@ -128,6 +133,10 @@ def _brand(number: str) -> str:
     return "unknown"
 
 
+def _method(body: Any) -> Any:
+    return body.get("payment_method") if isinstance(body, dict) else None
+
+
 class SandboxState:
     def __init__(self) -> None:
         self.webhook_url = ""
@@ -172,9 +181,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> dict[str, Any]:
+    def _body(self) -> Any:
+        """The request's JSON (``{}`` when it has none), or ``MALFORMED``."""
         length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length) or b"{}") if length else {}
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw) if raw else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return MALFORMED
+
+    def _malformed(self) -> None:
+        """400 for a body that is not JSON, in the shape of the provider the path names."""
+        name = self.path.split("/")[1] if self.path.count("/") > 1 else ""
+        module_path = PROVIDER_ROUTES.get(name)
+        module = importlib.import_module(module_path) if module_path else None
+        answer = getattr(module, "malformed", None)
+        status, payload = answer() if answer else (400, {"error": "invalid_json"})
+        self._send(status, payload)
 
     def _authorized(self) -> bool:
         return self.headers.get("Authorization", "").startswith("Bearer ")
@@ -224,6 +247,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         state = self.server.state
         body = self._body()
+        if body is MALFORMED:
+            return self._malformed()
         if self.path == "/sandbox/config":
             state.latency = float(body.get("latency_ms", state.latency * 1000)) / 1000
             state.webhook_url = body.get("webhook_url", state.webhook_url)
@@ -253,6 +278,8 @@ class Handler(BaseHTTPRequestHandler):
         key = self.headers.get("Idempotency-Key")
         if not key:
             return self._send(400, {"error": "idempotency_key_required"})
+        if self.path == "/card/v1/charges" and _method(body) == UNREACHABLE:
+            return self._lost()
         with state.lock:
             key_lock = state.key_locks.setdefault(key, threading.Lock())
         status, answer, written = self._once(key, key_lock, body, self._write)
@@ -289,6 +316,11 @@ class Handler(BaseHTTPRequestHandler):
             state.by_key[key] = (status, answer)
             return status, answer, True
 
+    def _lost(self) -> None:
+        """A request that never reaches the processor: nothing is made, the caller times out."""
+        time.sleep(TIMEOUT_SECONDS)
+        self.close_connection = True  # no answer at all, as when the request is lost
+
     def _charge_batch(self, body: Any) -> None:
         """``POST /card/v1/charges/batch``: each item as its own ``POST /card/v1/charges``."""
         state = self.server.state
@@ -296,6 +328,8 @@ class Handler(BaseHTTPRequestHandler):
         problem = _batch_problem(items)
         if problem:
             return self._send(400, {"error": problem})
+        if any(_method(item) == UNREACHABLE for item in items):
+            return self._lost()
         keys = [item["idempotency_key"] for item in items]
         with state.lock:  # once for the batch; a key's lock, once made, is never replaced
             known = state.key_locks
@@ -529,7 +563,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         time.sleep(self.server.state.latency)
-        if not self._provider_route("PATCH", self._body()):
+        body = self._body()
+        if body is MALFORMED:
+            return self._malformed()
+        if not self._provider_route("PATCH", body):
             self._send(404, {"error": "not_found"})
 
 

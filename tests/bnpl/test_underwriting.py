@@ -110,6 +110,7 @@ def test_a_kyc_approved_customer_without_history_is_approved_with_the_base_score
     assert explanation["rules"] == {"declined_by": [], "reviewed_for": []}
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_installments_paid_on_time_raise_the_score_and_each_component_shows_its_points(
     borrower, product
 ):
@@ -145,6 +146,7 @@ def test_a_blocked_borrower_is_declined(borrower, product):
     assert "90 days past due" in decision.reasons[0]["message"]
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_an_overdue_installment_declines(borrower, product):
     plan = make_plan(customer=borrower, amount="100.00")
     plan.installments.filter(number=1).update(
@@ -156,6 +158,7 @@ def test_an_overdue_installment_declines(borrower, product):
     assert decision.explanation["overdue_installments"] == 1
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_an_overdue_wallet_debt_declines(product):
     enable_wallet_bnpl(max_debt_per_user=100_000)
     customer = approve_kyc(make_customer())
@@ -202,6 +205,7 @@ def test_a_gold_customer_gets_the_gold_limit(product, settings):
     ]
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_many_late_installments_score_too_low_and_decline(borrower, product):
     plan_paid(borrower, count=6, days_late=10)
     decision = decide(borrower, "50.00", product, on=clock.now() + timedelta(days=5))

@@ -121,6 +121,15 @@ def test_a_batch_answer_that_comes_too_late_leaves_every_item_unknown(sandbox):
     assert charges_by_key(sandbox) == {"t-ok": 1, "t-slow": 1}
 
 
+def test_a_batch_that_never_arrived_leaves_every_item_unknown_and_unseen(sandbox):
+    card = gateway(sandbox)
+    results = card.charge_off_session_many([charge("u-ok"), charge("u-lost", "pm_unreachable")])
+    assert [r.decision for r in results] == [Decision.UNKNOWN, Decision.UNKNOWN]
+    assert charges_by_key(sandbox) == {}  # nothing was made
+    assert card.sync(idempotency_key="u-ok") is None  # asking by key: never seen
+    assert card.sync(idempotency_key="u-lost") is None
+
+
 def test_a_malformed_batch_is_refused_whole_and_creates_nothing(sandbox):
     x, y = item("x"), item("y")
     refused = {

@@ -97,6 +97,20 @@ def test_a_timeout_is_unknown_until_reconciled_with_the_provider(account, sandbo
     assert len(charges(sandbox)) == 1  # reconciling never charged again
 
 
+def test_a_request_that_never_arrived_is_unknown_then_failed_by_the_reconciler(account, sandbox):
+    txn, result = authorize(account, "4b", eur("10.00"), "pm_unreachable", "auth-4b")
+    assert result.decision == Decision.UNKNOWN
+    assert charges(sandbox) == []  # the processor never saw it
+    assert payment_reconcile(transaction_id=txn.pk) == 1  # asks by key: unseen
+    assert list(txn.events.values_list("outcome", flat=True).order_by("pk")) == [
+        "requested",
+        "failed",
+    ]
+    assert payment_amounts(txn).authorized.minor == 0
+    assert payment_reconcile(transaction_id=txn.pk) == 0
+    assert charges(sandbox) == []  # reconciling never charged
+
+
 def test_a_500_is_retried_with_the_same_key_and_charges_once(account, sandbox):
     txn, result = authorize(account, "5", eur("10.00"), "pm_error_once", "auth-5")
     assert result.decision == Decision.APPROVED

@@ -365,6 +365,60 @@ def test_an_invalid_payments_request_is_answered_400(klarna_url, path, change):
     assert orders(klarna_url) == []
 
 
+@pytest.mark.parametrize("path", ["sessions", "sessions/{session}", "authorizations/tok_x/order"])
+def test_a_body_that_is_not_json_is_answered_400_in_klarnas_error_shape(klarna_url, path):
+    session = _post(f"{klarna_url}/payments/v1/sessions", ORDER_BODY).json()["session_id"]
+    answer = requests.post(
+        f"{klarna_url}/payments/v1/{path.format(session=session)}",
+        data=b'{"order_amount": 25',
+        headers={"Content-Type": "application/json"},
+        auth=AUTH,
+        timeout=5,
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error_code"] == "BAD_REQUEST"
+    assert schema_errors("ErrorV2", answer.json(), strict=True) == []
+    assert orders(klarna_url) == []
+
+
+@pytest.mark.parametrize("path", ["sessions", "sessions/{session}"])
+def test_a_session_write_without_a_body_is_answered_400(klarna_url, path):
+    session = _post(f"{klarna_url}/payments/v1/sessions", ORDER_BODY).json()["session_id"]
+    url = f"{klarna_url}/payments/v1/{path.format(session=session)}"
+    answer = requests.post(url, auth=AUTH, timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["error_code"] == "BAD_REQUEST"
+    assert schema_errors("ErrorV2", answer.json(), strict=True) == []
+    read = requests.get(f"{klarna_url}/payments/v1/sessions/{session}", auth=AUTH, timeout=5)
+    assert read.json()["order_amount"] == ORDER_BODY["order_amount"]
+
+
+def test_the_body_klarna_requires_is_the_descriptions_required_request_body():
+    operations = {
+        "createCreditSession": "create_session",
+        "updateCreditSession": "update_session",
+        "createOrder": "create_order",
+        "purchaseToken": "create_customer_token",
+    }
+    required = {
+        operations[operation["operationId"]]
+        for path in sandbox_klarna.spec()["paths"].values()
+        for operation in path.values()
+        if (operation.get("requestBody") or {}).get("required")
+    }
+    assert required == sandbox_klarna.BODY_REQUIRED
+
+
+def test_a_card_request_body_that_is_not_json_is_answered_400(sandbox):
+    answer = requests.post(
+        f"{sandbox}/card/v1/charges",
+        data=b"{not json",
+        headers={"Authorization": "Bearer sk", "Idempotency-Key": "k"},
+        timeout=5,
+    )
+    assert (answer.status_code, answer.json()) == (400, {"error": "invalid_json"})
+
+
 def test_the_same_key_on_another_request_is_a_conflict(klarna_url):
     api = f"{klarna_url}/payments/v1"
     assert _post(f"{api}/authorizations/tok_a/order", ORDER_BODY, key="k").status_code == 200

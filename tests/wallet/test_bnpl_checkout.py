@@ -87,7 +87,7 @@ def refusal(response) -> dict[str, str]:
     assert response.status_code == 422, response.json()
     error = response.json()["error"]
     assert error["code"] == "wallet.insufficient_balance"
-    assert error["options"] == ["top_up"]
+    assert error["options"] in (["top_up"], ["top_up", "wallet_card"])
     return {r["code"]: r["message"] for r in error["bnpl_reasons"]}
 
 
@@ -231,3 +231,45 @@ def test_eligibility_endpoint_explains_the_refusal(bnpl, approved):
     bad = client.get("/api/v1/wallet/bnpl-eligibility", {"amount": "1.001"})
     assert bad.status_code == 400
     assert "amount" in bad.json()["error"]["fields"]
+
+
+def test_a_refusal_for_the_balance_offers_top_up_or_split_pay(bnpl, approved, card_processor):
+    enable_wallet_bnpl(max_debt_per_user=5000)
+    fund(approved, "10.00")
+    client = client_for(approved)
+    refused = buy(approved, "80.00", client=client)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["options"] == ["top_up", "wallet_card"]
+    body = client.get("/api/v1/wallet/bnpl-eligibility", {"amount": "80.00"}).json()
+    assert (body["eligible"], body["options"]) == (False, ["top_up", "wallet_card"])
+
+
+def test_split_pay_is_not_offered_without_a_card_processor(bnpl, approved):
+    enable_wallet_bnpl(max_debt_per_user=5000)
+    fund(approved, "10.00")
+    body = client_for(approved).get("/api/v1/wallet/bnpl-eligibility", {"amount": "80.00"})
+    assert body.json()["options"] == ["top_up"]
+
+
+@pytest.mark.parametrize("amount", ["5.00", "80.00"])  # covered by the balance, or not
+def test_eligibility_applies_the_kyc_gate_checkout_applies_and_names_it(
+    bnpl, card_processor, amount
+):
+    customer = make_customer()  # KYC pending
+    KycRequirement.objects.create(feature=Feature.WALLET_USAGE, created_at=clock.now())
+    enable_wallet_bnpl(eligibility_mode=EligibilityMode.WHITELIST)
+    BnplWhitelistEntry.objects.create(user=customer.user, added_at=clock.now())
+    fund(customer, "10.00")
+    client = client_for(customer)
+    body = client.get("/api/v1/wallet/bnpl-eligibility", {"amount": amount}).json()
+    refused = buy(customer, amount, client=client)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (
+        403,
+        "customers.kyc_required",
+    )
+    assert body["eligible"] is False
+    assert body["reasons"][0] == {
+        "code": "customers.kyc_required",
+        "message": refused.json()["error"]["message"],
+    }
+    assert body["options"] == []

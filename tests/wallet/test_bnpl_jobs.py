@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from django.core import mail
@@ -23,7 +23,9 @@ from wallet.models import (
 from wallet.services import debt_write_off
 from wallet.tasks import daily_debt_run
 
-pytestmark = pytest.mark.django_db
+# Due dates, overdue marking and reminders are reckoned in business dates: each test runs
+# just before and just after business midnight.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("around_business_midnight")]
 
 
 def run_daily(days_ahead: int) -> dict:
@@ -148,8 +150,8 @@ def test_settings_changes_and_whitelist_are_audited(bnpl, admin_client, admin_us
         "enabled": "on",
         "currency": "EUR",
         "eligibility_mode": "whitelist",
-        "max_debt": "500.00",
-        "min_order_amount": "100.00",
+        "max_debt_per_user": "500.00",
+        "min_order": "100.00",
         "repayment_days": "14",
         "interest_type": "fixed",
         "interest_amount": "50",
@@ -168,7 +170,7 @@ def test_settings_changes_and_whitelist_are_audited(bnpl, admin_client, admin_us
     assert change.changes["eligibility_mode"] == ["all_kyc_approved", "whitelist"]
     assert change.changes["kyc_required_features"] == ["[]", "['withdrawal']"]
     assert list(KycRequirement.objects.values_list("feature", flat=True)) == ["withdrawal"]
-    bad = admin_client.post(url, {**form, "max_debt": "1.001"})
+    bad = admin_client.post(url, {**form, "max_debt_per_user": "1.001"})
     assert bad.status_code == 200  # the form comes back with the error
     assert BnplSettings.objects.get().max_debt_per_user == 50000
 
@@ -207,3 +209,39 @@ def test_query_count_is_the_same_for_1_and_200_debts(bnpl, approved, url):
         borrow(approved, "1.00")
     assert WalletDebt.objects.count() == 200
     assert _count(client, url) == one
+
+
+def _half_past_midnight_in_business_time() -> datetime:
+    """00:30 of the coming business day: still the day before in UTC."""
+    tomorrow = clock.business_date() + timedelta(days=1)
+    return datetime.combine(tomorrow, time(0, 30), tzinfo=clock.business_tz())
+
+
+def test_a_debt_taken_at_half_past_midnight_is_emailed_with_its_business_date(bnpl, approved):
+    taken = _half_past_midnight_in_business_time()
+    with clock.travel_to(taken):
+        debt_id = borrow(approved, "10.00")
+        day = clock.business_date() + timedelta(days=31)
+        daily_debt_run(business_date=day.isoformat())
+    email = OutboundEmail.objects.get(dedupe_key=f"wallet.debt_overdue:{debt_id}:week-0")
+    business_day = f"{taken.day} {taken:%B %Y}"
+    utc_day = taken.astimezone(UTC).date()
+    assert utc_day != taken.date()  # the case this test is about
+    assert f"balance from {business_day}" in email.body_text
+    assert f"balance from {business_day}" in email.body_html
+    assert WalletDebt.objects.get(pk=debt_id).taken_on == taken.date()
+
+
+def test_pages_show_times_in_the_business_time_zone(bnpl, approved, client, admin_client):
+    taken = _half_past_midnight_in_business_time()
+    with clock.travel_to(taken):
+        borrow(approved, "10.00")
+    client.force_login(approved.user)
+    page = client.get("/wallet/").content.decode()
+    assert f"{taken.day} {taken:%b %Y} 00:30" in page  # the activity row
+    assert f"{taken.day} {taken:%b %Y} 23:30" not in page
+    entry = AuditEntry.objects.latest("pk")
+    assert str(entry).startswith(f"{taken:%Y-%m-%d} 00:30")
+    admin = admin_client.get(reverse("admin:wallet_walletdebt_changelist")).content.decode()
+    assert f"{taken.day}, {taken.year}, 12:30 a.m." in admin  # "Dec. 9, 2026, 12:30 a.m."
+    assert "11:30 p.m." not in admin

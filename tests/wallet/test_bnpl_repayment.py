@@ -212,6 +212,7 @@ def debts_api(customer):
     return api(customer).get("/api/v1/wallet/debts").json()
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_no_interest_during_grace_then_fixed_50_for_each_started_week(bnpl, approved):
     """The documented scenario: interest fixed, amount 50, grace 7 → flat 50 each week."""
     enable_wallet_bnpl(
@@ -238,6 +239,7 @@ def test_no_interest_during_grace_then_fixed_50_for_each_started_week(bnpl, appr
         assert row["total_due"] == money(str(Decimal("200.00") + Decimal(interest)))
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_fixed_once_charges_the_flat_amount_one_time(bnpl, approved):
     enable_wallet_bnpl(
         interest_type=InterestType.FIXED,
@@ -250,6 +252,7 @@ def test_fixed_once_charges_the_flat_amount_one_time(bnpl, approved):
         assert debts_api(approved)[0]["interest_due"] == money("50.00")
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_percent_interest_follows_the_formula_and_the_rounding_rule(bnpl, approved):
     # 333.33 × 2.5 % × 10/30 = 2.777775 → 2.78
     enable_wallet_bnpl(
@@ -263,6 +266,7 @@ def test_percent_interest_follows_the_formula_and_the_rounding_rule(bnpl, approv
         assert debts_api(approved)[0]["interest_due"] == money("2.78")
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_repayment_crystallizes_interest_and_pays_it_before_principal(bnpl, approved):
     enable_wallet_bnpl(
         interest_type=InterestType.FIXED, interest_amount=Decimal("50"), grace_days=7
@@ -281,6 +285,7 @@ def test_repayment_crystallizes_interest_and_pays_it_before_principal(bnpl, appr
     receivable_matches_debts(approved)
 
 
+@pytest.mark.usefixtures("around_business_midnight")
 def test_interest_policy_hook_replaces_the_formula(bnpl, approved, settings):
     settings.WALLET_BNPL_INTEREST_POLICY = "tests.wallet.test_bnpl_repayment.one_cent_a_day"
     borrow(approved, "10.00")
@@ -289,7 +294,7 @@ def test_interest_policy_hook_replaces_the_formula(bnpl, approved, settings):
 
 
 def one_cent_a_day(debt, conf, on):
-    return (on - debt.created_at.date()).days
+    return (on - debt.taken_on).days
 
 
 # --- write-off, withdrawals -------------------------------------------------------------
@@ -327,6 +332,53 @@ def test_goodwill_write_off_from_the_admin_with_confirmation(
     assert expense.balance == 8000
     assert Account.objects.get(code=f"bnpl:{approved.pk}:EUR").balance == 0
     receivable_matches_debts(approved)
+
+
+def test_a_debt_is_written_off_from_its_own_page_with_the_same_confirmation(
+    bnpl, approved, admin_client, admin_user, unchanged_db
+):
+    enable_wallet_bnpl(interest_type=InterestType.FIXED, interest_amount=Decimal("5"), grace_days=0)
+    debt_id = borrow(approved, "80.00")
+    page_url = reverse("admin:wallet_walletdebt_change", args=[debt_id])
+    write_off_url = reverse("admin:wallet_walletdebt_write_off", args=[debt_id])
+    assert f'href="{write_off_url}"' in admin_client.get(page_url).content.decode()
+    check = unchanged_db()
+    confirm = admin_client.get(write_off_url)
+    assert confirm.status_code == 200
+    assert b"Yes, write them off" in confirm.content
+    assert f'href="{page_url}"'.encode() in confirm.content  # "No, take me back"
+    check()  # nothing happens before confirming
+    done = admin_client.post(write_off_url, {"confirm": "yes", "note": "Goodwill, call 42"})
+    assert done.status_code == 302
+    assert done.url == page_url
+    row = debt(debt_id)
+    assert (row.status, row.resolution, row.written_off) == (
+        DebtStatus.REPAID,
+        DebtResolution.WRITTEN_OFF,
+        8000,
+    )
+    assert row.resolved_by == admin_user
+    audit = AuditEntry.objects.get(action="wallet.debt_write_off")
+    assert (audit.actor, audit.note) == (admin_user, "Goodwill, call 42")
+    receivable_matches_debts(approved)
+    assert write_off_url not in admin_client.get(page_url).content.decode()  # closed now
+
+
+def test_the_write_off_button_needs_the_change_permission(bnpl, approved, client, unchanged_db):
+    from django.contrib.auth.models import Permission, User
+
+    debt_id = borrow(approved, "80.00")
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_walletdebt"))
+    client.force_login(viewer)
+    page = client.get(reverse("admin:wallet_walletdebt_change", args=[debt_id]))
+    assert page.status_code == 200
+    write_off_url = reverse("admin:wallet_walletdebt_write_off", args=[debt_id])
+    assert write_off_url not in page.content.decode()
+    check = unchanged_db()
+    assert client.get(write_off_url).status_code == 403
+    assert client.post(write_off_url, {"confirm": "yes"}).status_code == 403
+    check()
 
 
 def test_withdrawal_is_blocked_while_in_debt_and_without_kyc_when_required(

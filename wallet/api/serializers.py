@@ -59,8 +59,17 @@ class EligibilityOutputSerializer(serializers.Serializer):
     shortfall = MoneyField(allow_zero=True)
     existing_debt = MoneyField(allow_zero=True)
     max_debt = MoneyField(allow_zero=True)
-    reasons = ReasonSerializer(many=True)
-    options = serializers.ListField(child=serializers.CharField())
+    reasons = ReasonSerializer(
+        many=True,
+        help_text="Every gate checkout would refuse at: customers.kyc_required (the wallet "
+        "needs an approved KYC), then each wallet BNPL reason when the balance falls short",
+    )
+    options = serializers.ListField(
+        child=serializers.ChoiceField(choices=["top_up", "wallet_card"]),
+        help_text="What a customer refused for the balance can do instead: top up the "
+        "wallet, or split pay (payment_method wallet_card, the rest by card; offered while "
+        "a card processor takes the amount)",
+    )
 
 
 class WithdrawalInputSerializer(serializers.Serializer):

@@ -21,7 +21,7 @@ from wallet.api.serializers import (
     WithdrawalInputSerializer,
     WithdrawalOutputSerializer,
 )
-from wallet.bnpl import bnpl_eligibility, customer_profile
+from wallet.bnpl import bnpl_eligibility, customer_profile, wallet_checkout_verdict
 
 
 class WalletApi(APIView):
@@ -149,20 +149,22 @@ class EligibilityApi(APIView):
             None,
         )
         balance = wallet.balance if wallet else Money.zero(currency)
-        shortfall = amount - balance if amount > balance else Money.zero(currency)
-        verdict = bnpl_eligibility(customer=customer, cart_total=amount, shortfall=shortfall)
-        needs_bnpl = shortfall.is_positive()
+        verdict = wallet_checkout_verdict(customer=customer, balance=balance, amount=amount)
+        # The debt figures, shown even when the balance covers the cart.
+        bnpl = verdict.bnpl or bnpl_eligibility(
+            customer=customer, cart_total=amount, shortfall=verdict.shortfall
+        )
         return Response(
             EligibilityOutputSerializer(
                 {
-                    "eligible": not needs_bnpl or verdict.eligible,
-                    "needs_bnpl": needs_bnpl,
+                    "eligible": verdict.eligible,
+                    "needs_bnpl": verdict.shortfall.is_positive(),
                     "balance": balance,
-                    "shortfall": shortfall,
-                    "existing_debt": verdict.existing_debt,
-                    "max_debt": verdict.max_debt,
+                    "shortfall": verdict.shortfall,
+                    "existing_debt": bnpl.existing_debt,
+                    "max_debt": bnpl.max_debt,
                     "reasons": verdict.reasons,
-                    "options": [] if verdict.eligible or not needs_bnpl else ["top_up"],
+                    "options": verdict.options,
                 }
             ).data
         )

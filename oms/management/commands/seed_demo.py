@@ -65,7 +65,11 @@ FINANCE_VIEW = ["ledger", "wallet", "oms", "customers", "core", "bnpl", "collect
 
 
 def demo_api_key(code: str) -> str:
-    """Fixed demo keys so the README can show a working curl; production rotates them."""
+    """Fixed demo keys so the README can show a working curl; production rotates them.
+
+    The part between the underscores is the key's lookup prefix, "demo" and at most nine
+    characters of the code; the README lists each key (tests/oms/test_demo_channel_keys.py).
+    """
     return f"ch_demo{code[:9]}_demo-key-{code}"
 
 
