@@ -310,8 +310,13 @@ class BorrowerProfileApi(APIView):
         responses={200: BorrowerProfileSerializer, **error_responses(400, 401, 403, 415)},
     )
     def patch(self, request: Request) -> Response:
-        data = BorrowerProfileSerializer(data=request.data)
+        return self._update(request, partial=True)
+
+    def _update(self, request: Request, *, partial: bool) -> Response:
+        data = BorrowerProfileSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
+        if "income_aligned_dates" not in data.validated_data:  # PATCH {}: nothing to change
+            return self.get(request)
         profile = servicing.borrower_income_aligned_set(
             customer=request.user.customer,
             enabled=data.validated_data["income_aligned_dates"],
@@ -327,4 +332,4 @@ class BorrowerProfileApi(APIView):
         responses={200: BorrowerProfileSerializer, **error_responses(400, 401, 403, 415)},
     )
     def post(self, request: Request) -> Response:
-        return self.patch(request)
+        return self._update(request, partial=False)

@@ -18,7 +18,9 @@ from core.idempotency import (
 )
 
 HEADER = "Idempotency-Key"
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, 1..255 characters
+# Visible ASCII, 1 to 255 characters: idempotency keys, provider tokens.
+VISIBLE_ASCII = r"^[\x21-\x7e]{1,255}$"
+_KEY_RE = re.compile(VISIBLE_ASCII)
 
 
 def caller_scope(request: Request) -> str:
@@ -47,7 +49,7 @@ def idempotent(
     if key is None:
         status, body = render(perform(None))
         return Response(body, status=status)
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):
         raise InvalidInput(
             "Idempotency-Key must be 1 to 255 visible ASCII characters.",
             code="idempotency.invalid_key",

@@ -2,8 +2,10 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from bnpl.debit_controls import PAYMENT_METHOD_TOKEN
 from bnpl.underwriting import customer_reasons
-from core.api.fields import MoneyField
+from core.api.fields import BoundedListSerializer, MoneyField
+from core.api.idempotency import VISIBLE_ASCII
 from core.money import Money
 from oms.models import Order, OrderLine, PaymentMethod
 
@@ -17,6 +19,9 @@ class LineInputSerializer(serializers.Serializer):
         allow_zero=True, required=False, help_text="Tax of the whole line; zero when omitted"
     )
     merchant_category = serializers.CharField(max_length=60, required=False, default="")
+
+    class Meta:
+        list_serializer_class = BoundedListSerializer
 
 
 class CheckoutInputSerializer(serializers.Serializer):
@@ -36,20 +41,24 @@ class CheckoutInputSerializer(serializers.Serializer):
         "order (default: web); ignored for channel keys",
     )
 
-    card_payment_method = serializers.CharField(
+    card_payment_method = serializers.RegexField(
+        PAYMENT_METHOD_TOKEN.pattern,
         required=False,
-        max_length=128,
+        max_length=63,
+        trim_whitespace=False,
         help_text="With wallet_card and installments: the card processor's token for the "
-        "customer's saved card (never a card number); installments are debited from it",
+        "customer's saved card (pm_…, never a card number); installments are debited from it",
     )
     plan_product = serializers.SlugField(
         required=False,
         max_length=40,
         help_text="With installments: the code of the installment product (see the quotes)",
     )
-    authorization_token = serializers.CharField(
+    authorization_token = serializers.RegexField(
+        VISIBLE_ASCII,
         required=False,
         max_length=255,
+        trim_whitespace=False,
         help_text="With klarna: the authorization_token from Klarna's widget; with afterpay: "
         "the checkout token the customer approved",
     )
@@ -67,9 +76,6 @@ class CheckoutInputSerializer(serializers.Serializer):
             for name in needs
             if not attrs.get(name)
         }
-        token = attrs.get("card_payment_method") or ""
-        if method == PaymentMethod.INSTALLMENTS and len(token) > 64:
-            missing["card_payment_method"] = ["At most 64 characters with installments."]
         if missing:
             raise serializers.ValidationError(missing)
         return attrs

@@ -41,7 +41,7 @@ class OrderListCreateApi(ListAPIView):
     @extend_schema(
         operation_id="orders_list",
         tags=["orders"],
-        responses={200: OrderOutputSerializer(many=True), **error_responses(401, 403)},
+        responses={200: OrderOutputSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
@@ -52,7 +52,10 @@ class OrderListCreateApi(ListAPIView):
         summary="Place and pay an order in one call",
         parameters=[IDEMPOTENCY_KEY_HEADER],
         request=CheckoutInputSerializer,
-        responses={201: OrderOutputSerializer, **error_responses(400, 401, 403, 409, 415, 422)},
+        responses={
+            201: OrderOutputSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+        },
     )
     def post(self, request: Request) -> Response:
         data = CheckoutInputSerializer(data=request.data)

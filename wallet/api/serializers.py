@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from core.api.fields import MoneyField
+from core.api.fields import CurrencyField, MoneyField
+from core.money import AMOUNT_PATTERN
 from wallet.models import DebtStatus, Wallet, Withdrawal
 
 
@@ -41,8 +42,10 @@ class RepayInputSerializer(serializers.Serializer):
 
 
 class EligibilityQuerySerializer(serializers.Serializer):
-    amount = serializers.DecimalField(max_digits=18, decimal_places=3, min_value=0)
-    currency = serializers.CharField(required=False, max_length=3)
+    amount = serializers.RegexField(
+        AMOUNT_PATTERN, max_length=40, trim_whitespace=False, help_text="Cart total, e.g. 120.00"
+    )
+    currency = CurrencyField(required=False, help_text="Default EUR")
 
 
 class ReasonSerializer(serializers.Serializer):

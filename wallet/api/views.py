@@ -125,10 +125,7 @@ class EligibilityApi(APIView):
         operation_id="wallet_bnpl_eligibility",
         tags=["wallet"],
         summary="Would a wallet checkout of this amount go through, and if not, why",
-        parameters=[
-            OpenApiParameter("amount", str, required=True, description="Cart total, e.g. 120.00"),
-            OpenApiParameter("currency", str, description="Default EUR"),
-        ],
+        parameters=[EligibilityQuerySerializer],
         responses={200: EligibilityOutputSerializer, **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
