@@ -108,7 +108,7 @@ class Money:
             raise MoneyError('Amount must be a decimal string such as "12.34".')
         if isinstance(amount, str):
             if not _AMOUNT_RE.fullmatch(amount):
-                raise MoneyError(f'{amount[:40]!r} is not a decimal amount such as "12.34".')
+                raise MoneyError(f"{amount[:40]!r} is not a decimal amount.")
             value = Decimal(amount)
         elif isinstance(amount, int):
             value = Decimal(amount)

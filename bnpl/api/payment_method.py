@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from bnpl import debit_controls
 from bnpl.models import DebitRequestStatus, Plan
+from core.api.fields import StrictCharField, StrictRegexField
 from core.api.permissions import IsCustomerInPerson
 from core.api.schema import error_responses
 from core.errors import NotFound
@@ -15,7 +16,7 @@ from core.errors import NotFound
 
 class PaymentMethodOutputSerializer(serializers.Serializer):
     plan_id = serializers.IntegerField(source="pk")
-    payment_method = serializers.CharField()
+    payment_method = StrictCharField()
     debits_waiting_for_a_new_method = serializers.IntegerField()
 
 
@@ -25,7 +26,9 @@ class PlanPaymentMethodApi(APIView):
     permission_classes = [IsCustomerInPerson]
 
     class InputSerializer(serializers.Serializer):
-        payment_method = serializers.CharField(max_length=64)
+        payment_method = StrictRegexField(
+            debit_controls.PAYMENT_METHOD_TOKEN.pattern, max_length=63, trim_whitespace=False
+        )
 
     @extend_schema(
         operation_id="bnpl_plan_payment_method_update",

@@ -147,6 +147,54 @@ class MoneyField(serializers.Field):
         return money
 
 
+class _StrictString:
+    """JSON strings only: DRF's string fields would also take ``0`` and ``1.5`` as "0", "1.5"."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid")  # type: ignore[attr-defined]
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class StrictCharField(_StrictString, serializers.CharField):
+    default_error_messages = {"invalid": "Not a valid string."}
+
+
+class StrictRegexField(_StrictString, serializers.RegexField):
+    pass
+
+
+class StrictSlugField(_StrictString, serializers.SlugField):
+    pass
+
+
+class StrictEmailField(_StrictString, serializers.EmailField):
+    pass
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, as the schema says; not ``"5"`` or ``5.0``."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false``, as the schema says; not ``0``, ``"yes"`` or ``"1"``."""
+
+    TRUE_VALUES = {True}
+    FALSE_VALUES = {False}
+    NULL_VALUES: set = set()
+
+    def to_internal_value(self, data: Any) -> bool:
+        if data is True or data is False:
+            return data
+        self.fail("invalid", input=data)
+        raise AssertionError  # fail() raises
+
+
 class CurrencyField(serializers.ChoiceField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(choices=sorted(CURRENCY_EXPONENTS), **kwargs)

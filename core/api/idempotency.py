@@ -34,6 +34,19 @@ def caller_scope(request: Request) -> str:
     return f"{scope}:{acting}" if acting else scope
 
 
+def idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key``, if any; a malformed one is refused even where the
+    request turns out not to need it (a preview)."""
+    key = request.headers.get(HEADER)
+    if key is not None and not _KEY_RE.fullmatch(key):
+        raise InvalidInput(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+            code="idempotency.invalid_key",
+            fields={HEADER: ["1 to 255 visible ASCII characters."]},
+        )
+    return key
+
+
 def idempotent(
     request: Request,
     *,
@@ -45,16 +58,10 @@ def idempotent(
     ``perform`` calls the service, passing the claim on; the service completes it in its
     transaction. Without the header, ``perform(None)`` runs and its result is rendered.
     """
-    key = request.headers.get(HEADER)
+    key = idempotency_key(request)
     if key is None:
         status, body = render(perform(None))
         return Response(body, status=status)
-    if not _KEY_RE.fullmatch(key):
-        raise InvalidInput(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
-            code="idempotency.invalid_key",
-            fields={HEADER: ["1 to 255 visible ASCII characters."]},
-        )
     outcome = idempotency_begin(
         scope=caller_scope(request),
         key=key,

@@ -146,3 +146,76 @@ def _schema() -> dict:
 
 def _operation(route: str, method: str) -> dict:
     return _schema()["paths"][route][method]
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "yes", None])
+def test_a_json_boolean_field_takes_only_true_or_false(customer_api, value, unchanged_db):
+    check = unchanged_db()
+    for method, url, name in [
+        ("patch", "/api/v1/bnpl/profile", "income_aligned_dates"),
+        ("put", "/api/v1/wallet/auto-deduct", "enabled"),
+    ]:
+        response = getattr(customer_api, method)(url, {name: value}, format="json")
+        assert_envelope(response, 400, "validation_error")
+    check()
+
+
+def test_the_open_filter_of_debts_refuses_what_the_schema_does_not_list(customer_api):
+    assert_envelope(customer_api.get("/api/v1/wallet/debts?open=null"), 400, "validation_error")
+    assert customer_api.get("/api/v1/wallet/debts?open=1").status_code == 200
+
+
+def test_a_plans_payment_method_publishes_and_keeps_the_token_pattern():
+    request = _schema()["paths"]["/api/v1/bnpl/plans/{plan_id}/payment-method"]["post"]
+    ref = request["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    field = _schema()["components"]["schemas"][ref.split("/")[-1]]["properties"]["payment_method"]
+    assert field["pattern"] == "^pm_[A-Za-z0-9_]{1,60}$"
+
+
+def _order(**overrides) -> dict:
+    body = {"payment_method": "wallet", "lines": [line("A", 1, "1.00")]}
+    for key, value in overrides.items():
+        if key.startswith("line_"):
+            body["lines"][0][key.removeprefix("line_")] = value
+        else:
+            body[key] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"external_reference": 0},
+        {"line_sku": 12},
+        {"line_name": 1.5},
+        {"line_quantity": "2"},
+        {"line_quantity": 2.0},
+        {"channel": 0},
+    ],
+    ids=lambda o: repr(o),
+)
+def test_a_number_where_the_schema_says_string_or_a_string_for_an_integer_is_refused(
+    customer_api, stock, overrides, unchanged_db
+):
+    stock("A", 10)
+    check = unchanged_db()
+    response = customer_api.post("/api/v1/orders", _order(**overrides), format="json")
+    assert_envelope(response, 400, "validation_error")
+    check()
+
+
+@pytest.mark.parametrize("page_size", ["null", "0", "-1", "1.5"])
+def test_a_page_size_that_is_not_a_whole_number_is_refused(customer_api, page_size):
+    response = customer_api.get(f"/api/v1/orders?page_size={page_size}")
+    assert_envelope(response, 400, "validation_error")
+    assert "400" in _operation("/api/v1/orders", "get")["responses"]
+
+
+def test_a_malformed_idempotency_key_is_refused_on_a_preview_too(customer_api):
+    response = customer_api.post(
+        "/api/v1/bnpl/plans/999/payoff",
+        {"confirm": False},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="x" * 256,
+    )
+    assert_envelope(response, 400, "idempotency.invalid_key")
