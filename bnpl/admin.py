@@ -476,7 +476,7 @@ class PlanAdmin(ActionsOnlyAdmin):
 
     @admin.action(description="Refund part of the order (amount above)", permissions=["change"])
     def refund(self, request, queryset) -> None:
-        raw = request.POST.get("amount")
+        raw = (request.POST.get("amount") or "").strip()
         if not raw:
             self.message_user(request, "Enter the amount refunded.", messages.ERROR)
             return

@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from core.errors import InvalidInput
 
@@ -29,6 +30,11 @@ ROUNDING = ROUND_HALF_EVEN
 # Largest amount the product accepts anywhere, in minor units (10^15: 10 trillion EUR);
 # keeps every sum of order lines far inside a signed 64-bit column.
 MAX_MINOR = 10**15
+
+# The one spelling of an amount in a request: ASCII digits, an optional leading "-" and an
+# optional fraction. No "+", no exponent, no "_" separators, no spaces, no other scripts' digits.
+AMOUNT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+_AMOUNT_RE = re.compile(AMOUNT_PATTERN, re.ASCII)
 
 
 class MoneyError(InvalidInput):
@@ -92,25 +98,42 @@ class Money:
 
     @classmethod
     def parse(cls, amount: str | int | Decimal, currency: str) -> Money:
-        """Exact parse of a major-unit amount; more decimals than the currency has is an error."""
+        """Exact parse of a major-unit amount; more decimals than the currency has is an error.
+
+        A string must match ``AMOUNT_PATTERN`` (ASCII digits, no sign but ``-``, no exponent,
+        no spaces); ints and Decimals come from code, never from a request body.
+        """
         exp = exponent(currency)
         if isinstance(amount, bool | float):
             raise MoneyError('Amount must be a decimal string such as "12.34".')
-        try:
-            value = Decimal(amount) if not isinstance(amount, Decimal) else amount
-        except (InvalidOperation, ValueError):
-            raise MoneyError(f"{amount!r} is not a decimal amount.") from None
+        if isinstance(amount, str):
+            if not _AMOUNT_RE.fullmatch(amount):
+                raise MoneyError(f"{amount[:40]!r} is not a decimal amount.")
+            value = Decimal(amount)
+        elif isinstance(amount, int):
+            value = Decimal(amount)
+        elif isinstance(amount, Decimal):
+            value = amount
+        else:
+            raise MoneyError('Amount must be a decimal string such as "12.34".')
         if not value.is_finite():
             raise MoneyError(f"{amount!r} is not a decimal amount.")
-        if value and value.adjusted() > 18:  # beyond any amount, before scaling overflows
-            raise MoneyError("Amount is too large.", code="money.too_large")
-        scaled = value.scaleb(exp)
-        if scaled != scaled.to_integral_value():
+        # Read the digits without a decimal context: scaling "1e-9999999999" would underflow
+        # to zero, and a huge exponent would overflow.
+        _sign, digits, power = value.as_tuple()
+        assert isinstance(power, int)  # finite
+        significant = list(digits)
+        while len(significant) > 1 and significant[-1] == 0 and power < 0:
+            significant.pop()
+            power += 1
+        if any(significant) and power < -exp:
             raise MoneyError(
                 f"{currency} amounts have at most {exp} decimal place(s).",
                 code="money.too_many_decimals",
             )
-        minor = int(scaled)
+        if any(significant) and len(significant) + power + exp > 16:  # beyond MAX_MINOR
+            raise MoneyError("Amount is too large.", code="money.too_large")
+        minor = int(value.scaleb(exp))
         if abs(minor) > MAX_MINOR:
             raise MoneyError("Amount is too large.", code="money.too_large")
         return cls(minor, currency)

@@ -28,3 +28,8 @@ class OverRepayment(BusinessRuleViolation):
 class WithdrawalBlocked(BusinessRuleViolation):
     code = "wallet.withdrawal_blocked_by_debt"
     default_message = "Withdrawals are blocked while a BNPL debt is outstanding."
+
+
+class InvalidIban(InvalidInput):
+    code = "wallet.invalid_iban"
+    default_message = "Not a valid IBAN."

@@ -13,6 +13,8 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from stdnum import iban as stdnum_iban
+from stdnum.exceptions import ValidationError as StdnumValidationError
 
 from core import clock
 from core.audit import audit_record
@@ -40,6 +42,7 @@ from wallet.errors import (
     DebtNotOpen,
     InsufficientBalance,
     InvalidCreditReason,
+    InvalidIban,
     OverRepayment,
     WithdrawalBlocked,
 )
@@ -832,6 +835,17 @@ def debt_snapshot_record(*, business_date: date) -> DebtDailySnapshot:
 # --- withdrawals ----------------------------------------------------------------------
 
 
+def iban_validate(iban: str) -> str:
+    """The IBAN in its compact form, or ``InvalidIban``: its country's length and layout
+    (the ISO 13616 registry, as python-stdnum keeps it) and the mod-97 check digits."""
+    try:
+        return stdnum_iban.validate(iban)
+    except StdnumValidationError as exc:
+        raise InvalidIban(
+            f"Not a valid IBAN: {exc.message}", fields={"iban": [exc.message]}
+        ) from None
+
+
 @transaction.atomic(durable=True)
 def wallet_withdraw(
     *,
@@ -846,6 +860,7 @@ def wallet_withdraw(
     Refused without approved KYC when withdrawals need it, and while any debt is open
     when the BNPL setting says so.
     """
+    iban = iban_validate(iban)
     customer_require_kyc_for(customer=customer, feature=Feature.WITHDRAWAL)
     Customer.objects.select_for_update(no_key=True).get(pk=customer.pk)
     wallet = wallet_lock(customer_id=customer.pk, currency=amount.currency)

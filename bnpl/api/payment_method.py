@@ -1,6 +1,6 @@
 """POST /api/v1/bnpl/plans/{id}/payment-method: the customer's new card for a plan."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -8,14 +8,23 @@ from rest_framework.views import APIView
 
 from bnpl import debit_controls
 from bnpl.models import DebitRequestStatus, Plan
+from core.api.fields import StrictCharField
 from core.api.permissions import IsCustomerInPerson
 from core.api.schema import error_responses
 from core.errors import NotFound
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": debit_controls.PAYMENT_METHOD_TOKEN.pattern, "maxLength": 63}
+)
+class PaymentMethodTokenField(StrictCharField):
+    """A saved card's token; ``debit_request_update_payment_method`` refuses any other with
+    its own code (bnpl.invalid_payment_method)."""
+
+
 class PaymentMethodOutputSerializer(serializers.Serializer):
     plan_id = serializers.IntegerField(source="pk")
-    payment_method = serializers.CharField()
+    payment_method = StrictCharField()
     debits_waiting_for_a_new_method = serializers.IntegerField()
 
 
@@ -25,8 +34,9 @@ class PlanPaymentMethodApi(APIView):
     permission_classes = [IsCustomerInPerson]
 
     class InputSerializer(serializers.Serializer):
-        payment_method = serializers.CharField(
-            max_length=64,
+        payment_method = PaymentMethodTokenField(
+            max_length=63,
+            trim_whitespace=False,
             help_text="The token (pm_…) of one of the caller's saved cards "
             "(GET /api/v1/payment-methods); any other: 422 payments.payment_method_unknown",
         )

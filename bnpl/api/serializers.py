@@ -9,7 +9,7 @@ from bnpl.models import (
     PromotionKind,
 )
 from bnpl.quoting import Quote
-from core.api.fields import MoneyField
+from core.api.fields import MoneyField, StrictCharField
 from core.money import Money
 
 APR_STATUS_HELP = (
@@ -22,7 +22,7 @@ APR_STATUS_HELP = (
 class QuoteInputSerializer(serializers.Serializer):
     amount = MoneyField(help_text="The cart's total")
     merchant_categories = serializers.ListField(
-        child=serializers.CharField(max_length=60),
+        child=StrictCharField(max_length=60),
         max_length=100,
         required=False,
         default=list,
@@ -57,15 +57,15 @@ class QuoteTermsOutputSerializer(serializers.Serializer):
 
 
 class QuotePromotionOutputSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    name = serializers.CharField()
+    code = StrictCharField()
+    name = StrictCharField()
     kind = serializers.ChoiceField(choices=PromotionKind.choices)
-    reason = serializers.CharField(help_text="Why the promotion applies to this cart")
+    reason = StrictCharField(help_text="Why the promotion applies to this cart")
 
 
 class QuoteProductOutputSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    name = serializers.CharField()
+    code = StrictCharField()
+    name = StrictCharField()
     decider = serializers.ChoiceField(
         choices=Decider.choices,
         help_text="partner: a lending partner decides, and the terms it approves replace these",

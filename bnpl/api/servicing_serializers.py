@@ -5,7 +5,7 @@ from rest_framework import serializers
 from bnpl.api.serializers import APR_STATUS_HELP
 from bnpl.models import AprStatus
 from bnpl.servicing import CARD, WALLET
-from core.api.fields import MoneyField
+from core.api.fields import MoneyField, StrictBooleanField, StrictCharField, StrictIntegerField
 
 
 class InstallmentOutputSerializer(serializers.Serializer):
@@ -27,8 +27,8 @@ class InstallmentOutputSerializer(serializers.Serializer):
 
 class PlanOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    status = serializers.CharField()
-    currency = serializers.CharField()
+    status = StrictCharField()
+    currency = StrictCharField()
     amount = MoneyField(help_text="The financed order's total")
     down_payment = MoneyField(allow_zero=True)
     apr = serializers.DecimalField(
@@ -42,8 +42,8 @@ class PlanOutputSerializer(serializers.Serializer):
     start_date = serializers.DateField()
     created_at = serializers.DateTimeField()
     reschedule_count = serializers.IntegerField()
-    reference_type = serializers.CharField()
-    reference_id = serializers.CharField()
+    reference_type = StrictCharField()
+    reference_id = StrictCharField()
     as_of = serializers.DateField(help_text="The business date the states are computed for")
     total = MoneyField(allow_zero=True)
     paid = MoneyField(allow_zero=True)
@@ -57,9 +57,9 @@ class PlanListOutputSerializer(serializers.Serializer):
 
 
 class RescheduleInputSerializer(serializers.Serializer):
-    number = serializers.IntegerField(min_value=0, help_text="The installment to move")
+    number = StrictIntegerField(min_value=0, help_text="The installment to move")
     due_date = serializers.DateField(help_text="Its new due date")
-    confirm = serializers.BooleanField(
+    confirm = StrictBooleanField(
         default=False, help_text="false: show the new schedule only; true: apply it"
     )
 
@@ -88,7 +88,7 @@ class ExtraPaymentOutputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=["paid", "pending"], help_text="pending: the card processor answers later"
     )
-    source = serializers.CharField()
+    source = StrictCharField()
     amount = MoneyField()
     payment_transaction_id = serializers.IntegerField(allow_null=True)
     installment = InstallmentOutputSerializer()
@@ -113,9 +113,7 @@ class PayoffQuoteSerializer(serializers.Serializer):
 
 
 class PayoffInputSerializer(serializers.Serializer):
-    confirm = serializers.BooleanField(
-        default=False, help_text="false: the quote only; true: pay it"
-    )
+    confirm = StrictBooleanField(default=False, help_text="false: the quote only; true: pay it")
     source = serializers.ChoiceField(
         choices=[WALLET, CARD],
         default=WALLET,
@@ -140,13 +138,13 @@ class PayoffOutputSerializer(serializers.Serializer):
 
 
 class PlanCancelInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
+    reason = StrictCharField(required=False, allow_blank=True, max_length=255, default="")
 
 
 class IncomeCreditSerializer(serializers.Serializer):
     on = serializers.DateField()
     amount = MoneyField()
-    kind = serializers.CharField()
+    kind = StrictCharField()
 
 
 class IncomeDaySerializer(serializers.Serializer):
@@ -162,7 +160,7 @@ class IncomeInferenceSerializer(serializers.Serializer):
     months_observed = serializers.IntegerField()
     days = IncomeDaySerializer(many=True)
     confidence = serializers.DecimalField(max_digits=3, decimal_places=2)
-    explanation = serializers.CharField()
+    explanation = StrictCharField()
 
 
 class DateSuggestionSerializer(serializers.Serializer):
@@ -182,6 +180,6 @@ class SuggestedDatesOutputSerializer(serializers.Serializer):
 
 
 class BorrowerProfileSerializer(serializers.Serializer):
-    income_aligned_dates = serializers.BooleanField(
+    income_aligned_dates = StrictBooleanField(
         help_text="New plans of cash-flow-aware products fall due just after income days"
     )

@@ -29,7 +29,7 @@ from bnpl.api.servicing_serializers import (
     SuggestedDatesOutputSerializer,
 )
 from bnpl.models import BorrowerProfile
-from core.api.idempotency import idempotent
+from core.api.idempotency import idempotency_key, idempotent
 from core.api.permissions import IsCustomerInPerson
 from core.api.schema import IDEMPOTENCY_KEY_HEADER, error_responses
 
@@ -102,6 +102,7 @@ class PlanRescheduleApi(APIView):
             return status.HTTP_200_OK, RescheduleOutputSerializer(body).data
 
         if not data.validated_data["confirm"]:
+            idempotency_key(request)  # documented on the operation: a bad one is refused
             code, body = render(servicing.plan_reschedule_preview(**args))
             return Response(body, status=code)
         return idempotent(
@@ -231,6 +232,7 @@ class PlanPayoffApi(APIView):
         data = PayoffInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         if not data.validated_data["confirm"]:
+            idempotency_key(request)  # documented on the operation: a bad one is refused
             return self._preview(request, plan_id)
         customer = request.user.customer
         plan = selectors.plan_for_customer(customer=customer, plan_id=plan_id)
@@ -310,8 +312,13 @@ class BorrowerProfileApi(APIView):
         responses={200: BorrowerProfileSerializer, **error_responses(400, 401, 403, 415)},
     )
     def patch(self, request: Request) -> Response:
-        data = BorrowerProfileSerializer(data=request.data)
+        return self._update(request, partial=True)
+
+    def _update(self, request: Request, *, partial: bool) -> Response:
+        data = BorrowerProfileSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
+        if "income_aligned_dates" not in data.validated_data:  # PATCH {}: nothing to change
+            return self.get(request)
         profile = servicing.borrower_income_aligned_set(
             customer=request.user.customer,
             enabled=data.validated_data["income_aligned_dates"],
@@ -327,4 +334,4 @@ class BorrowerProfileApi(APIView):
         responses={200: BorrowerProfileSerializer, **error_responses(400, 401, 403, 415)},
     )
     def post(self, request: Request) -> Response:
-        return self.patch(request)
+        return self._update(request, partial=False)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import ComponentIdentity, ResolvedComponent
 from rest_framework import serializers
 
-from core.money import CURRENCY_EXPONENTS, Money, MoneyError
+from core.money import AMOUNT_PATTERN, CURRENCY_EXPONENTS, MAX_MINOR, Money, MoneyError
 
+AMOUNT_DESCRIPTION = "Decimal string in major units, at most the currency's decimals"
+
+# Responses: any amount the product writes, signed, always with the currency's decimals.
 MONEY_SCHEMA = {
     "type": "object",
     "properties": {
         "amount": {
             "type": "string",
+            "pattern": AMOUNT_PATTERN,
             "example": "123.45",
-            "description": "Decimal string in major units, at most the currency's decimals",
+            "description": AMOUNT_DESCRIPTION,
         },
         "currency": {"type": "string", "example": "EUR", "description": "ISO 4217 code"},
     },
@@ -24,7 +28,85 @@ MONEY_SCHEMA = {
 }
 
 
-@extend_schema_field(MONEY_SCHEMA)
+def _amount_pattern(exp: int, *, positive: bool) -> str:
+    """What ``MoneyField`` accepts for a currency of exponent ``exp``, as a pattern.
+
+    ASCII digits, optional fraction with at most ``exp`` significant decimals (trailing zeros
+    are fine), below ``MAX_MINOR`` minor units, not negative; not zero when ``positive``.
+    """
+    whole_digits = len(str(MAX_MINOR)) - 1 - exp  # MAX_MINOR is 10**15: "9" * 13 for EUR
+    whole = f"0*[1-9][0-9]{{0,{whole_digits - 1}}}"
+    fraction = f"(\\.[0-9]{{1,{exp}}}0*)?" if exp else "(\\.0+)?"
+    if positive:
+        alternatives = [whole + fraction]
+        if exp:
+            small = "|".join(
+                "0" * k + "[1-9]" + (f"[0-9]{{0,{exp - 1 - k}}}" if k < exp - 1 else "")
+                for k in range(exp)
+            )
+            alternatives.append(f"0+\\.({small})0*")
+        return "^(" + "|".join(alternatives) + ")$"
+    return f"^({whole}|0+){fraction}$"
+
+
+# The currencies of each minor-unit exponent (named in SPECTACULAR_SETTINGS'
+# ENUM_NAME_OVERRIDES: CurrencyExponent0Enum, …).
+CURRENCIES_BY_EXPONENT: dict[int, list[str]] = {}
+for _code, _exp in sorted(CURRENCY_EXPONENTS.items()):
+    CURRENCIES_BY_EXPONENT.setdefault(_exp, []).append(_code)
+CURRENCIES_EXPONENT_0 = CURRENCIES_BY_EXPONENT[0]
+CURRENCIES_EXPONENT_2 = CURRENCIES_BY_EXPONENT[2]
+CURRENCIES_EXPONENT_3 = CURRENCIES_BY_EXPONENT[3]
+
+
+def money_input_schema(*, positive: bool) -> dict[str, Any]:
+    """One branch per currency exponent, so a generator reading it writes valid money."""
+    by_exponent = CURRENCIES_BY_EXPONENT
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "amount": {
+                        "type": "string",
+                        "pattern": _amount_pattern(exp, positive=positive),
+                        "description": AMOUNT_DESCRIPTION,
+                    },
+                    "currency": {"type": "string", "enum": codes},
+                },
+                "required": ["amount", "currency"],
+                "additionalProperties": False,
+            }
+            for exp, codes in sorted(by_exponent.items())
+        ],
+        "example": {"amount": "123.45", "currency": "EUR"},
+        "description": 'Money: {"amount": "123.45", "currency": "EUR"}; '
+        + ("more than zero" if positive else "zero or more"),
+    }
+
+
+class MoneyFieldSchema(OpenApiSerializerFieldExtension):
+    """Requests publish exactly what ``MoneyField`` accepts; responses the general shape."""
+
+    target_class = "core.api.fields.MoneyField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        if direction == "response":
+            name, schema = "Money", MONEY_SCHEMA
+        else:
+            positive = not self.target.allow_zero
+            name = "PositiveMoneyInput" if positive else "MoneyInput"
+            schema = money_input_schema(positive=positive)
+        component = ResolvedComponent(
+            name=name,
+            type=ResolvedComponent.SCHEMA,
+            schema=schema,
+            object=ComponentIdentity(name),
+        )
+        auto_schema.registry.register_on_missing(component)
+        return component.ref
+
+
 class MoneyField(serializers.Field):
     default_error_messages = {
         # Braces doubled: DRF formats these messages with str.format.
@@ -50,7 +132,7 @@ class MoneyField(serializers.Field):
         amount = data.get("amount")
         if amount is None:
             errors["amount"] = ["This field is required."]
-        elif isinstance(amount, bool | float) or not isinstance(amount, str | int):
+        elif not isinstance(amount, str):
             errors["amount"] = ['Must be a decimal string such as "12.34".']
         if errors:
             raise serializers.ValidationError(errors)
@@ -65,7 +147,76 @@ class MoneyField(serializers.Field):
         return money
 
 
-@extend_schema_field(OpenApiTypes.STR)
+class _StrictString:
+    """JSON strings only: DRF's string fields would also take ``0`` and ``1.5`` as "0", "1.5"."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid")  # type: ignore[attr-defined]
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class StrictCharField(_StrictString, serializers.CharField):
+    default_error_messages = {"invalid": "Not a valid string."}
+
+
+class StrictRegexField(_StrictString, serializers.RegexField):
+    pass
+
+
+class StrictSlugField(_StrictString, serializers.SlugField):
+    pass
+
+
+class StrictEmailField(_StrictString, serializers.EmailField):
+    pass
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, as the schema says; not ``"5"`` or ``5.0``."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false``, as the schema says; not ``0``, ``"yes"`` or ``"1"``."""
+
+    TRUE_VALUES = {True}
+    FALSE_VALUES = {False}
+    NULL_VALUES: set = set()
+
+    def to_internal_value(self, data: Any) -> bool:
+        if data is True or data is False:
+            return data
+        self.fail("invalid", input=data)
+        raise AssertionError  # fail() raises
+
+
 class CurrencyField(serializers.ChoiceField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(choices=sorted(CURRENCY_EXPONENTS), **kwargs)
+
+
+class BoundedListSerializer(serializers.ListSerializer):
+    """A ``many=True`` serializer whose schema publishes its ``min_length``/``max_length``
+    (and ``allow_empty=False``) as minItems/maxItems; set it as ``Meta.list_serializer_class``."""
+
+
+class BoundedListSerializerSchema(OpenApiSerializerFieldExtension):
+    target_class = "core.api.fields.BoundedListSerializer"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        field = self.target
+        component = auto_schema.resolve_serializer(field.child, direction)
+        min_length = field.min_length if field.min_length is not None else None
+        if not field.allow_empty:
+            min_length = max(min_length or 0, 1)
+        schema: dict[str, Any] = {"type": "array", "items": component.ref}
+        if min_length is not None:
+            schema["minItems"] = min_length
+        if field.max_length is not None:
+            schema["maxItems"] = field.max_length
+        return schema

@@ -18,7 +18,9 @@ from core.idempotency import (
 )
 
 HEADER = "Idempotency-Key"
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, 1..255 characters
+# Visible ASCII, 1 to 255 characters: idempotency keys, provider tokens.
+VISIBLE_ASCII = r"^[\x21-\x7e]{1,255}$"
+_KEY_RE = re.compile(VISIBLE_ASCII)
 
 
 def caller_scope(request: Request) -> str:
@@ -32,6 +34,19 @@ def caller_scope(request: Request) -> str:
     return f"{scope}:{acting}" if acting else scope
 
 
+def idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key``, if any; a malformed one is refused even where the
+    request turns out not to need it (a preview)."""
+    key = request.headers.get(HEADER)
+    if key is not None and not _KEY_RE.fullmatch(key):
+        raise InvalidInput(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+            code="idempotency.invalid_key",
+            fields={HEADER: ["1 to 255 visible ASCII characters."]},
+        )
+    return key
+
+
 def idempotent(
     request: Request,
     *,
@@ -43,16 +58,10 @@ def idempotent(
     ``perform`` calls the service, passing the claim on; the service completes it in its
     transaction. Without the header, ``perform(None)`` runs and its result is rendered.
     """
-    key = request.headers.get(HEADER)
+    key = idempotency_key(request)
     if key is None:
         status, body = render(perform(None))
         return Response(body, status=status)
-    if not _KEY_RE.match(key):
-        raise InvalidInput(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
-            code="idempotency.invalid_key",
-            fields={HEADER: ["1 to 255 visible ASCII characters."]},
-        )
     outcome = idempotency_begin(
         scope=caller_scope(request),
         key=key,

@@ -3,6 +3,7 @@
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
 from core.api.errors import ErrorSerializer
+from core.api.idempotency import VISIBLE_ASCII
 
 _DESCRIPTIONS = {
     400: "Invalid input (field-level messages in error.fields), malformed JSON",
@@ -10,6 +11,7 @@ _DESCRIPTIONS = {
     403: "Authenticated but not allowed",
     404: "Not found, or not yours",
     409: "Conflicts with current state (out of stock, idempotency key in use or reused)",
+    413: "The request body is over the size limit (request.too_large)",
     415: "Content type is not application/json",
     422: "Breaks a business rule (e.g. wallet.insufficient_balance)",
     429: "Too many attempts (request.throttled); retry after Retry-After seconds",
@@ -35,11 +37,44 @@ IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
     name="Idempotency-Key",
     location=OpenApiParameter.HEADER,
     required=False,
-    type=str,
+    type={"type": "string", "pattern": VISIBLE_ASCII, "minLength": 1, "maxLength": 255},
     description=(
         "Makes the POST safe to retry: a repeat with the same key and body replays the "
         "first response; the same key with another body is 409 idempotency.key_reused."
     ),
 )
 
-__all__ = ["IDEMPOTENCY_KEY_HEADER", "RETRY_AFTER_HEADER", "OpenApiExample", "error_responses"]
+# Answers any operation that reads a body can give, whatever its view: the parser's and the
+# size limit's (core.api.parsers, core.api.middleware).
+BODY_ERRORS = (400, 413, 415)
+
+
+def document_body_errors(result: dict, generator, request, public) -> dict:
+    """drf-spectacular post-processing hook: every operation with a request body documents
+    the body's own failures (malformed or too deeply nested JSON, too large, not JSON)."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "requestBody" not in operation:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status in BODY_ERRORS:
+                responses.setdefault(
+                    str(status),
+                    {
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                        "description": _DESCRIPTIONS[status],
+                    },
+                )
+    return result
+
+
+__all__ = [
+    "BODY_ERRORS",
+    "IDEMPOTENCY_KEY_HEADER",
+    "RETRY_AFTER_HEADER",
+    "OpenApiExample",
+    "document_body_errors",
+    "error_responses",
+]

@@ -2,16 +2,15 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from core.api.fields import StrictCharField, StrictEmailField
 from customers.models import Customer
 
 
 class SignUpInputSerializer(serializers.Serializer):
-    email = serializers.EmailField(max_length=150)
-    password = serializers.CharField(
-        write_only=True, max_length=128, style={"input_type": "password"}
-    )
-    first_name = serializers.CharField(max_length=150, required=False, default="")
-    last_name = serializers.CharField(max_length=150, required=False, default="")
+    email = StrictEmailField(max_length=150)
+    password = StrictCharField(write_only=True, max_length=128, style={"input_type": "password"})
+    first_name = StrictCharField(max_length=150, required=False, default="")
+    last_name = StrictCharField(max_length=150, required=False, default="")
 
     def validate_password(self, value: str) -> str:
         try:
@@ -22,9 +21,9 @@ class SignUpInputSerializer(serializers.Serializer):
 
 
 class CustomerOutputSerializer(serializers.ModelSerializer):
-    email = serializers.EmailField(source="user.email")
-    first_name = serializers.CharField(source="user.first_name")
-    last_name = serializers.CharField(source="user.last_name")
+    email = StrictEmailField(source="user.email")
+    first_name = StrictCharField(source="user.first_name")
+    last_name = StrictCharField(source="user.last_name")
 
     class Meta:
         model = Customer
@@ -32,10 +31,10 @@ class CustomerOutputSerializer(serializers.ModelSerializer):
 
 
 class TokenInputSerializer(serializers.Serializer):
-    email = serializers.EmailField()
-    password = serializers.CharField(write_only=True, style={"input_type": "password"})
+    email = StrictEmailField()
+    password = StrictCharField(write_only=True, style={"input_type": "password"})
 
 
 class TokenOutputSerializer(serializers.Serializer):
-    token = serializers.CharField()
+    token = StrictCharField()
     customer_id = serializers.IntegerField(allow_null=True)

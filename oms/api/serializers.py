@@ -2,56 +2,72 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from bnpl.debit_controls import PAYMENT_METHOD_TOKEN
 from bnpl.underwriting import customer_reasons
-from core.api.fields import MoneyField
+from core.api.fields import (
+    BoundedListSerializer,
+    MoneyField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictRegexField,
+    StrictSlugField,
+)
+from core.api.idempotency import VISIBLE_ASCII
 from core.money import Money
 from oms.models import Dispute, DisputeStatus, Order, OrderLine, PaymentMethod
 
 
 class LineInputSerializer(serializers.Serializer):
-    sku = serializers.CharField(max_length=64)
-    name = serializers.CharField(max_length=200)
-    quantity = serializers.IntegerField(min_value=1, max_value=settings.MAX_LINE_QUANTITY)
+    sku = StrictCharField(max_length=64)
+    name = StrictCharField(max_length=200)
+    quantity = StrictIntegerField(min_value=1, max_value=settings.MAX_LINE_QUANTITY)
     unit_price = MoneyField()
     tax = MoneyField(
         allow_zero=True, required=False, help_text="Tax of the whole line; zero when omitted"
     )
-    merchant_category = serializers.CharField(max_length=60, required=False, default="")
+    merchant_category = StrictCharField(max_length=60, required=False, default="")
+
+    class Meta:
+        list_serializer_class = BoundedListSerializer
 
 
 class CheckoutInputSerializer(serializers.Serializer):
     payment_method = serializers.ChoiceField(choices=PaymentMethod.choices)
     lines = LineInputSerializer(many=True, allow_empty=False, max_length=settings.MAX_ORDER_LINES)
-    external_reference = serializers.CharField(
+    external_reference = StrictCharField(
         max_length=100, required=False, allow_null=True, help_text="The channel's own order number"
     )
-    renewal_of = serializers.IntegerField(
+    renewal_of = StrictIntegerField(
         required=False,
         min_value=1,
         help_text="A subscription renewal: the id of the order it renews. Channel keys only.",
     )
-    channel = serializers.SlugField(
+    channel = StrictSlugField(
         required=False,
         help_text="Sales channel code when a customer token places the "
         "order (default: web); ignored for channel keys",
     )
 
-    card_payment_method = serializers.CharField(
+    card_payment_method = StrictRegexField(
+        PAYMENT_METHOD_TOKEN.pattern,
         required=False,
-        max_length=128,
+        max_length=63,
+        trim_whitespace=False,
         help_text="With wallet_card and installments: the token (pm_…) of one of the "
         "customer's own saved cards (GET /api/v1/payment-methods; never a card number); "
         "installments are debited from it. Any other token, another customer's or a removed "
         "card's included: 422 payments.payment_method_unknown",
     )
-    plan_product = serializers.SlugField(
+    plan_product = StrictSlugField(
         required=False,
         max_length=40,
         help_text="With installments: the code of the installment product (see the quotes)",
     )
-    authorization_token = serializers.CharField(
+    authorization_token = StrictRegexField(
+        VISIBLE_ASCII,
         required=False,
         max_length=255,
+        trim_whitespace=False,
         help_text="With klarna: the authorization_token from Klarna's widget; with afterpay: "
         "the checkout token the customer approved",
     )
@@ -69,9 +85,6 @@ class CheckoutInputSerializer(serializers.Serializer):
             for name in needs
             if not attrs.get(name)
         }
-        token = attrs.get("card_payment_method") or ""
-        if method == PaymentMethod.INSTALLMENTS and len(token) > 64:
-            missing["card_payment_method"] = ["At most 64 characters with installments."]
         if missing:
             raise serializers.ValidationError(missing)
         return attrs
@@ -113,21 +126,21 @@ class LineOutputSerializer(serializers.ModelSerializer):
 
 
 class CreditReasonSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
+    code = StrictCharField()
+    message = StrictCharField()
 
 
 class CreditDecisionSerializer(serializers.Serializer):
     """The credit decision behind an order paid in installments."""
 
     application = serializers.IntegerField(source="pk")
-    status = serializers.CharField(
+    status = StrictCharField(
         help_text="pending | review | referred | approved | declined | expired | cancelled"
     )
     reasons = serializers.SerializerMethodField(
         help_text="Why it was declined, as the customer may be told; empty while in review"
     )
-    decided_by = serializers.CharField(help_text="internal | partner; empty while open")
+    decided_by = StrictCharField(help_text="internal | partner; empty while open")
     expires_at = serializers.DateTimeField(help_text="The hold ends then without a decision")
     decided_at = serializers.DateTimeField(allow_null=True)
     plan = serializers.SerializerMethodField(help_text="The plan's id once approved")
@@ -175,7 +188,7 @@ class DisputeOutputSerializer(serializers.ModelSerializer):
 
 
 class OrderOutputSerializer(serializers.ModelSerializer):
-    channel = serializers.CharField(source="channel.code")
+    channel = StrictCharField(source="channel.code")
     total = MoneyField(source="total_money")
     refunded = MoneyField(source="refunded_money", allow_zero=True)
     lines = LineOutputSerializer(many=True)
@@ -214,7 +227,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
 
 class RefundLineInputSerializer(serializers.Serializer):
     line_no = serializers.IntegerField(min_value=1)
-    quantity = serializers.IntegerField(min_value=1)
+    quantity = StrictIntegerField(min_value=1)
 
 
 class RefundInputSerializer(serializers.Serializer):
@@ -224,8 +237,8 @@ class RefundInputSerializer(serializers.Serializer):
         allow_empty=False,
         help_text="Returned lines and units; omitted: every unit not yet refunded",
     )
-    reason = serializers.CharField(max_length=255)
+    reason = StrictCharField(max_length=255)
 
 
 class CancelInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=255, required=False, default="Cancelled by customer")
+    reason = StrictCharField(max_length=255, required=False, default="Cancelled by customer")

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from core.api.idempotency import idempotent
 from core.api.permissions import IsCustomer
-from core.api.schema import IDEMPOTENCY_KEY_HEADER, error_responses
+from core.api.schema import IDEMPOTENCY_KEY_HEADER, OpenApiExample, error_responses
 from core.errors import InvalidInput, PermissionDenied
 from oms import selectors, services
 from oms.api.serializers import (
@@ -41,7 +41,7 @@ class OrderListCreateApi(ListAPIView):
     @extend_schema(
         operation_id="orders_list",
         tags=["orders"],
-        responses={200: OrderOutputSerializer(many=True), **error_responses(401, 403)},
+        responses={200: OrderOutputSerializer(many=True), **error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
@@ -52,7 +52,28 @@ class OrderListCreateApi(ListAPIView):
         summary="Place and pay an order in one call",
         parameters=[IDEMPOTENCY_KEY_HEADER],
         request=CheckoutInputSerializer,
-        responses={201: OrderOutputSerializer, **error_responses(400, 401, 403, 409, 415, 422)},
+        examples=[
+            OpenApiExample(
+                "Two tees from the wallet",
+                request_only=True,
+                value={
+                    "payment_method": "wallet",
+                    "lines": [
+                        {
+                            "sku": "TEE-BLK-M",
+                            "name": "Tee",
+                            "quantity": 2,
+                            "unit_price": {"amount": "19.99", "currency": "EUR"},
+                            "tax": {"amount": "8.40", "currency": "EUR"},
+                        }
+                    ],
+                },
+            )
+        ],
+        responses={
+            201: OrderOutputSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+        },
     )
     def post(self, request: Request) -> Response:
         data = CheckoutInputSerializer(data=request.data)

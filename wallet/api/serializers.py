@@ -1,6 +1,13 @@
 from rest_framework import serializers
 
-from core.api.fields import MoneyField
+from core.api.fields import (
+    CurrencyField,
+    MoneyField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictRegexField,
+)
+from core.money import AMOUNT_PATTERN
 from wallet.models import DebtStatus, Wallet, Withdrawal
 
 
@@ -23,7 +30,7 @@ class DebtOutputSerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=DebtStatus.choices)
-    resolution = serializers.CharField(help_text="repaid or written_off once closed")
+    resolution = StrictCharField(help_text="repaid or written_off once closed")
     principal = MoneyField()
     principal_outstanding = MoneyField(allow_zero=True)
     interest_due = MoneyField(allow_zero=True)
@@ -32,8 +39,8 @@ class DebtOutputSerializer(serializers.Serializer):
     due_date = serializers.DateField()
     overdue_since = serializers.DateField(allow_null=True)
     repaid_at = serializers.DateTimeField(allow_null=True)
-    reference_type = serializers.CharField()
-    reference_id = serializers.CharField()
+    reference_type = StrictCharField()
+    reference_id = StrictCharField()
 
 
 class RepayInputSerializer(serializers.Serializer):
@@ -41,13 +48,15 @@ class RepayInputSerializer(serializers.Serializer):
 
 
 class EligibilityQuerySerializer(serializers.Serializer):
-    amount = serializers.DecimalField(max_digits=18, decimal_places=3, min_value=0)
-    currency = serializers.CharField(required=False, max_length=3)
+    amount = StrictRegexField(
+        AMOUNT_PATTERN, max_length=40, trim_whitespace=False, help_text="Cart total, e.g. 120.00"
+    )
+    currency = CurrencyField(required=False, help_text="Default EUR")
 
 
 class ReasonSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
+    code = StrictCharField()
+    message = StrictCharField()
 
 
 class EligibilityOutputSerializer(serializers.Serializer):
@@ -74,9 +83,7 @@ class EligibilityOutputSerializer(serializers.Serializer):
 
 class WithdrawalInputSerializer(serializers.Serializer):
     amount = MoneyField()
-    iban = serializers.RegexField(
-        r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$", help_text="IBAN without spaces"
-    )
+    iban = StrictRegexField(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$", help_text="IBAN without spaces")
 
 
 class WithdrawalOutputSerializer(serializers.ModelSerializer):
@@ -89,4 +96,16 @@ class WithdrawalOutputSerializer(serializers.ModelSerializer):
 
 
 class AutoDeductInputSerializer(serializers.Serializer):
-    enabled = serializers.BooleanField()
+    enabled = StrictBooleanField()
+
+
+class DebtListQuerySerializer(serializers.Serializer):
+    open = serializers.ChoiceField(
+        choices=["1", "0", "true", "false"], required=False, help_text="Only open debts"
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        # An empty ?open= would be dropped as "not given"; it is not one of the choices.
+        if self.initial_data.get("open") == "":
+            raise serializers.ValidationError({"open": ["Must be one of 1, 0, true, false."]})
+        return attrs

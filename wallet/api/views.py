@@ -1,5 +1,5 @@
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,6 +13,7 @@ from core.money import Money
 from wallet import selectors, services
 from wallet.api.serializers import (
     AutoDeductInputSerializer,
+    DebtListQuerySerializer,
     DebtOutputSerializer,
     EligibilityOutputSerializer,
     EligibilityQuerySerializer,
@@ -71,13 +72,15 @@ class DebtListApi(APIView):
         operation_id="wallet_debts_list",
         tags=["wallet"],
         summary="The caller's wallet BNPL debts, with interest as of today",
-        parameters=[OpenApiParameter("open", bool, description="Only open debts")],
-        responses={200: DebtOutputSerializer(many=True), **error_responses(401, 403)},
+        parameters=[DebtListQuerySerializer],
+        responses={200: DebtOutputSerializer(many=True), **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
+        query = DebtListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         debts = selectors.debts_for_customer(
             customer=request.user.customer,
-            open_only=request.query_params.get("open") in {"1", "true"},
+            open_only=query.validated_data.get("open") in {"1", "true"},
         )
         return Response(DebtOutputSerializer(selectors.debt_views(debts), many=True).data)
 
@@ -125,10 +128,7 @@ class EligibilityApi(APIView):
         operation_id="wallet_bnpl_eligibility",
         tags=["wallet"],
         summary="Would a wallet checkout of this amount go through, and if not, why",
-        parameters=[
-            OpenApiParameter("amount", str, required=True, description="Cart total, e.g. 120.00"),
-            OpenApiParameter("currency", str, description="Default EUR"),
-        ],
+        parameters=[EligibilityQuerySerializer],
         responses={200: EligibilityOutputSerializer, **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
