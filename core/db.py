@@ -372,23 +372,14 @@ def insert_rows(
     column, ``INSERT … SELECT FROM unnest(…)``, so a thousand rows cost one round trip
     and no model instances. No signals and no ``save()``; the caller owns the rules the
     rows obey. Rows come back in insertion order, as Django's ``bulk_create`` relies on
-    too.
+    too. SQLite gets the same semantics from ``INSERT … VALUES``.
     """
     from django.db import connection
 
     if not rows:
         return []
-    if connection.vendor != "postgresql":  # SQLite (``make run``): the ORM, row by row
-        if skip_conflicts:
-            raise NotImplementedError("skip_conflicts needs PostgreSQL")
-        created = model.objects.bulk_create(
-            model(**dict(zip(fields, row, strict=True))) for row in rows
-        )
-        if returning is None:
-            return []
-        if isinstance(returning, str):
-            return [getattr(obj, returning) for obj in created]
-        return [tuple(getattr(obj, name) for name in returning) for obj in created]
+    if connection.vendor != "postgresql":  # SQLite (``make run``)
+        return _insert_values(model, fields, rows, returning, skip_conflicts)
     columns = _column_types(model, fields)
     source, params = _arrays(columns, rows)
     select = [
@@ -396,13 +387,7 @@ def insert_rows(
     ]
     # Fields left out get their model default, as ``Model()`` would give them: one value
     # for every row, so one parameter rather than a column of copies.
-    defaults = [
-        f
-        for f in model._meta.concrete_fields
-        if f.attname not in fields
-        and not f.primary_key
-        and (f.has_default() or (f.empty_strings_allowed and not f.null))
-    ]
+    defaults = _defaults(model, fields)
     default_columns = _column_types(model, [f.attname for f in defaults])
     default_params = []  # they come first in the statement, before the arrays
     for field, (_column, db_type) in zip(defaults, default_columns, strict=True):
@@ -427,6 +412,82 @@ def insert_rows(
     if isinstance(returning, str):
         return [row[0] for row in rows_back]
     return [tuple(row) for row in rows_back]
+
+
+def _defaults(model: type[models.Model], fields: Sequence[str]) -> list[models.Field]:
+    """The fields ``insert_rows`` fills with their model default: those not named that
+    ``Model()`` would give a value (a default, or the empty string)."""
+    return [
+        f
+        for f in model._meta.concrete_fields
+        if f.attname not in fields
+        and not f.primary_key
+        and (f.has_default() or (f.empty_strings_allowed and not f.null))
+    ]
+
+
+def _insert_values(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    returning: str | Sequence[str] | None,
+    skip_conflicts: bool,
+) -> list:
+    """``insert_rows`` off PostgreSQL (SQLite for ``make run``): ``INSERT … VALUES …
+    [ON CONFLICT DO NOTHING] RETURNING …``, as many rows a statement as the parameter
+    limit allows, each value prepared by its field as the ORM would."""
+    from django.db import connection
+
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    named = [by_attname[name] for name in fields]
+    defaults = _defaults(model, fields)
+    default_values = [f.get_db_prep_save(f.get_default(), connection) for f in defaults]
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in [*named, *defaults])
+    names = [] if returning is None else [returning] if isinstance(returning, str) else returning
+    back = [model._meta.get_field(name) for name in names]
+    converters = []
+    for field in back:
+        col = field.get_col(model._meta.db_table)
+        converters.append(
+            [*connection.ops.get_db_converters(col), *field.get_db_converters(connection)]
+        )
+    width = len(named) + len(defaults)
+    per_statement = max(1, (connection.features.max_query_params or 999) // max(width, 1))
+    found: list = []
+    for start in range(0, len(rows), per_statement):
+        batch = rows[start : start + per_statement]
+        params: list[object] = []
+        for row in batch:
+            if len(row) != len(named):
+                raise ValueError(
+                    f"each row needs {len(named)} values: {', '.join(f.column for f in named)}"
+                )
+            params.extend(
+                f.get_db_prep_save(v, connection) for f, v in zip(named, row, strict=True)
+            )
+            params.extend(default_values)
+        placeholder = "(" + ", ".join(["%s"] * width) + ")"
+        sql = (
+            f"INSERT INTO {qn(model._meta.db_table)} ({columns}) "
+            f"VALUES {', '.join([placeholder] * len(batch))}"
+            + (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
+            + (f" RETURNING {', '.join(qn(f.column) for f in back)}" if back else "")
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if back:
+                found.extend(cursor.fetchall())
+    values = []
+    for row in found:
+        converted = []
+        for field, value, field_converters in zip(back, row, converters, strict=True):
+            col = field.get_col(model._meta.db_table)
+            for convert in field_converters:
+                value = convert(value, col, connection)
+            converted.append(value)
+        values.append(converted[0] if isinstance(returning, str) else tuple(converted))
+    return values
 
 
 def update_rows(
