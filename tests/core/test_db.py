@@ -185,3 +185,35 @@ def test_many_rows_take_several_statements_where_parameters_are_limited(account)
     assert len(set(ids)) == count
     found = dict(PaymentTransaction.objects.filter(pk__any=ids).values_list("pk", "reference_id"))
     assert [found[i] for i in ids] == [str(n) for n in range(count)]
+
+
+def test_update_rows_adds_to_the_fields_named_in_add_and_keeps_to_only_if(account):
+    ids = insert_rows(PaymentTransaction, FIELDS, rows(account, 3))  # amounts 100, 101, 102
+    changed = update_rows(
+        PaymentTransaction,
+        ["amount", "flag_reason"],
+        [(ids[0], 5, "a"), (ids[1], -1, "b"), (ids[2], 7, "c")],
+        add=["amount"],
+        only_if={"reference_id": ["0", "1"]},
+    )
+    assert changed == 2
+    found = PaymentTransaction.objects.in_bulk(ids)
+    assert [(found[i].amount, found[i].flag_reason) for i in ids] == [
+        (105, "a"),
+        (100, "b"),
+        (102, ""),
+    ]
+    assert update_rows(PaymentTransaction, ["amount"], [(ids[0], 1)], only_if={"id": []}) == 0
+
+
+def test_update_rows_sets_json_and_many_rows_past_the_parameter_limit(account):
+    from collections_.models import CollectionsSettings
+
+    count = 700  # two columns a row: over SQLite's 999 parameters a statement
+    ids = insert_rows(PaymentTransaction, FIELDS, rows(account, count))
+    assert update_rows(PaymentTransaction, ["amount"], [(i, 1) for i in ids]) == count
+    assert set(PaymentTransaction.objects.values_list("amount", flat=True)) == {1}
+    settings = CollectionsSettings.objects.create(pk=1)
+    buckets = [{"name": 'a "quoted" one', "max_days": None}]
+    assert update_rows(CollectionsSettings, ["buckets"], [(settings.pk, buckets)]) == 1
+    assert CollectionsSettings.objects.get().buckets == buckets
