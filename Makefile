@@ -1,12 +1,18 @@
-# The two commands of the README: `make run` and `make test`. `make check` runs the linters.
+# The two commands of the README: `make run` and `make test`. `make check` runs the linters;
+# `make test-sqlite` runs the suite, money journeys included, on SQLite (`make run`'s).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/oms
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+# The whole suite holds on SQLite as on PostgreSQL, the money journeys of tests/flows
+# included; the few tests marked `postgres` (its row locks, SKIP LOCKED, its catalog and
+# statistics) are skipped there, with the reason.
+SQLITE_TESTS ?= tests
+SQLITE_DIR ?= $(CURDIR)/var/test-sqlite
 
-.PHONY: run test check bench fuzz venv clean
+.PHONY: run test test-sqlite check bench fuzz venv clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +31,12 @@ test: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite: $(STAMP)
+	@mkdir -p $(SQLITE_DIR)
+	DATABASE_URL=sqlite:///$(SQLITE_DIR)/oms.sqlite3 \
+	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
+	$(PY) -m pytest $(SQLITE_TESTS) $(PYTEST_ARGS)
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -139,6 +139,12 @@ else:
         }
     }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The same file whether named by DATABASE_URL or not: writers wait for each other, and
+    # the tests get a file beside it (threads, the live server and workers share it).
+    _sqlite = Path(DATABASES["default"]["NAME"])
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    DATABASES["default"]["TEST"] = {"NAME": str(_sqlite.with_name(f"{_sqlite.stem}-test.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------

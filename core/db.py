@@ -114,7 +114,9 @@ def append_only(*tables: str):
     """A migration operation that makes ``tables`` refuse UPDATE and DELETE, in the database.
 
     PostgreSQL raises ``restrict_violation`` (an IntegrityError in Django); SQLite aborts.
-    A correction is a new row, never an edit.
+    A correction is a new row, never an edit. Running it again changes nothing: SQLite
+    drops a table's triggers when a migration rebuilds the table, so it is run again
+    after such a migration (``append_only_again``).
     """
     from django.db import migrations
 
@@ -133,6 +135,9 @@ def append_only(*tables: str):
             if vendor == "postgresql":
                 schema_editor.execute(pg_function, params=None)
                 schema_editor.execute(
+                    f"DROP TRIGGER IF EXISTS {table}_append_only ON {table};", params=None
+                )
+                schema_editor.execute(
                     f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
                     f"FOR EACH ROW EXECUTE FUNCTION append_only_refuse();",
                     params=None,
@@ -140,7 +145,8 @@ def append_only(*tables: str):
             elif vendor == "sqlite":
                 for op in ("UPDATE", "DELETE"):
                     schema_editor.execute(
-                        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} BEGIN "
+                        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} "
+                        f"BEFORE {op} ON {table} BEGIN "
                         f"SELECT RAISE(ABORT, 'append-only: {op} on {table} refused'); END;"
                     )
 
@@ -156,6 +162,14 @@ def append_only(*tables: str):
                     schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_no_{op};")
 
     return migrations.RunPython(forward, backward)
+
+
+def append_only_again(*tables: str):
+    """``append_only`` once more, for a migration after one that rebuilt ``tables`` on
+    SQLite (which drops their triggers); reversed, it leaves the triggers in place."""
+    from django.db import migrations
+
+    return migrations.RunPython(append_only(*tables).code, migrations.RunPython.noop)
 
 
 def fillfactor(table: str, percent: int):
@@ -372,23 +386,14 @@ def insert_rows(
     column, ``INSERT … SELECT FROM unnest(…)``, so a thousand rows cost one round trip
     and no model instances. No signals and no ``save()``; the caller owns the rules the
     rows obey. Rows come back in insertion order, as Django's ``bulk_create`` relies on
-    too.
+    too. SQLite gets the same semantics from ``INSERT … VALUES``.
     """
     from django.db import connection
 
     if not rows:
         return []
-    if connection.vendor != "postgresql":  # SQLite (``make run``): the ORM, row by row
-        if skip_conflicts:
-            raise NotImplementedError("skip_conflicts needs PostgreSQL")
-        created = model.objects.bulk_create(
-            model(**dict(zip(fields, row, strict=True))) for row in rows
-        )
-        if returning is None:
-            return []
-        if isinstance(returning, str):
-            return [getattr(obj, returning) for obj in created]
-        return [tuple(getattr(obj, name) for name in returning) for obj in created]
+    if connection.vendor != "postgresql":  # SQLite (``make run``)
+        return _insert_values(model, fields, rows, returning, skip_conflicts)
     columns = _column_types(model, fields)
     source, params = _arrays(columns, rows)
     select = [
@@ -396,13 +401,7 @@ def insert_rows(
     ]
     # Fields left out get their model default, as ``Model()`` would give them: one value
     # for every row, so one parameter rather than a column of copies.
-    defaults = [
-        f
-        for f in model._meta.concrete_fields
-        if f.attname not in fields
-        and not f.primary_key
-        and (f.has_default() or (f.empty_strings_allowed and not f.null))
-    ]
+    defaults = _defaults(model, fields)
     default_columns = _column_types(model, [f.attname for f in defaults])
     default_params = []  # they come first in the statement, before the arrays
     for field, (_column, db_type) in zip(defaults, default_columns, strict=True):
@@ -429,6 +428,141 @@ def insert_rows(
     return [tuple(row) for row in rows_back]
 
 
+def _defaults(model: type[models.Model], fields: Sequence[str]) -> list[models.Field]:
+    """The fields ``insert_rows`` fills with their model default: those not named that
+    ``Model()`` would give a value (a default, or the empty string)."""
+    return [
+        f
+        for f in model._meta.concrete_fields
+        if f.attname not in fields
+        and not f.primary_key
+        and (f.has_default() or (f.empty_strings_allowed and not f.null))
+    ]
+
+
+def _insert_values(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    returning: str | Sequence[str] | None,
+    skip_conflicts: bool,
+) -> list:
+    """``insert_rows`` off PostgreSQL (SQLite for ``make run``): ``INSERT … VALUES …
+    [ON CONFLICT DO NOTHING] RETURNING …``, as many rows a statement as the parameter
+    limit allows, each value prepared by its field as the ORM would."""
+    from django.db import connection
+
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    named = [by_attname[name] for name in fields]
+    defaults = _defaults(model, fields)
+    default_values = [f.get_db_prep_save(f.get_default(), connection) for f in defaults]
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in [*named, *defaults])
+    names = [] if returning is None else [returning] if isinstance(returning, str) else returning
+    back = [model._meta.get_field(name) for name in names]
+    converters = []
+    for field in back:
+        col = field.get_col(model._meta.db_table)
+        converters.append(
+            [*connection.ops.get_db_converters(col), *field.get_db_converters(connection)]
+        )
+    width = len(named) + len(defaults)
+    per_statement = max(1, (connection.features.max_query_params or 999) // max(width, 1))
+    found: list = []
+    for start in range(0, len(rows), per_statement):
+        batch = rows[start : start + per_statement]
+        params: list[object] = []
+        for row in batch:
+            if len(row) != len(named):
+                raise ValueError(
+                    f"each row needs {len(named)} values: {', '.join(f.column for f in named)}"
+                )
+            params.extend(
+                f.get_db_prep_save(v, connection) for f, v in zip(named, row, strict=True)
+            )
+            params.extend(default_values)
+        placeholder = "(" + ", ".join(["%s"] * width) + ")"
+        sql = (
+            f"INSERT INTO {qn(model._meta.db_table)} ({columns}) "
+            f"VALUES {', '.join([placeholder] * len(batch))}"
+            + (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
+            + (f" RETURNING {', '.join(qn(f.column) for f in back)}" if back else "")
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if back:
+                found.extend(cursor.fetchall())
+    values = []
+    for row in found:
+        converted = []
+        for field, value, field_converters in zip(back, row, converters, strict=True):
+            col = field.get_col(model._meta.db_table)
+            for convert in field_converters:
+                value = convert(value, col, connection)
+            converted.append(value)
+        values.append(converted[0] if isinstance(returning, str) else tuple(converted))
+    return values
+
+
+def _update_values(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    key: str,
+    only_if: Mapping[str, Sequence[object] | None],
+    add: Sequence[str],
+) -> int:
+    """``update_rows`` off PostgreSQL (SQLite for ``make run``): ``UPDATE … FROM (VALUES
+    …)``, as many rows a statement as the parameter limit allows, each value prepared by
+    its field as the ORM would."""
+    from django.db import connection
+
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    named = [by_attname[name] for name in [key, *fields]]
+    qn = connection.ops.quote_name
+    table = qn(model._meta.db_table)
+    added = {by_attname[name].column for name in add}
+    names = [f"column{i + 1}" for i in range(len(named))]  # how SQLite names VALUES' columns
+    assignments = ", ".join(
+        f"{qn(f.column)} = {table}.{qn(f.column)} + v.{name}"
+        if f.column in added
+        else f"{qn(f.column)} = v.{name}"
+        for f, name in zip(named[1:], names[1:], strict=True)
+    )
+    where = [f"{table}.{qn(named[0].column)} = v.{names[0]}"]
+    where_params: list[object] = []
+    for name, values in only_if.items():
+        field = by_attname[name]
+        if values is None:
+            where.append(f"{table}.{qn(field.column)} IS NULL")
+        elif not values:
+            where.append("0 = 1")
+        else:
+            where.append(f"{table}.{qn(field.column)} IN ({', '.join(['%s'] * len(values))})")
+            where_params.extend(field.get_db_prep_value(v, connection) for v in values)
+    limit = (connection.features.max_query_params or 999) - len(where_params)
+    per_statement = max(1, limit // len(named))
+    changed = 0
+    for start in range(0, len(rows), per_statement):
+        batch = rows[start : start + per_statement]
+        params: list[object] = []
+        for row in batch:
+            params.extend(
+                f.get_db_prep_save(v, connection) for f, v in zip(named, row, strict=True)
+            )
+        placeholder = "(" + ", ".join(["%s"] * len(named)) + ")"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} "
+                f"FROM (VALUES {', '.join([placeholder] * len(batch))}) AS v "
+                f"WHERE {' AND '.join(where)}",
+                [*params, *where_params],
+            )
+            changed += cursor.rowcount
+    return changed
+
+
 def update_rows(
     model: type[models.Model],
     fields: Sequence[str],
@@ -451,22 +585,8 @@ def update_rows(
     if not rows:
         return 0
     only_if = dict(only_if or {})
-    if connection.vendor != "postgresql":  # SQLite (``make run``): the ORM, row by row
-        conditions = {
-            f"{name}__isnull" if values is None else f"{name}__in": True
-            if values is None
-            else list(values)
-            for name, values in only_if.items()
-        }
-        return sum(
-            model.objects.filter(**{key: row[0]}, **conditions).update(
-                **{
-                    name: models.F(name) + value if name in add else value
-                    for name, value in zip(fields, row[1:], strict=True)
-                }
-            )
-            for row in rows
-        )
+    if connection.vendor != "postgresql":  # SQLite (``make run``)
+        return _update_values(model, fields, rows, key=key, only_if=only_if, add=add)
     columns = _column_types(model, [key, *fields])
     source, params = _arrays(columns, rows)
     key_column = columns[0][0]

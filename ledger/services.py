@@ -159,8 +159,10 @@ def _move_balances(deltas: dict[int, int]) -> None:
     rows = sorted((pk, delta) for pk, delta in deltas.items() if delta)
     if not rows:
         return
-    if connection.vendor != "postgresql":
-        update_rows(Account, ["balance"], rows, add=["balance"])
+    if connection.vendor != "postgresql":  # SQLite (``make run``) locks the whole file
+        moved = update_rows(Account, ["balance"], rows, add=["balance"])
+        if moved != len(rows):
+            raise UnbalancedEntry(f"{len(rows) - moved} account(s) vanished.")
         return
     ids = [pk for pk, _ in rows]
     with connection.cursor() as cursor:

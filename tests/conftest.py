@@ -52,6 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     settings.PAYMENTS_ENCRYPTION_KEY = Fernet.generate_key().decode()
     _share_the_cache_through_redis()
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        _flush_past_append_only_triggers()
 
 
 def _share_the_cache_through_redis() -> None:
@@ -119,6 +121,39 @@ def _shared_cache_is_cleared(request: pytest.FixtureRequest):
     _clear_shared_cache(request)
     yield
     _clear_shared_cache(request)
+
+
+def _flush_past_append_only_triggers() -> None:
+    """On SQLite, a test database is flushed past the append-only triggers, as PostgreSQL's
+    ``TRUNCATE`` is: each trigger is dropped and made again in the flush's transaction."""
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    plain = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, **kwargs):
+        statements = plain(self, style, tables, **kwargs)
+        if not statements:
+            return statements
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+            triggers = cursor.fetchall()
+        return [
+            *(f"DROP TRIGGER {name};" for name, _sql in triggers),
+            *statements,
+            *(f"{sql};" for _name, sql in triggers),
+        ]
+
+    DatabaseOperations.sql_flush = sql_flush
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On SQLite (``make test-sqlite``), the tests marked ``postgres`` are skipped."""
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (marked postgres); this run is on SQLite")
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

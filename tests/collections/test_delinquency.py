@@ -254,7 +254,7 @@ def test_a_plan_31_days_late_blocks_new_plans_until_it_is_current(customer):
     profile.refresh_from_db()
     assert (profile.blocked_at, profile.blocked_reason) == (None, "")
     assert list(
-        AuditEntry.objects.filter(target_id=str(profile.pk))
+        AuditEntry.objects.filter(target_type="bnpl.borrowerprofile", target_id=str(profile.pk))
         .order_by("id")
         .values_list("action", flat=True)
     ) == ["collections.bnpl_blocked", "collections.bnpl_unblocked"]

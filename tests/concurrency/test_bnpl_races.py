@@ -112,6 +112,7 @@ def test_two_concurrent_daily_runs_queue_each_reminder_once(concurrently):
     assert keys == sorted(f"wallet.debt_overdue:{pk}:week-0" for pk in debts)
 
 
+@pytest.mark.postgres  # SKIP LOCKED; SQLite has one writer at a time
 def test_overdue_marking_skips_a_debt_being_repaid_instead_of_waiting_for_it():
     import threading
     from datetime import timedelta

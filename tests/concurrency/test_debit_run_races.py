@@ -89,6 +89,7 @@ def test_a_chunk_delivered_to_four_workers_at_once_charges_once(
     assert (run.chunks_done, run.chunks_total, run.status) == (2, 2, RunStatus.FINISHED)
 
 
+@pytest.mark.postgres  # row locks; SQLite has one writer at a time
 def test_recording_outcomes_waits_for_no_plan_a_servicing_call_holds(card_processor, sandbox):
     """Servicing locks plan → installments → debit requests; recording a chunk's outcomes
     locks its requests, then attempts, and reads (never locks) their plans and customers.

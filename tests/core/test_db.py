@@ -1,9 +1,9 @@
-"""The set-based writers of core.db against PostgreSQL: order, defaults, limits."""
+"""The set-based writers of core.db, on PostgreSQL and on SQLite: order, defaults, limits."""
 
 from __future__ import annotations
 
 import pytest
-from django.db import DataError, transaction
+from django.db import DataError, IntegrityError, transaction
 
 from core import clock
 from core.db import insert_rows, update_rows
@@ -35,6 +35,7 @@ def test_insert_rows_returns_ids_in_the_order_given_and_fills_model_defaults(acc
     assert {(found[i].flagged, found[i].flag_reason) for i in ids} == {(False, "")}
 
 
+@pytest.mark.postgres  # SQLite stores any length in a varchar column, as the ORM does there
 def test_insert_rows_refuses_a_value_too_long_for_its_column_rather_than_cutting_it(account):
     with pytest.raises(DataError), transaction.atomic():
         insert_rows(PaymentTransaction, FIELDS, rows(account, 2, reference_type="t" * 101))
@@ -124,3 +125,95 @@ def test_any_json_value_travels_as_json(account):
         PaymentEvent.objects.filter(transaction_id=txn_id).values_list("idempotency_key", "detail")
     )
     assert [stored[f"k{n}"] for n in range(len(values))] == values
+
+
+EVENT_FIELDS = [
+    *("transaction_id", "kind", "outcome", "amount", "currency", "idempotency_key"),
+    *("source", "detail", "created_at"),
+]
+
+
+def event(txn_id, key, amount=100):
+    return (txn_id, "authorization", "requested", amount, "EUR", key, "api", {}, clock.now())
+
+
+def test_skip_conflicts_leaves_out_and_does_not_return_what_a_unique_constraint_refuses(account):
+    from payments.models import PaymentEvent
+
+    (txn_id,) = insert_rows(PaymentTransaction, FIELDS, rows(account, 1))
+    insert_rows(PaymentEvent, EVENT_FIELDS, [event(txn_id, "k1")], returning=None)
+    inserted = insert_rows(
+        PaymentEvent,
+        EVENT_FIELDS,
+        [event(txn_id, "k1", 999), event(txn_id, "k2"), event(txn_id, "k2", 5)],
+        returning=("transaction_id", "idempotency_key"),
+        skip_conflicts=True,
+    )
+    assert inserted == [(txn_id, "k2")]  # the one on record and the repeat within the rows
+    assert dict(
+        PaymentEvent.objects.filter(transaction_id=txn_id).values_list("idempotency_key", "amount")
+    ) == {"k1": 100, "k2": 100}
+
+
+def test_skip_conflicts_still_refuses_a_row_that_breaks_a_check_constraint(account):
+    from payments.models import PaymentEvent
+
+    (txn_id,) = insert_rows(PaymentTransaction, FIELDS, rows(account, 1))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_rows(PaymentEvent, EVENT_FIELDS, [event(txn_id, "k1", -1)], skip_conflicts=True)
+    assert not PaymentEvent.objects.exists()
+
+
+def test_returned_values_come_back_as_the_orm_reads_them(account):
+    at = clock.now()
+    (back,) = insert_rows(
+        PaymentTransaction,
+        FIELDS,
+        [(account.pk, "test", "1", "EUR", 100, at)],
+        returning=("id", "created_at", "flagged"),
+    )
+    txn = PaymentTransaction.objects.get()
+    assert back == (txn.pk, at, False)
+    assert (txn.created_at, txn.flagged) == (at, False)
+
+
+def test_many_rows_take_several_statements_where_parameters_are_limited(account):
+    from django.db import connection
+
+    count = connection.features.max_query_params or 5000  # over one statement on SQLite
+    ids = insert_rows(PaymentTransaction, FIELDS, rows(account, count))
+    assert len(set(ids)) == count
+    found = dict(PaymentTransaction.objects.filter(pk__any=ids).values_list("pk", "reference_id"))
+    assert [found[i] for i in ids] == [str(n) for n in range(count)]
+
+
+def test_update_rows_adds_to_the_fields_named_in_add_and_keeps_to_only_if(account):
+    ids = insert_rows(PaymentTransaction, FIELDS, rows(account, 3))  # amounts 100, 101, 102
+    changed = update_rows(
+        PaymentTransaction,
+        ["amount", "flag_reason"],
+        [(ids[0], 5, "a"), (ids[1], -1, "b"), (ids[2], 7, "c")],
+        add=["amount"],
+        only_if={"reference_id": ["0", "1"]},
+    )
+    assert changed == 2
+    found = PaymentTransaction.objects.in_bulk(ids)
+    assert [(found[i].amount, found[i].flag_reason) for i in ids] == [
+        (105, "a"),
+        (100, "b"),
+        (102, ""),
+    ]
+    assert update_rows(PaymentTransaction, ["amount"], [(ids[0], 1)], only_if={"id": []}) == 0
+
+
+def test_update_rows_sets_json_and_many_rows_past_the_parameter_limit(account):
+    from collections_.models import CollectionsSettings
+
+    count = 700  # two columns a row: over SQLite's 999 parameters a statement
+    ids = insert_rows(PaymentTransaction, FIELDS, rows(account, count))
+    assert update_rows(PaymentTransaction, ["amount"], [(i, 1) for i in ids]) == count
+    assert set(PaymentTransaction.objects.values_list("amount", flat=True)) == {1}
+    settings = CollectionsSettings.objects.create(pk=1)
+    buckets = [{"name": 'a "quoted" one', "max_days": None}]
+    assert update_rows(CollectionsSettings, ["buckets"], [(settings.pk, buckets)]) == 1
+    assert CollectionsSettings.objects.get().buckets == buckets

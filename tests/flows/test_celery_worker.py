@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from django_celery_beat.models import PeriodicTask
 
 from core import clock
+from tests.env import database_url
 from tests.factories import ChannelFactory, approve_kyc, borrow, enable_wallet_bnpl, make_customer
 from wallet.models import DebtStatus, WalletDebt
 
@@ -24,11 +24,9 @@ def worker():
     broker = settings.CELERY_BROKER_URL
     if broker.startswith("filesystem://"):
         pytest.skip("needs a real broker: set CELERY_BROKER_URL (make test does)")
-    db = connection.settings_dict
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": broker,
     }
     queue = f"test-{os.getpid()}"

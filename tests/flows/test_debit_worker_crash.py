@@ -23,7 +23,6 @@ import pytest
 import requests
 from celery import current_app
 from django.conf import settings
-from django.db import connection
 
 from bnpl.models import InstallmentStatus
 from collections_ import debits
@@ -32,6 +31,7 @@ from core import clock
 from ledger.models import JournalEntry
 from tests.bnpl.factories import make_plan
 from tests.collections.debit_helpers import charges_by_key, sandbox_charges
+from tests.env import database_url
 from tests.factories import ChannelFactory, make_customer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,12 +102,10 @@ def worker_env():
     broker = settings.CELERY_BROKER_URL
     if broker.startswith("filesystem://"):
         pytest.skip("needs a real broker: set CELERY_BROKER_URL (make test does)")
-    db = connection.settings_dict
     queue = f"test-debits-{os.getpid()}"
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": broker,
         "PAYMENTS_ENCRYPTION_KEY": settings.PAYMENTS_ENCRYPTION_KEY,
         "TEST_QUEUE": queue,

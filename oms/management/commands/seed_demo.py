@@ -61,6 +61,14 @@ PLAN_PRODUCTS = [
     ("finance-12", "12 monthly payments (19.99% APR)", 12, "monthly", "none", "declining",
      "19.99"),
 ]  # fmt: skip
+# The payment sandbox's providers: provider, path under the sandbox, demo secret. The
+# sandbox takes any credentials; the README's Afterpay example uses demo:ap_demo_sandbox.
+SANDBOX_ACCOUNTS = [
+    (Provider.CARD, "card", "sk_demo_sandbox"),
+    (Provider.LENDING_PARTNER, "partner", "lp_demo_sandbox"),
+    (Provider.KLARNA, "klarna", "kl_demo_sandbox"),
+    (Provider.AFTERPAY, "afterpay", "ap_demo_sandbox"),
+]
 FINANCE_VIEW = ["ledger", "wallet", "oms", "customers", "core", "bnpl", "collections", "payments"]
 
 
@@ -151,27 +159,18 @@ class Command(BaseCommand):
         BnplWhitelistEntry.objects.get_or_create(
             user=alice.user, defaults={"added_by": admin_user, "added_at": now}
         )
-        # The card processor, pointed at the local payment sandbox that make run starts.
-        if not ProviderAccount.objects.filter(provider=Provider.CARD).exists():
-            sandbox = os.environ.get("PAYMENT_SANDBOX_URL", "http://127.0.0.1:8100")
-            ProviderAccount.objects.create(
-                provider=Provider.CARD,
-                enabled=True,
-                base_url=f"{sandbox}/card",
-                credentials_encrypted=encrypt({"id": "demo", "secret": "sk_demo_sandbox"}),
-                created_at=now,
-                updated_at=now,
-            )
+        # Every provider, pointed at the local payment sandbox that make run starts.
         sandbox = os.environ.get("PAYMENT_SANDBOX_URL", "http://127.0.0.1:8100")
-        if not ProviderAccount.objects.filter(provider=Provider.LENDING_PARTNER).exists():
-            ProviderAccount.objects.create(
-                provider=Provider.LENDING_PARTNER,
-                enabled=True,
-                base_url=f"{sandbox}/partner",
-                credentials_encrypted=encrypt({"id": "demo", "secret": "lp_demo_sandbox"}),
-                created_at=now,
-                updated_at=now,
-            )
+        for provider, path, secret in SANDBOX_ACCOUNTS:
+            if not ProviderAccount.objects.filter(provider=provider).exists():
+                ProviderAccount.objects.create(
+                    provider=provider,
+                    enabled=True,
+                    base_url=f"{sandbox}/{path}",
+                    credentials_encrypted=encrypt({"id": "demo", "secret": secret}),
+                    created_at=now,
+                    updated_at=now,
+                )
         self._installments(alice, now)
         self.stdout.write(self.style.SUCCESS("Demo data is in place."))
 
