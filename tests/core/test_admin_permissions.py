@@ -8,6 +8,8 @@ from django.contrib.auth.models import Permission
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from tests.factories import approve_kyc, borrow, enable_wallet_bnpl, make_customer
+
 pytestmark = pytest.mark.django_db
 
 # The permission each custom admin page needs ("app_label.codename").
@@ -15,7 +17,17 @@ CUSTOM_ADMIN_PAGES = {
     "admin:wallet_walletdebt_explain": "wallet.view_walletdebt",
     "admin:collections_debitrun_start": "collections.change_debitrun",
     "reports-collections-admin": "collections.view_debitattempt",
+    "admin:wallet_walletdebt_write_off": "wallet.change_walletdebt",
 }
+
+
+def open_debt() -> list[int]:
+    enable_wallet_bnpl()
+    return [borrow(approve_kyc(make_customer()), "80.00")]
+
+
+# Pages about one object: how to make one for the page's URL.
+PAGE_ARGUMENTS = {"admin:wallet_walletdebt_write_off": open_debt}
 
 SITE_PAGES = {
     "index",
@@ -78,10 +90,11 @@ def test_every_custom_admin_page_is_listed_with_its_permission():
 def test_a_custom_admin_page_refuses_staff_without_its_permission(
     client, django_user_model, name, permission
 ):
+    url = reverse(name, args=PAGE_ARGUMENTS.get(name, list)())
     client.force_login(staff(django_user_model, "clerk"))
-    assert client.get(reverse(name)).status_code == 403
+    assert client.get(url).status_code == 403
     client.force_login(staff(django_user_model, "permitted", permission))
-    assert client.get(reverse(name)).status_code == 200
+    assert client.get(url).status_code == 200
 
 
 def test_every_admin_action_requires_a_permission():
