@@ -434,6 +434,10 @@ class Plan(models.Model):
                 condition=models.Q(refunded_amount__gte=0, refunded_amount__lte=models.F("amount")),
                 name="plan_refunded_within_amount",
             ),
+            models.CheckConstraint(
+                condition=models.Q(recovered_amount__lte=models.F("written_off_amount")),
+                name="plan_recovered_within_written_off",
+            ),
         ]
         # Plain indexes (not db_index, which adds a LIKE index per text column on
         # PostgreSQL): every plan write maintains each of them. None on ``status``: every

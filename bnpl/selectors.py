@@ -445,3 +445,45 @@ def plan_suggested_dates(*, plan: Plan) -> tuple[IncomeInference, list[DateSugge
             )
             suggestions.append(DateSuggestion(row.number, row.due_date, moved, within))
     return inference, suggestions
+
+
+def plan_invariant_problems(limit: int) -> list[str]:
+    """Installment plans' invariants, registered with ``ledger.invariants`` (see apps.py).
+
+    A plan never recovers more than was written off, its recoveries add up to its
+    ``recovered_amount``, and it never refunds more than its amount.
+    """
+    from django.db.models import F, OuterRef, Q, Subquery, Sum, Value
+    from django.db.models.functions import Coalesce
+
+    from bnpl.models import Plan, PlanRecovery
+
+    recoveries = (
+        PlanRecovery.objects.filter(plan=OuterRef("pk"))
+        .order_by()
+        .values("plan")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    rows = (
+        Plan.objects.annotate(recovered_sum=Coalesce(Subquery(recoveries), Value(0)))
+        .filter(
+            Q(recovered_amount__gt=F("written_off_amount"))
+            | ~Q(recovered_amount=F("recovered_sum"))
+            | Q(refunded_amount__gt=F("amount"))
+        )
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "written_off_amount",
+            "recovered_amount",
+            "recovered_sum",
+            "refunded_amount",
+            "amount",
+        )[:limit]
+    )
+    return [
+        f"plan #{pk}: written off {written_off}, recovered {recovered} "
+        f"(recoveries sum to {summed}), refunded {refunded} of {amount}"
+        for pk, written_off, recovered, summed, refunded, amount in rows
+    ]

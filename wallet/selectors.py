@@ -161,3 +161,50 @@ def debt_views(debts: Iterable[WalletDebt], *, on: date | None = None) -> list[D
             )
         )
     return views
+
+
+def wallet_invariant_problems(limit: int) -> list[str]:
+    """Wallet BNPL's invariants, registered with ``ledger.invariants`` (see apps.py).
+
+    A debt never recovers more than was written off; each customer's wallet BNPL
+    receivable (``bnpl:<customer>:<ccy>``) holds exactly what their open debts still owe.
+    """
+    from django.db.models import OuterRef, Q, Subquery, Value
+    from django.db.models.functions import Coalesce
+
+    from ledger.models import Account, Purpose
+
+    problems = [
+        f"wallet debt #{pk} recovered {recovered} of a {written_off} write-off"
+        for pk, recovered, written_off in WalletDebt.objects.filter(
+            Q(recovered__gt=F("written_off")) | Q(recovered__lt=0)
+        )
+        .order_by("pk")
+        .values_list("pk", "recovered", "written_off")[:limit]
+    ]
+    owed = (
+        WalletDebt.objects.filter(
+            wallet__customer_id=OuterRef("customer_id"), wallet__currency=OuterRef("currency")
+        )
+        .exclude(status=DebtStatus.REPAID)
+        .order_by()
+        .values("wallet__customer_id")
+        .annotate(
+            total=Sum(
+                F("principal") - F("principal_repaid") + F("interest_charged") - F("interest_paid")
+            )
+        )
+        .values("total")
+    )
+    mismatched = (
+        Account.objects.filter(purpose=Purpose.CUSTOMER_BNPL_RECEIVABLE, code__startswith="bnpl:")
+        .annotate(owed=Coalesce(Subquery(owed), Value(0)))
+        .exclude(balance=F("owed"))
+        .order_by("pk")
+        .values_list("code", "balance", "owed")[:limit]
+    )
+    problems += [
+        f"receivable {code} holds {balance} but the open debts owe {owed_total}"
+        for code, balance, owed_total in mismatched
+    ]
+    return problems[:limit]
