@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, Q, QuerySet
 
 from customers.models import Customer
 from oms.errors import OrderNotFound
-from oms.models import Channel, Order, OrderLine
+from oms.models import Channel, Order, OrderLine, OrderStatus
 
 
 def orders_with_details() -> QuerySet[Order]:
@@ -36,10 +36,6 @@ def channel_for_customer_request(code: str) -> Channel | None:
 def order_invariant_problems(limit: int) -> list[str]:
     """Orders' invariants, registered with ``ledger.invariants`` (see apps.py): an order
     refunds only after it was fulfilled (paid), and never more than its total."""
-    from django.db.models import F, Q
-
-    from oms.models import OrderStatus
-
     rows = (
         Order.objects.filter(refunded__gt=0)
         .filter(Q(refunded__gt=F("total")) | ~Q(status=OrderStatus.FULFILLED))

@@ -39,7 +39,7 @@ from core.errors import ApplicationError
 from core.money import Money
 from ledger.models import Account, Purpose
 from ledger.selectors import ledger_problems
-from oms.models import Order, PaymentMethod
+from oms.models import Order, OrderStatus, PaymentMethod
 from oms.services import (
     LineInput,
     RefundLine,
@@ -64,6 +64,9 @@ SKUS = ("A", "B")
 prices = st.integers(min_value=1_000, max_value=15_000)  # minor units: 10.00 to 150.00
 amounts = st.integers(min_value=1, max_value=20_000)
 picks = st.integers(min_value=0, max_value=1_000)
+# Orders, debts and plans are picked among the latest few, counted from the newest, so a
+# run follows one purchase through several steps (checkout, fulfil, write-off, returns).
+recent = st.integers(min_value=0, max_value=2)
 
 
 def eur(minor: int) -> Money:
@@ -95,8 +98,14 @@ class MoneyMachine(RuleBasedStateMachine):
         sku = SKUS[sku_index % len(SKUS)]
         return [LineInput(sku=sku, name=sku, quantity=quantity, unit_price=eur(price), tax=eur(0))]
 
-    def order(self, pick: int) -> Order:
-        return Order.objects.get(pk=self.orders[pick % len(self.orders)])
+    def order(self, pick: int, *statuses: str) -> Order | None:
+        """One of the latest orders in one of ``statuses``, ``None`` if there is none."""
+        ids = list(
+            Order.objects.filter(pk__in=self.orders, status__in=statuses)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        return Order.objects.get(pk=ids[-1 - pick % len(ids)]) if ids else None
 
     def attempt(self, action, *args, **kwargs):
         """Run one service call; a refusal (an ``ApplicationError``) is a valid outcome."""
@@ -106,10 +115,6 @@ class MoneyMachine(RuleBasedStateMachine):
             return None
         self.changed = True
         return result
-
-    def placed(self, order: Order | None) -> None:
-        if order is not None:
-            self.orders.append(order.pk)
 
     # --- money in ---------------------------------------------------------------------
 
@@ -126,63 +131,70 @@ class MoneyMachine(RuleBasedStateMachine):
 
     # --- checkout ---------------------------------------------------------------------
 
-    @rule(who=picks, sku=picks, quantity=st.integers(1, 4), price=prices)
-    def checkout_wallet(self, who: int, sku: int, quantity: int, price: int) -> None:
-        customer = self.customer(who)
-        self.placed(
-            self.attempt(
-                order_checkout,
-                customer=customer,
-                channel=self.world["channel"],
-                lines=self.lines(sku, quantity, price),
-                payment_method=PaymentMethod.WALLET,
-            )
-        )
-
-    @rule(who=picks, sku=picks, quantity=st.integers(1, 4), price=prices)
-    def checkout_wallet_and_card(self, who: int, sku: int, quantity: int, price: int) -> None:
-        self.placed(
-            self.attempt(
-                order_checkout_split,
-                customer=self.customer(who),
-                channel=self.world["channel"],
-                lines=self.lines(sku, quantity, price),
-                card_payment_method="pm_card",
-            )
-        )
-
-    @rule(who=picks, sku=picks, quantity=st.integers(1, 4), price=prices)
-    def checkout_installments(self, who: int, sku: int, quantity: int, price: int) -> None:
-        self.placed(
-            self.attempt(
+    @rule(
+        who=picks,
+        method=st.sampled_from(["wallet", "wallet_card", "installments"]),
+        sku=picks,
+        quantity=st.integers(1, 4),
+        price=prices,
+        ship_now=st.booleans(),
+    )
+    def checkout(
+        self, who: int, method: str, sku: int, quantity: int, price: int, ship_now: bool
+    ) -> None:
+        """Place an order (wallet, with wallet BNPL for a short balance; wallet + card;
+        installments) and, when ``ship_now``, fulfil it at once."""
+        common = {
+            "customer": self.customer(who),
+            "channel": self.world["channel"],
+            "lines": self.lines(sku, quantity, price),
+        }
+        if method == "wallet":
+            order = self.attempt(order_checkout, payment_method=PaymentMethod.WALLET, **common)
+        elif method == "wallet_card":
+            order = self.attempt(order_checkout_split, card_payment_method="pm_card", **common)
+        else:
+            order = self.attempt(
                 order_checkout_installments,
-                customer=self.customer(who),
-                channel=self.world["channel"],
-                lines=self.lines(sku, quantity, price),
                 plan_product=PRODUCT,
                 card_payment_method="pm_card",
+                **common,
             )
-        )
+        if order is None:
+            return
+        self.orders.append(order.pk)
+        if ship_now:
+            self.attempt(order_fulfil, order_id=order.pk)
 
     # --- after the checkout ----------------------------------------------------------
 
-    @precondition(lambda self: self.orders)
-    @rule(pick=picks)
+    @rule(pick=recent)
     def fulfil(self, pick: int) -> None:
-        self.attempt(order_fulfil, order_id=self.order(pick).pk)
+        order = self.order(pick, OrderStatus.CONFIRMED)
+        if order is not None:
+            self.attempt(order_fulfil, order_id=order.pk)
 
-    @precondition(lambda self: self.orders)
-    @rule(pick=picks)
+    @rule(pick=recent)
     def cancel(self, pick: int) -> None:
-        self.attempt(order_cancel, order_id=self.order(pick).pk, reason="state machine")
+        order = self.order(pick, OrderStatus.NEW, OrderStatus.ON_HOLD, OrderStatus.CONFIRMED)
+        if order is not None:
+            self.attempt(order_cancel, order_id=order.pk, reason="state machine")
 
-    @precondition(lambda self: self.orders)
-    @rule(pick=picks, units=st.integers(1, 4))
+    @rule(pick=recent, units=st.integers(1, 4))
     def return_units(self, pick: int, units: int) -> None:
-        order = self.order(pick)
-        self.attempt(
-            order_refund, order_id=order.pk, lines=[RefundLine(1, units)], reason="returned"
-        )
+        """Return some of the units not yet returned of a fulfilled order."""
+        order = self.order(pick, OrderStatus.FULFILLED)
+        if order is None:
+            return
+        line = order.lines.get()
+        left = line.quantity - line.refunded_quantity
+        if left:
+            self.attempt(
+                order_refund,
+                order_id=order.pk,
+                lines=[RefundLine(line.line_no, min(units, left))],
+                reason="returned",
+            )
 
     # --- wallet BNPL debts ------------------------------------------------------------
 
@@ -192,12 +204,12 @@ class MoneyMachine(RuleBasedStateMachine):
             debts = debts.exclude(status=DebtStatus.REPAID)
         ids = list(debts.values_list("pk", flat=True))
         return (
-            WalletDebt.objects.select_related("wallet").get(pk=ids[pick % len(ids)])
+            WalletDebt.objects.select_related("wallet").get(pk=ids[-1 - pick % len(ids)])
             if ids
             else None
         )
 
-    @rule(pick=picks, amount=amounts)
+    @rule(pick=recent, amount=amounts)
     def repay_debt(self, pick: int, amount: int) -> None:
         debt = self.debt(pick)
         if debt is not None:
@@ -208,21 +220,15 @@ class MoneyMachine(RuleBasedStateMachine):
                 amount=eur(amount),
             )
 
-    @rule(pick=picks)
-    def write_off_debt(self, pick: int) -> None:
-        debt = self.debt(pick)
-        if debt is not None:
-            self.attempt(debt_write_off, debt_id=debt.pk, actor=self.world["admin"])
-
     # --- installment plans ------------------------------------------------------------
 
     def plan(self, pick: int, *statuses: str) -> Plan | None:
         ids = list(
             Plan.objects.filter(status__in=statuses).order_by("pk").values_list("pk", flat=True)
         )
-        return Plan.objects.get(pk=ids[pick % len(ids)]) if ids else None
+        return Plan.objects.get(pk=ids[-1 - pick % len(ids)]) if ids else None
 
-    @rule(pick=picks, number=st.integers(1, 3), amount=amounts)
+    @rule(pick=recent, number=st.integers(1, 3), amount=amounts)
     def pay_installment(self, pick: int, number: int, amount: int) -> None:
         plan = self.plan(pick, PlanStatus.ACTIVE)
         if plan is not None:
@@ -235,13 +241,19 @@ class MoneyMachine(RuleBasedStateMachine):
                 customer_id=plan.customer_id,
             )
 
-    @rule(pick=picks)
-    def write_off_plan(self, pick: int) -> None:
-        plan = self.plan(pick, PlanStatus.ACTIVE)
-        if plan is not None:
-            self.attempt(plan_write_off, plan_id=plan.pk, actor=self.world["admin"])
+    @rule(pick=recent, plan=st.booleans())
+    def write_off(self, pick: int, plan: bool) -> None:
+        """Staff write off an open wallet BNPL debt, or what is left of an active plan."""
+        if plan:
+            row = self.plan(pick, PlanStatus.ACTIVE)
+            if row is not None:
+                self.attempt(plan_write_off, plan_id=row.pk, actor=self.world["admin"])
+            return
+        debt = self.debt(pick)
+        if debt is not None:
+            self.attempt(debt_write_off, debt_id=debt.pk, actor=self.world["admin"])
 
-    @rule(pick=picks, amount=amounts)
+    @rule(pick=recent, amount=amounts)
     def recover_plan(self, pick: int, amount: int) -> None:
         plan = self.plan(pick, PlanStatus.WRITTEN_OFF)
         if plan is not None:
