@@ -6,6 +6,10 @@ class BnplConfig(AppConfig):
     verbose_name = "Installment plans (BNPL)"
 
     def ready(self) -> None:
+        from bnpl.selectors import plan_invariant_problems
+        from ledger.invariants import invariant_register
+
+        invariant_register("bnpl", plan_invariant_problems)
         from bnpl.services import INSTALLMENT_REFERENCE, installment_settle, installments_settle
         from payments import events
 

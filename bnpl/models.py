@@ -458,6 +458,10 @@ class Plan(models.Model):
                 | (~models.Q(apr_status=AprStatus.RATE) & models.Q(apr__isnull=True)),
                 name="plan_apr_null_only_without_rate",
             ),
+            models.CheckConstraint(
+                condition=models.Q(recovered_amount__lte=models.F("written_off_amount")),
+                name="plan_recovered_within_written_off",
+            ),
         ]
         # Plain indexes (not db_index, which adds a LIKE index per text column on
         # PostgreSQL): every plan write maintains each of them. None on ``status``: every

@@ -30,8 +30,21 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import (
+    Case,
+    CharField,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Cast, Coalesce
 
 from bnpl import pricing
 from bnpl.errors import PlanNotFound
@@ -43,11 +56,13 @@ from bnpl.models import (
     InstallmentStatus,
     Plan,
     PlanProduct,
+    PlanRecovery,
     PlanStatus,
 )
 from core import clock
 from core.money import Money
 from customers.models import Customer
+from ledger.models import Posting, Purpose
 from wallet.models import Direction, TransactionKind, WalletTransaction
 
 # --- plans ----------------------------------------------------------------------------
@@ -473,3 +488,65 @@ def payment_method_users(customer_id: int, token: str) -> str:
     if applications:
         named.append("a credit application being decided")
     return ", ".join(named)
+
+
+def plan_invariant_problems(limit: int) -> list[str]:
+    """Installment plans' invariants, registered with ``ledger.invariants`` (see apps.py).
+
+    A plan never recovers more than was written off, its recoveries add up to its
+    ``recovered_amount``, the ledger's write-off expense for it is its write-off less
+    what was recovered, and it never refunds more than its amount.
+    """
+    recoveries = (
+        PlanRecovery.objects.filter(plan=OuterRef("pk"))
+        .order_by()
+        .values("plan")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    # The write-off expense the ledger books for the plan: its write-off less recoveries.
+    booked = (
+        Posting.objects.filter(
+            entry__reference_type="bnpl.plan",
+            entry__reference_id=Cast(OuterRef("pk"), CharField()),
+            account__purpose=Purpose.WRITE_OFF_EXPENSE,
+        )
+        .order_by()
+        .values("entry__reference_id")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    rows = (
+        Plan.objects.annotate(recovered_sum=Coalesce(Subquery(recoveries), Value(0)))
+        .annotate(
+            booked=Case(
+                When(
+                    Q(written_off_amount__gt=0) | Q(recovered_amount__gt=0),
+                    then=Coalesce(Subquery(booked), Value(0)),
+                ),
+                default=Value(0),
+            )
+        )
+        .filter(
+            Q(recovered_amount__gt=F("written_off_amount"))
+            | ~Q(recovered_amount=F("recovered_sum"))
+            | ~Q(booked=F("written_off_amount") - F("recovered_amount"))
+            | Q(refunded_amount__gt=F("amount"))
+        )
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "written_off_amount",
+            "recovered_amount",
+            "recovered_sum",
+            "booked",
+            "refunded_amount",
+            "amount",
+        )[:limit]
+    )
+    return [
+        f"plan #{pk}: written off {written_off}, recovered {recovered} "
+        f"(recoveries sum to {summed}, the write-off expense holds {booked}), "
+        f"refunded {refunded} of {amount}"
+        for pk, written_off, recovered, summed, booked, refunded, amount in rows
+    ]

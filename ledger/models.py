@@ -44,6 +44,25 @@ NORMAL_SIDE: dict[str, str] = {
 }
 
 
+# The sign rule of every purpose: an account's balance, on its normal side, never goes
+# below zero, except for the purposes listed here, with the reason they may.
+EITHER_SIGN: dict[str, str] = {
+    Purpose.CUSTOMER_BNPL_RECEIVABLE: (
+        "a payment beyond what an installment owes is credited to the installments "
+        "receivable, which then owes the customer (wallet BNPL's own receivable is checked "
+        "against its debts by wallet)"
+    ),
+    Purpose.PROVIDER_CLEARING: "a refund after the provider settled is owed back to it",
+    Purpose.GATEWAY_CLEARING: "a refund after the gateway settled is owed back to it",
+    Purpose.CASH_CLEARING: "withdrawals pay out goodwill and refunds, not only top-ups",
+}
+
+
+def may_go_negative(purpose: str) -> bool:
+    """Whether an account of ``purpose`` may hold a balance below zero (``EITHER_SIGN``)."""
+    return purpose in EITHER_SIGN
+
+
 class Account(models.Model):
     # "wallet:12:EUR" for a customer's, "merchant:EUR" for a system account.
     code = models.CharField(max_length=100, unique=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 
-from ledger.models import Account, JournalEntry, Posting
+from ledger.invariants import invariant_problems
+from ledger.models import EITHER_SIGN, Account, JournalEntry, Posting
 
 
 def ledger_problems(limit: int = 20) -> list[str]:
@@ -13,7 +14,9 @@ def ledger_problems(limit: int = 20) -> list[str]:
 
     Checks: each entry sums to zero per currency and has at least two postings; each
     posting's currency is its account's; each account's cached balance equals the sum of
-    its postings on its normal side; no non-negative account is below zero.
+    its postings on its normal side; no account is below zero on its normal side unless
+    its purpose may be (``ledger.models.EITHER_SIGN``); then the invariants the apps
+    registered of their own objects (``ledger.invariants``).
     """
     problems: list[str] = []
 
@@ -59,11 +62,23 @@ def ledger_problems(limit: int = 20) -> list[str]:
                 output_field=IntegerField(),
             )
         )
-        .filter(~Q(balance=F("expected")) | Q(non_negative=True, balance__lt=0))
+        .filter(~Q(balance=F("expected")))
         .order_by("pk")[:limit]
     )
     problems += [
         f"account {a.code} caches balance {a.balance} but its postings give {a.expected}"
         for a in accounts
     ]
+
+    below_zero = (
+        Account.objects.filter(balance__lt=0)
+        .filter(Q(non_negative=True) | ~Q(purpose__in=list(EITHER_SIGN)))
+        .order_by("pk")[:limit]
+    )
+    problems += [
+        f"account {a.code} ({a.purpose}, {a.normal_side}-normal) is below zero: {a.balance}"
+        for a in below_zero
+    ]
+    if len(problems) < limit:
+        problems += invariant_problems(limit - len(problems))
     return problems[:limit]

@@ -6,6 +6,10 @@ class OmsConfig(AppConfig):
     verbose_name = "Orders (OMS)"
 
     def ready(self) -> None:
+        from ledger.invariants import invariant_register
+        from oms.selectors import order_invariant_problems
+
+        invariant_register("oms", order_invariant_problems)
         from core.schedules import Schedule, register
         from oms.services import split_order_card_settled
         from payments import events

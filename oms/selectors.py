@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, Q, QuerySet
 
 from customers.models import Customer
 from oms.errors import OrderNotFound
-from oms.models import Channel, Dispute, Order, OrderLine
+from oms.models import Channel, Dispute, Order, OrderLine, OrderStatus
 
 
 def orders_with_details() -> QuerySet[Order]:
@@ -34,3 +34,18 @@ def order_for_caller(*, customer: Customer, channel: Channel | None, order_id: i
 
 def channel_for_customer_request(code: str) -> Channel | None:
     return Channel.objects.filter(code=code, active=True).first()
+
+
+def order_invariant_problems(limit: int) -> list[str]:
+    """Orders' invariants, registered with ``ledger.invariants`` (see apps.py): an order
+    refunds only after it was fulfilled (paid), and never more than its total."""
+    rows = (
+        Order.objects.filter(refunded__gt=0)
+        .filter(Q(refunded__gt=F("total")) | ~Q(status=OrderStatus.FULFILLED))
+        .order_by("pk")
+        .values_list("pk", "status", "refunded", "total")[:limit]
+    )
+    return [
+        f"order #{pk} ({status}) refunded {refunded} of {total}"
+        for pk, status, refunded, total in rows
+    ]

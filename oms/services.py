@@ -75,8 +75,8 @@ from wallet.services import (
     wallet_get_or_create,
     wallet_lock,
     wallet_plan_funding,
+    wallet_refund,
     wallet_refund_order,
-    wallet_release,
 )
 
 log = logging.getLogger(__name__)
@@ -670,7 +670,8 @@ def _split_begin(
 def _release_wallet_part(
     *, order: Order, wallet, actor: AbstractBaseUser | None, reason: str
 ) -> Money:
-    """Give a split order's wallet part back exactly (nothing was spent); returns it."""
+    """Give a split order's wallet part back, exactly what it took; returns it. Like every
+    credit, it repays the customer's open wallet BNPL debts first."""
     paid = (
         WalletTransaction.objects.filter(
             reference_type="oms.order", reference_id=str(order.pk), kind=TransactionKind.PAYMENT
@@ -685,7 +686,7 @@ def _release_wallet_part(
     )
     owed = Money(paid - released, order.currency)
     if owed.is_positive():
-        wallet_release(
+        wallet_refund(
             wallet=wallet,
             amount=owed,
             reference_type="oms.order",

@@ -6,6 +6,10 @@ class PaymentsConfig(AppConfig):
     verbose_name = "Payments"
 
     def ready(self) -> None:
+        from ledger.invariants import invariant_register
+        from payments.selectors import payment_invariant_problems
+
+        invariant_register("payments", payment_invariant_problems)
         from core import readiness
         from core.schedules import Schedule, register
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
 
 from core.money import Money
 from payments.errors import PaymentMethodNotFound, PaymentMethodUnknown
@@ -177,3 +177,28 @@ def payment_method_owned(
     if method is None:
         raise PaymentMethodUnknown(message, fields={field: [message]})
     return method
+
+
+def payment_invariant_problems(limit: int) -> list[str]:
+    """Payment transactions' invariants, registered with ``ledger.invariants`` (see
+    apps.py): what succeeded never refunds more than it captured, nor captures more than
+    it authorized."""
+    succeeded = Q(events__outcome=Outcome.SUCCEEDED, events__currency=F("currency"))
+
+    def total(kind: str) -> Sum:
+        return Sum("events__amount", filter=succeeded & Q(events__kind=kind), default=0)
+
+    rows = (
+        PaymentTransaction.objects.annotate(
+            authorized=total(EventKind.AUTHORIZATION),
+            captured=total(EventKind.CAPTURE),
+            refunded=total(EventKind.REFUND),
+        )
+        .filter(Q(refunded__gt=F("captured")) | Q(captured__gt=F("authorized")))
+        .order_by("pk")
+        .values_list("pk", "authorized", "captured", "refunded")[:limit]
+    )
+    return [
+        f"payment #{pk} authorized {authorized}, captured {captured}, refunded {refunded}"
+        for pk, authorized, captured, refunded in rows
+    ]

@@ -6,6 +6,10 @@ class WalletConfig(AppConfig):
     verbose_name = "Wallet"
 
     def ready(self) -> None:
+        from ledger.invariants import invariant_register
+        from wallet.selectors import wallet_invariant_problems
+
+        invariant_register("wallet", wallet_invariant_problems)
         from core.schedules import Schedule, register
 
         register(

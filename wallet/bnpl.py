@@ -67,16 +67,17 @@ def days_late(debt: WalletDebt, conf: BnplSettings, on: date) -> int:
 def default_interest(debt: WalletDebt, conf: BnplSettings, on: date) -> int:
     """Interest accrued as of ``on``, minor units, per the settings.
 
-    none → 0; percent → principal × pct/100 × days_late/30, rounded once with the money
-    rounding rule; fixed → the flat amount once, or for each started week past grace.
+    none → 0; percent → interest base (the principal less what merchant refunds settled)
+    × pct/100 × days_late/30, rounded once with the money rounding rule; fixed → the
+    flat amount once, or for each started week past grace.
     """
     late = days_late(debt, conf, on)
     if late <= 0 or conf.interest_type == InterestType.NONE:
         return 0
     currency = debt.wallet.currency
     if conf.interest_type == InterestType.PERCENT:
-        principal = Money(debt.principal, currency).to_decimal()
-        return to_minor(principal * conf.interest_amount / 100 * Decimal(late) / 30, currency)
+        base = Money(debt.interest_base, currency).to_decimal()
+        return to_minor(base * conf.interest_amount / 100 * Decimal(late) / 30, currency)
     flat = to_minor(conf.interest_amount, currency)
     if conf.fixed_recurrence == FixedRecurrence.ONCE:
         return flat

@@ -253,6 +253,11 @@ class WalletDebt(models.Model):
     interest_charged = models.BigIntegerField(default=0)
     interest_paid = models.BigIntegerField(default=0)
     written_off = models.BigIntegerField(default=0)
+    # Of ``written_off``, what later refunds of the purchase gave back to the expense.
+    recovered = models.BigIntegerField(default=0)
+    # Of ``principal_repaid``, what the merchant's refunds of the purchase settled; the
+    # rest of the principal is what interest runs on (``interest_base``).
+    principal_refunded = models.BigIntegerField(default=0)
     status = models.CharField(
         max_length=12, choices=DebtStatus.choices, default=DebtStatus.OUTSTANDING
     )
@@ -312,6 +317,16 @@ class WalletDebt(models.Model):
                 condition=~models.Q(status="repaid") | ~models.Q(resolution=""),
                 name="debt_closed_has_resolution",
             ),
+            models.CheckConstraint(
+                condition=models.Q(recovered__gte=0, recovered__lte=models.F("written_off")),
+                name="debt_recovered_within_written_off",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    principal_refunded__gte=0, principal_refunded__lte=models.F("principal_repaid")
+                ),
+                name="debt_refunded_within_repaid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -331,6 +346,11 @@ class WalletDebt(models.Model):
         if self.status == DebtStatus.REPAID:
             return 0
         return self.principal - self.principal_repaid
+
+    @property
+    def interest_base(self) -> int:
+        """The principal still owed of the purchase after merchant refunds, minor units."""
+        return self.principal - self.principal_refunded
 
     @property
     def interest_unpaid_charged(self) -> int:

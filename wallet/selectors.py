@@ -4,11 +4,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, QuerySet, Sum
+from django.db.models import (
+    Avg,
+    CharField,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Cast, Coalesce
 
 from core import clock
 from core.money import Money
 from customers.models import Customer
+from ledger.models import Account, Posting, Purpose
 from wallet.bnpl import bnpl_settings, debt_amounts
 from wallet.errors import DebtNotFound
 from wallet.models import (
@@ -161,3 +176,70 @@ def debt_views(debts: Iterable[WalletDebt], *, on: date | None = None) -> list[D
             )
         )
     return views
+
+
+def wallet_invariant_problems(limit: int) -> list[str]:
+    """Wallet BNPL's invariants, registered with ``ledger.invariants`` (see apps.py).
+
+    A debt never recovers more than was written off, and the ledger's write-off expense
+    for it is its write-off less what was recovered; each customer's wallet BNPL
+    receivable (``bnpl:<customer>:<ccy>``) holds exactly what their open debts still owe.
+    """
+    # What the ledger books to the write-off expense for each debt: its write-off less
+    # what returns recovered (debit-normal, so postings add up directly).
+    booked = (
+        Posting.objects.filter(
+            entry__reference_type="wallet.debt",
+            entry__reference_id=Cast(OuterRef("pk"), CharField()),
+            account__purpose=Purpose.WRITE_OFF_EXPENSE,
+        )
+        .order_by()
+        .values("entry__reference_id")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    problems = [
+        f"wallet debt #{pk} books {net} to the write-off expense, not written off {written_off} "
+        f"less recovered {recovered}"
+        for pk, net, written_off, recovered in WalletDebt.objects.filter(
+            Q(written_off__gt=0) | Q(recovered__gt=0)
+        )
+        .annotate(net=Coalesce(Subquery(booked), Value(0)))
+        .exclude(net=F("written_off") - F("recovered"))
+        .order_by("pk")
+        .values_list("pk", "net", "written_off", "recovered")[:limit]
+    ]
+    problems += [
+        f"wallet debt #{pk} recovered {recovered} of a {written_off} write-off"
+        for pk, recovered, written_off in WalletDebt.objects.filter(
+            Q(recovered__gt=F("written_off")) | Q(recovered__lt=0)
+        )
+        .order_by("pk")
+        .values_list("pk", "recovered", "written_off")[:limit]
+    ]
+    owed = (
+        WalletDebt.objects.filter(
+            wallet__customer_id=OuterRef("customer_id"), wallet__currency=OuterRef("currency")
+        )
+        .exclude(status=DebtStatus.REPAID)
+        .order_by()
+        .values("wallet__customer_id")
+        .annotate(
+            total=Sum(
+                F("principal") - F("principal_repaid") + F("interest_charged") - F("interest_paid")
+            )
+        )
+        .values("total")
+    )
+    mismatched = (
+        Account.objects.filter(purpose=Purpose.CUSTOMER_BNPL_RECEIVABLE, code__startswith="bnpl:")
+        .annotate(owed=Coalesce(Subquery(owed), Value(0)))
+        .exclude(balance=F("owed"))
+        .order_by("pk")
+        .values_list("code", "balance", "owed")[:limit]
+    )
+    problems += [
+        f"receivable {code} holds {balance} but the open debts owe {owed_total}"
+        for code, balance, owed_total in mismatched
+    ]
+    return problems[:limit]

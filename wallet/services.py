@@ -311,30 +311,6 @@ def wallet_refund(
     )
 
 
-def wallet_release(
-    *,
-    wallet: Wallet,
-    amount: Money,
-    reference_type: str,
-    reference_id: str,
-    actor: AbstractBaseUser | None = None,
-    note: str = "",
-) -> WalletTransaction:
-    """Give back a wallet part that was never really spent (a split payment whose card
-    failed): exactly what was taken, with no automatic repayment of debts."""
-    return _move(
-        wallet=wallet,
-        kind=TransactionKind.REFUND,
-        direction=Direction.CREDIT,
-        amount=amount,
-        counterpart=system(Purpose.MERCHANT, amount.currency),
-        reference_type=reference_type,
-        reference_id=reference_id,
-        actor=actor,
-        note=note,
-    )
-
-
 def wallet_refund_order(
     *,
     wallet: Wallet,
@@ -348,9 +324,10 @@ def wallet_refund_order(
 
     What the customer still owes on the purchase (principal, and interest already
     charged) is settled from the refund, and the debt closes as ``cancelled``; interest
-    never charged is waived. If the debt was written off, its unpaid part recovers the
-    write-off expense instead. Only what the customer actually paid reaches the wallet,
-    where, like every credit, it repays other debts first.
+    never charged is waived. If the debt was written off, refunds recover the write-off
+    expense first, only what is not yet recovered (``recovered`` ≤ ``written_off``). Only
+    what the customer actually paid reaches the wallet, where, like every credit, it
+    repays other debts first.
     """
     currency = amount.currency
     merchant = system(Purpose.MERCHANT, currency)
@@ -373,6 +350,7 @@ def wallet_refund_order(
             to_interest = min(owed.minor, debt.interest_unpaid_charged)
             debt.interest_paid += to_interest
             debt.principal_repaid += owed.minor - to_interest
+            debt.principal_refunded += owed.minor - to_interest
             left = left - owed
         if debt.principal_outstanding == 0 and debt.interest_unpaid_charged == 0:
             _close(debt, DebtResolution.CANCELLED, actor)
@@ -380,6 +358,7 @@ def wallet_refund_order(
             update_fields=[
                 "interest_paid",
                 "principal_repaid",
+                "principal_refunded",
                 "status",
                 "resolution",
                 "repaid_at",
@@ -387,8 +366,10 @@ def wallet_refund_order(
             ]
         )
     elif debt is not None and debt.resolution == DebtResolution.WRITTEN_OFF:
-        recovered = min(left, Money(debt.written_off, currency))
+        recovered = min(left, Money(debt.written_off - debt.recovered, currency))
         if recovered.is_positive():
+            debt.recovered += recovered.minor
+            debt.save(update_fields=["recovered"])
             ledger_post(
                 kind="wallet.debt_write_off_recovery",
                 legs=[

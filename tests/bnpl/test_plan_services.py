@@ -14,6 +14,7 @@ from bnpl.services import (
     locked_plan_installment,
     plan_receivable,
 )
+from bnpl.writeoff import plan_write_off
 from core import clock
 from core.money import Money
 from ledger.models import Account, JournalEntry, Purpose
@@ -197,10 +198,9 @@ def test_excess_goes_back_to_the_wallet(customer):
 
 def test_money_for_a_written_off_plan_is_a_recovery(customer):
     plan = make_plan(customer=customer, amount="30.00")
+    plan_write_off(plan_id=plan.pk, actor=None, note="uncollectable")  # 30.00 to the expense
     with transaction.atomic():
         locked, row = locked_plan_installment(plan.installments.get(number=1).pk)
-        locked.write_off(at=clock.now(), amount=3_000)
-        locked.save(update_fields=["status", "written_off_at", "written_off_amount"])
         installment_apply_payment(
             plan=locked,
             installment=row,
@@ -212,7 +212,7 @@ def test_money_for_a_written_off_plan_is_a_recovery(customer):
         )
     plan = Plan.objects.get(pk=plan.pk)
     assert plan.recovered_amount == 700
-    assert balance(system(Purpose.WRITE_OFF_EXPENSE, "EUR")) == -700
+    assert balance(system(Purpose.WRITE_OFF_EXPENSE, "EUR")) == 3_000 - 700
 
 
 def test_lines_owing_nothing_are_paid_from_the_start_and_never_debited(customer):
@@ -229,21 +229,20 @@ def test_lines_owing_nothing_are_paid_from_the_start_and_never_debited(customer)
 
 def test_money_beyond_the_write_off_goes_back_to_the_wallet(customer):
     plan = make_plan(customer=customer, amount="30.00")
+    plan_write_off(plan_id=plan.pk, actor=None, note="uncollectable")  # 30.00 to the expense
     with transaction.atomic():
         locked, row = locked_plan_installment(plan.installments.get(number=1).pk)
-        locked.write_off(at=clock.now(), amount=500)
-        locked.save(update_fields=["status", "written_off_at", "written_off_amount"])
         installment_apply_payment(
             plan=locked,
             installment=row,
-            amount=Money(700, "EUR"),
+            amount=Money(3_200, "EUR"),
             source=system(Purpose.CASH_CLEARING, "EUR"),
             kind="bnpl.installment_paid",
             reference_type="test",
             reference_id="r2",
         )
     plan = Plan.objects.get(pk=plan.pk)
-    assert plan.recovered_amount == 500
-    assert balance(system(Purpose.WRITE_OFF_EXPENSE, "EUR")) == -500
-    assert receivable_balance(plan) == 3_000  # the test wrote off without an entry
-    assert balance(f"wallet:{customer.pk}:EUR") == 50_000 + 200
+    assert plan.recovered_amount == 3_000
+    assert balance(system(Purpose.WRITE_OFF_EXPENSE, "EUR")) == 0
+    assert receivable_balance(plan) == 0
+    assert balance(f"wallet:{customer.pk}:EUR") == 50_000 + 200  # the excess goes back

@@ -259,3 +259,52 @@ def test_post_many_refuses_the_batch_if_one_entry_is_unbalanced(accounts):
     with pytest.raises(UnbalancedEntry), transaction.atomic():
         ledger_post_many([good, bad])
     assert not JournalEntry.objects.exists()
+
+
+def test_every_purpose_has_a_normal_side_and_its_sign_rule_names_only_purposes():
+    from ledger.models import EITHER_SIGN, NORMAL_SIDE
+
+    assert set(NORMAL_SIDE) == set(Purpose.values)
+    assert set(EITHER_SIGN) <= set(Purpose.values)
+
+
+def _problems_after(legs) -> list[str]:
+    """The problems ``ledger_problems`` sees with ``legs`` posted; then rolled back."""
+    found: list[str] = []
+
+    def post_and_look() -> None:
+        with transaction.atomic():
+            ledger_post(kind="test.entry", legs=legs)
+            found.extend(ledger_problems())
+            raise _Rollback
+
+    with pytest.raises(_Rollback):
+        post_and_look()
+    return found
+
+
+def test_an_account_below_zero_on_its_normal_side_is_a_problem_unless_its_purpose_may_be():
+    expense = system_account(Purpose.WRITE_OFF_EXPENSE, EUR)
+    cash = system_account(Purpose.CASH_CLEARING, EUR)
+    income = system_account(Purpose.INTEREST_INCOME, EUR)
+
+    problems = _problems_after([credit(expense, eur("30.00")), debit(income, eur("30.00"))])
+    assert problems == [
+        "account write_off_expense:EUR (write_off_expense, debit-normal) is below zero: -3000",
+        "account interest_income:EUR (interest_income, credit-normal) is below zero: -3000",
+    ]
+    # Cash clearing may be on either side: a withdrawal of goodwill money.
+    assert _problems_after([credit(cash, eur("30.00")), debit(expense, eur("30.00"))]) == []
+
+
+def test_an_apps_registered_invariant_is_checked_with_the_ledger():
+    from ledger.invariants import _checks, invariant_register
+
+    assert {"wallet", "bnpl", "oms", "payments"} <= set(_checks)
+    invariant_register("test", lambda limit: ["something is off"][:limit])
+    try:
+        assert ledger_problems() == ["test: something is off"]
+        with pytest.raises(CommandError, match="test: something is off"):
+            call_command("ledger_verify")
+    finally:
+        del _checks["test"]

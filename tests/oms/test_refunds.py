@@ -188,21 +188,36 @@ def test_units_of_one_line_refunded_in_parts_add_up_to_the_line_total(
     stock("A", 10)
     order = buy(customer_api, [line("A", 3, "33.34")])  # 100.02
     order_fulfil(order_id=order.pk)
+    plan = plan_of(order)
+    pay_installment(plan, 1)  # 33.34 paid; 66.68 still owed
+    wallet_before = wallet_balance(borrower)
 
     first = shop.post(
         f"/api/v1/orders/{order.pk}/refunds",
         {"lines": [{"line_no": 1, "quantity": 1}], "reason": "One back"},
         format="json",
     )
+
+    assert first.json()["refunded"]["amount"] == "33.34"
+    # The unit comes off the unpaid principal, the last installment first.
+    assert [row[1:] for row in schedule(plan)[1:]] == [(3_334, "scheduled"), (0, "cancelled")]
+    assert plan_receivable(customer_id=borrower.pk, currency="EUR").balance == 3_334
+    assert wallet_balance(borrower) == wallet_before
+
     second = shop.post(
         f"/api/v1/orders/{order.pk}/refunds",
         {"lines": [{"line_no": 1, "quantity": 2}], "reason": "The rest back"},
         format="json",
     )
 
-    assert first.json()["refunded"]["amount"] == "33.34"
     assert second.json()["refunded"]["amount"] == "100.02"
-    assert Order.objects.get(pk=order.pk).refunded == Order.objects.get(pk=order.pk).total
+    assert Order.objects.get(pk=order.pk).refunded == 10_002
+    # Every unit back: the plan refunds its whole amount, nothing is owed any more, and
+    # what was paid (the first installment) goes back to the wallet.
+    refreshed = Plan.objects.get(pk=plan.pk)
+    assert (refreshed.refunded_amount, refreshed.amount) == (10_002, 10_002)
+    assert plan_receivable(customer_id=borrower.pk, currency="EUR").balance == 0
+    assert wallet_balance(borrower) == wallet_before + 3_334
 
 
 @pytest.mark.parametrize(

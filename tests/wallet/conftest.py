@@ -19,11 +19,12 @@ def approved(web_channel):
     return approve_kyc(make_customer())
 
 
-def receivable_matches_debts(customer) -> None:
-    """The BNPL receivable account equals what the customer's open debts still owe."""
+def receivable_matches_debts(customer, currency: str = "EUR") -> None:
+    """The wallet BNPL receivable (``bnpl:<customer>:<ccy>``, not the installments one of the
+    same purpose) equals what the customer's open debts still owe."""
     owed = (
         (
-            WalletDebt.objects.filter(wallet__customer=customer)
+            WalletDebt.objects.filter(wallet__customer=customer, wallet__currency=currency)
             .exclude(status=DebtStatus.REPAID)
             .aggregate(
                 total=Sum(
@@ -37,6 +38,6 @@ def receivable_matches_debts(customer) -> None:
         or 0
     )
     account = Account.objects.filter(
-        customer=customer, purpose=Purpose.CUSTOMER_BNPL_RECEIVABLE
+        code=f"bnpl:{customer.pk}:{currency}", purpose=Purpose.CUSTOMER_BNPL_RECEIVABLE
     ).first()
     assert (account.balance if account else 0) == owed

@@ -1,0 +1,144 @@
+"""Wallet BNPL after the purchase: returns, write-offs and cancellations (issue 12).
+
+Every credit repays open debts first; a return after a write-off recovers the write-off
+once, never more than was written off; interest follows what is still owed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from core import clock
+from core.money import Money
+from ledger.models import Account
+from oms.models import Order, OrderStatus
+from oms.services import (
+    LineInput,
+    RefundLine,
+    order_cancel,
+    order_checkout,
+    order_checkout_split,
+    order_fulfil,
+    order_refund,
+)
+from tests.factories import ChannelFactory, fund, saved_card
+from tests.wallet.conftest import receivable_matches_debts
+from wallet.bnpl import bnpl_settings, debt_amounts
+from wallet.models import DebtStatus, InterestType, Wallet, WalletDebt
+from wallet.services import debt_write_off
+
+pytestmark = pytest.mark.django_db
+
+
+def balance(customer) -> int:
+    return Wallet.objects.get(customer=customer, currency="EUR").account.balance
+
+
+def expense() -> int:
+    return Account.objects.get(code="write_off_expense:EUR").balance
+
+
+def buy(customer, quantity: int, unit_price: str) -> Order:
+    return order_checkout(
+        customer=customer,
+        channel=ChannelFactory(code="web"),
+        lines=[
+            LineInput(
+                sku="ITEM",
+                name="Item",
+                quantity=quantity,
+                unit_price=Money.parse(unit_price, "EUR"),
+                tax=Money.zero("EUR"),
+            )
+        ],
+    )
+
+
+def debt_of(order: Order) -> WalletDebt:
+    return WalletDebt.objects.get(reference_type="oms.order", reference_id=str(order.pk))
+
+
+def test_returns_after_a_write_off_recover_only_what_was_written_off(bnpl, approved, admin_user):
+    fund(approved, "30.00")
+    order = buy(approved, 2, "50.00")  # 30.00 from the balance, 70.00 borrowed
+    order_fulfil(order_id=order.pk)
+    debt_write_off(debt_id=debt_of(order).pk, actor=admin_user, note="uncollectable")
+    assert expense() == 7000
+
+    order_refund(order_id=order.pk, lines=[RefundLine(1, 1)], reason="one back")
+    assert (expense(), balance(approved)) == (2000, 0)  # 50.00 of the 70.00 recovered
+    order_refund(order_id=order.pk, lines=[RefundLine(1, 1)], reason="the other back")
+
+    assert expense() == 0  # recovered once, never below zero
+    assert balance(approved) == 3000  # what the customer paid comes back
+    row = debt_of(order)
+    assert (row.written_off, row.recovered) == (7000, 7000)
+    receivable_matches_debts(approved)
+
+
+def test_cancelling_a_confirmed_split_order_repays_an_open_debt_first(
+    bnpl, approved, card_processor
+):
+    saved_card(approved, "pm_card")
+    fund(approved, "30.00")
+    split = order_checkout_split(
+        customer=approved,
+        channel=ChannelFactory(code="web"),
+        lines=[
+            LineInput(
+                sku="ITEM",
+                name="Item",
+                quantity=1,
+                unit_price=Money.parse("100.00", "EUR"),
+                tax=Money.zero("EUR"),
+            )
+        ],
+        card_payment_method="pm_card",
+    )
+    assert split.status == OrderStatus.CONFIRMED
+    assert balance(approved) == 0
+    later = buy(approved, 1, "50.00")  # all of it borrowed
+    assert debt_of(later).principal == 5000
+
+    order_cancel(order_id=split.pk, reason="changed their mind")
+
+    row = debt_of(later)
+    assert (row.principal_repaid, row.status) == (3000, DebtStatus.OUTSTANDING)
+    assert balance(approved) == 0  # no spendable balance beside an open debt
+    receivable_matches_debts(approved)
+
+
+def test_percent_interest_runs_on_what_is_still_owed_after_returns(bnpl, approved):
+    conf = bnpl_settings()
+    conf.interest_type = InterestType.PERCENT
+    conf.interest_amount = Decimal(3)
+    conf.save()
+    order = buy(approved, 4, "100.00")  # 400.00 borrowed
+    order_fulfil(order_id=order.pk)
+    order_refund(order_id=order.pk, lines=[RefundLine(1, 3)], reason="three back")
+    row = debt_of(order)
+    assert row.principal - row.principal_repaid == 10_000
+
+    thirty_days_late = row.due_date + timedelta(days=conf.grace_days + 30)
+    assert debt_amounts(row, conf, thirty_days_late)["interest"] == 300  # 3 % of 100.00
+
+
+def test_a_return_after_a_repayment_still_charges_interest_on_the_repaid_principal(bnpl, approved):
+    """Only what the merchant refunded leaves the interest base; what the customer repaid
+    late was still owed while it was late (the formula of the settings)."""
+    conf = bnpl_settings()
+    conf.interest_type = InterestType.PERCENT
+    conf.interest_amount = Decimal(3)
+    conf.save()
+    order = buy(approved, 4, "100.00")
+    order_fulfil(order_id=order.pk)
+    fund(approved, "100.00")  # repays 100.00 of the principal
+    row = debt_of(order)
+    assert row.principal_repaid == 10_000
+
+    thirty_days_late = row.due_date + timedelta(days=conf.grace_days + 30)
+    assert debt_amounts(row, conf, thirty_days_late)["interest"] == 1200
+    assert clock.business_date() < thirty_days_late
