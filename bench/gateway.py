@@ -298,6 +298,22 @@ def verify(port: int, sent: list[str]) -> None:
 # --- orchestration ---------------------------------------------------------------------
 
 
+def use_local_memory_cache() -> None:
+    """The breaker's shared cache for this one process: its threads share local memory
+    (the settings' default, a database table, does not exist in the bench)."""
+    from django.conf import settings
+    from django.test.signals import clear_cache_handlers
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "bench-gateway",
+            "KEY_PREFIX": "oms",
+        }
+    }
+    clear_cache_handlers(setting="CACHES")
+
+
 def main(args: argparse.Namespace) -> None:
     if args.quick:
         args.charges, args.rounds = 300, 1
@@ -328,6 +344,7 @@ def main(args: argparse.Namespace) -> None:
         import django
 
         django.setup()
+        use_local_memory_cache()
 
         base_url = f"http://127.0.0.1:{port}/card"
         sent: list[str] = []

@@ -33,10 +33,13 @@ if DEBUG:
     SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
     ALLOWED_HOSTS = ALLOWED_HOSTS or ["*"]
 else:
-    # Production never runs on the public development key or answers any Host header.
-    if SECRET_KEY in ("", DEV_SECRET_KEY):
+    # Production never runs on the public development key, a short or guessable one (as
+    # Django's security check judges: 50 characters, 5 distinct or more), or answers any
+    # Host header.
+    if SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
         raise ImproperlyConfigured(
-            "DJANGO_DEBUG is off: set DJANGO_SECRET_KEY to a long random secret, e.g. "
+            "DJANGO_DEBUG is off: set DJANGO_SECRET_KEY to a long random secret (at least "
+            "50 characters, not the development key), e.g. "
             "python -c 'import secrets; print(secrets.token_urlsafe(50))'."
         )
     if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
@@ -153,27 +156,33 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # embedded default is a table in the database, made by `manage.py createcachetable`
 # (`make run` runs it; test databases get it from Django).
 CACHE_URL = os.environ.get("CACHE_URL", "")
+# Every counter is written with its own timeout; a value written without one (or by the
+# database cache's incr, which rewrites the row) lives an hour at most. Only a payment
+# breaker's "opened at" is kept until a trial call closes the breaker (timeout=None).
+CACHE_DEFAULT_TIMEOUT = 3600
+DATABASE_CACHE = {
+    "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+    "LOCATION": "oms_cache",
+    "KEY_PREFIX": "oms",
+    # Culling a full table could drop a breaker's state: keep far more than needed.
+    "OPTIONS": {"MAX_ENTRIES": 100_000},
+    "TIMEOUT": CACHE_DEFAULT_TIMEOUT,
+}
+# A cache that does not answer within a second is treated as down (sign-ins answer 503,
+# breakers stay closed) rather than holding every request.
+REDIS_CACHE_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 1}
 if CACHE_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "oms",
+            "TIMEOUT": CACHE_DEFAULT_TIMEOUT,
+            "OPTIONS": REDIS_CACHE_OPTIONS,
         }
     }
 else:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-            "LOCATION": "oms_cache",
-            "KEY_PREFIX": "oms",
-            # Culling a full table could drop a breaker's state: keep far more than needed.
-            "OPTIONS": {"MAX_ENTRIES": 100_000},
-            # incr() here rewrites the row with the default timeout: keep counters until
-            # their window's start key expires (Redis keeps a counter's own expiry).
-            "TIMEOUT": None,
-        }
-    }
+    CACHES = {"default": DATABASE_CACHE}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -195,11 +204,15 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/wallet/"
 
 # --- Sign-in throttling (customers/throttling.py) -------------------------------------
-# Failed sign-ins allowed per window from one address for one account, and from one
-# address across accounts; then that address waits for the window to end (429).
+# Sign-in attempts (a success gives its place back) allowed per window from one address
+# (IPv6: its /64) for one account, and from one address across accounts; then that
+# address waits for the window to end (429). Across all addresses an account takes a
+# higher ceiling per window: many addresses slow its guessing, and its owner gets in
+# again in the next window.
 LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
 LOGIN_FAILURES_PER_ACCOUNT = 5
 LOGIN_FAILURES_PER_ADDRESS = 50
+LOGIN_ATTEMPTS_PER_ACCOUNT_ALL_ADDRESSES = 100
 # Proxies in front of the app that append to X-Forwarded-For: 0 trusts REMOTE_ADDR only,
 # so a client cannot pick its own address.
 NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))

@@ -23,28 +23,38 @@ def locked_out(request: HttpRequest, wait: int) -> HttpResponse:
     return response
 
 
+def unavailable(request: HttpRequest) -> HttpResponse:
+    """The page a sign-in gets while the throttle cannot count it: 503, try again shortly."""
+    response = TemplateResponse(
+        request, "registration/sign_in_unavailable.html", {"login_url": request.path}, status=503
+    )
+    response["Retry-After"] = "30"
+    return response
+
+
 def throttled_login(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """``view`` (a login view) refuses locked-out sign-ins and counts failed ones."""
+    """``view`` (a login view) counts each sign-in first and refuses those past a limit."""
 
     @functools.wraps(view)
     def login(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if request.method != "POST":
             return view(request, *args, **kwargs)
-        ip = throttling.client_ip(request)
         username = request.POST.get("username", "")
-        wait = throttling.login_wait(ip=ip, username=username)
-        if wait is not None:
-            return locked_out(request, wait)
+        try:
+            attempt = throttling.login_attempt(ip=throttling.client_ip(request), username=username)
+        except throttling.ThrottleUnavailable:
+            return unavailable(request)
+        if attempt.wait is not None:
+            return locked_out(request, attempt.wait)
         response = view(request, *args, **kwargs)
         signed_in = (
             response.status_code == 302
             and request.user.is_authenticated
-            and request.user.get_username().lower() == username.strip().lower()
+            and throttling.normalize_username(request.user.get_username())
+            == throttling.normalize_username(username)
         )
         if signed_in:
-            throttling.login_succeeded(ip=ip, username=username)
-        else:
-            throttling.login_failed(ip=ip, username=username)
+            throttling.login_succeeded(attempt)
         return response
 
     return login

@@ -40,11 +40,20 @@ class CircuitBreaker:
 
     Counts go up with the cache's atomic ``incr`` (Redis); the database cache of the
     embedded default increments by read-and-write, which may undercount a burst by one.
-    An unreachable cache leaves the breaker closed: calls go on, unguarded.
+    The half-open trial slot is keyed by the opening it tries, so a trial that fails (and
+    re-opens the breaker before giving its slot back) never lets a second trial of the
+    same opening in. With the database cache, two processes may still both take a slot
+    whose lease expired (a trial that hung for ``trial_lease_seconds``): ``add`` over an
+    expired row is a read and a write there.
+    An unreachable cache leaves the breaker closed: calls go on, unguarded, with a
+    warning logged at most once a minute per breaker.
     """
 
     # A trial that never reports back (its process died) frees the slot after this long.
     trial_lease_seconds = 120
+    # Failures in a row are forgotten after this long without another.
+    failure_memory_seconds = 3600
+    warning_interval_seconds = 60.0
 
     def __init__(
         self,
@@ -58,15 +67,26 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.reset_seconds = reset_seconds
         self._clock = clock
+        self._warned_at: float | None = None
 
     def _key(self, part: str) -> str:
         return f"payments:breaker:{self.name}:{part}"
 
+    def _cache_unreachable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= self.warning_interval_seconds:
+            self._warned_at = now
+            logger.warning(
+                "circuit breaker %s: the shared cache is unreachable (%s); calls go on unguarded",
+                self.name,
+                exc,
+            )
+
     def _opened_at(self) -> float | None:
         try:
             return cache.get(self._key("opened_at"))
-        except Exception:
-            logger.warning("circuit breaker %s: the shared cache is unreachable", self.name)
+        except Exception as exc:
+            self._cache_unreachable(exc)
             return None
 
     @property
@@ -78,44 +98,52 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
-    def _before(self) -> bool:
-        """Refuse the call while open; returns whether this call is the half-open trial."""
+    def _before(self) -> str | None:
+        """Refuse the call while open; returns the trial slot's key if this call is the
+        half-open trial."""
         opened_at = self._opened_at()
         if opened_at is None:
-            return False
+            return None
         if self._clock() - opened_at < self.reset_seconds:
             raise CircuitOpen()
-        if not cache.add(self._key("trial"), True, timeout=self.trial_lease_seconds):
-            raise CircuitOpen()  # another process runs the trial
-        return True
-
-    def _after(self, ok: bool, *, trial: bool = False) -> None:
+        trial = self._key(f"trial:{opened_at!r}")
         try:
-            if trial:
-                cache.delete(self._key("trial"))
+            taken = cache.add(trial, True, timeout=self.trial_lease_seconds)
+        except Exception as exc:
+            self._cache_unreachable(exc)
+            return None
+        if not taken:
+            raise CircuitOpen()  # another process runs the trial
+        return trial
+
+    def _after(self, ok: bool, *, trial: str | None = None) -> None:
+        try:
             if ok:
                 keys = [self._key("failures"), self._key("opened_at")]
                 if cache.get_many(keys):  # a read on the hot path; a write only to close
                     cache.delete_many(keys)
-                return
-            failures = self._count_failure()
-            if self._opened_at() is not None or failures >= self.failure_threshold:
-                cache.set(self._key("opened_at"), self._clock(), timeout=None)
-        except Exception:
-            logger.warning("circuit breaker %s: the shared cache is unreachable", self.name)
+            else:
+                failures = self._count_failure()
+                if trial or self._opened_at() is not None or failures >= self.failure_threshold:
+                    # Kept until a trial closes the breaker.
+                    cache.set(self._key("opened_at"), self._clock(), timeout=None)
+            if trial:  # only once re-opened: the slot of this opening is never free again
+                cache.delete(trial)
+        except Exception as exc:
+            self._cache_unreachable(exc)
 
     def _count_failure(self) -> int:
         key = self._key("failures")
-        cache.add(key, 0, timeout=None)
+        cache.add(key, 0, timeout=self.failure_memory_seconds)
         try:
             return cache.incr(key)
         except ValueError:  # deleted by a success in between
-            cache.set(key, 1, timeout=None)
+            cache.set(key, 1, timeout=self.failure_memory_seconds)
             return 1
 
     def reset(self) -> None:
         """Close the breaker (the provider is known to be back)."""
-        cache.delete_many([self._key(p) for p in ("failures", "opened_at", "trial")])
+        cache.delete_many([self._key(p) for p in ("failures", "opened_at")])
 
     def call(self, fn: Callable[[], T]) -> T:
         trial = self._before()
@@ -126,7 +154,10 @@ class CircuitBreaker:
             raise
         except BaseException:
             if trial:  # neither a success nor a technical failure: let another trial run
-                cache.delete(self._key("trial"))
+                try:
+                    cache.delete(trial)
+                except Exception as exc:
+                    self._cache_unreachable(exc)
             raise
         self._after(ok=True, trial=trial)
         return result

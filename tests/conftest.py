@@ -72,6 +72,8 @@ def _share_the_cache_through_redis() -> None:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": url,
             "KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+            "TIMEOUT": settings.CACHE_DEFAULT_TIMEOUT,
+            "OPTIONS": settings.REDIS_CACHE_OPTIONS,
         }
     }
     clear_cache_handlers(setting="CACHES")  # as override_settings does
@@ -100,15 +102,7 @@ def shared_cache(request, db):
     if request.param == "redis":
         yield
         return
-    database_cache = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-            "LOCATION": "oms_cache",
-            "KEY_PREFIX": "oms",
-            "TIMEOUT": None,
-        }
-    }
-    with override_settings(CACHES=database_cache):
+    with override_settings(CACHES={"default": settings.DATABASE_CACHE}):
         call_command("createcachetable", verbosity=0)
         yield
 

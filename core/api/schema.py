@@ -15,6 +15,7 @@ _DESCRIPTIONS = {
     415: "Content type is not application/json",
     422: "Breaks a business rule (e.g. wallet.insufficient_balance)",
     429: "Too many attempts (request.throttled); retry after Retry-After seconds",
+    503: "Temporarily unavailable (e.g. auth.sign_in_unavailable); try again shortly",
 }
 
 

@@ -1,5 +1,5 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,15 +15,27 @@ from reports.api.serializers import (
 )
 
 
+class CanViewDebitAttempts(BasePermission):
+    """Staff who may view debit attempts, as on the admin page of the same figures."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return request.user.has_perm("collections.view_debitattempt")
+
+
 class CollectionsReportApi(APIView):
     """Collections KPIs for staff: success and recovery rates by due week, amounts by bucket."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAdminUser, CanViewDebitAttempts]
 
     @extend_schema(
         operation_id="reports_collections",
         tags=["reports"],
         summary="Collections KPIs (staff only)",
+        description=(
+            "For staff with the permission to view debit attempts "
+            "(collections.view_debitattempt), as the admin page; others 403 "
+            "auth.permission_denied."
+        ),
         parameters=[CollectionsQuerySerializer],
         responses={200: CollectionsReportSerializer, **error_responses(400, 401, 403)},
     )

@@ -55,6 +55,8 @@ def test_check_deploy_reports_no_issue_under_production_settings():
             "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production",
             "DJANGO_SECRET_KEY",
         ),
+        ("DJANGO_SECRET_KEY", "changeme", "DJANGO_SECRET_KEY"),
+        ("DJANGO_SECRET_KEY", "ab" * 30, "DJANGO_SECRET_KEY"),  # long, but 2 characters
         ("DJANGO_ALLOWED_HOSTS", None, "DJANGO_ALLOWED_HOSTS"),
         ("DJANGO_ALLOWED_HOSTS", "*", "DJANGO_ALLOWED_HOSTS"),
     ],
@@ -69,6 +71,18 @@ def test_production_refuses_to_start_on_development_defaults(missing, value, nam
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert named in result.stderr
+
+
+def test_check_deploy_warns_of_a_proxy_whose_client_addresses_are_not_read():
+    behind_a_proxy = {**PRODUCTION, "DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}
+
+    result = manage("check", "--deploy", **behind_a_proxy)
+    assert "customers.W001" in result.stdout + result.stderr
+
+    result = manage(
+        "check", "--deploy", "--fail-level", "WARNING", **behind_a_proxy, DJANGO_NUM_PROXIES="1"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_development_still_starts_on_its_defaults():

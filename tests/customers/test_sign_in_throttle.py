@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -110,3 +112,72 @@ def test_the_admin_login_locks_out_guessing(django_user_model):
     assert b"Too many failed sign-in attempts" in page.content
     with clock.travel(WINDOW):
         assert sign_in("/admin/login/", "boss", PASSWORD).status_code == 302
+
+
+def test_a_look_alike_spelling_of_the_username_counts_for_the_same_account(dana, shared_cache):
+    for i in range(PER_ACCOUNT):
+        assert sign_in("/accounts/login/", "dana@example.com", f"guess-{i}").status_code == 200
+    # Fullwidth letters and capitals: the sign-in form reads them as dana@example.com.
+    for spelling in ("\uff44ana@example.com", " DANA@example.com", "d\uff41na@example.com"):
+        assert sign_in("/accounts/login/", spelling, PASSWORD).status_code == 429
+
+
+def test_addresses_of_one_ipv6_64_count_as_one(dana):
+    for i in range(PER_ACCOUNT):
+        token("dana@example.com", f"guess-{i}", address=f"2001:db8:1:2::{i + 1:x}")
+    assert token("dana@example.com", PASSWORD, address="2001:db8:1:2:ffff::9").status_code == 429
+    assert token("dana@example.com", PASSWORD, address="2001:db8:1:3::1").status_code == 200
+
+
+def test_guesses_from_many_addresses_slow_the_account_until_the_window_ends(dana, settings):
+    settings.LOGIN_ATTEMPTS_PER_ACCOUNT_ALL_ADDRESSES = 12
+    answers = [
+        token("dana@example.com", f"guess-{i}", address=f"198.51.100.{i}").status_code
+        for i in range(15)
+    ]
+    assert answers == [400] * 12 + [429] * 3
+
+    refused = token("dana@example.com", PASSWORD, address="192.0.2.77")
+    assert refused.status_code == 429
+    assert 0 < int(refused["Retry-After"]) <= WINDOW.total_seconds()
+    with clock.travel(WINDOW):
+        assert token("dana@example.com", PASSWORD, address="192.0.2.77").status_code == 200
+
+
+UNREACHABLE_CACHE = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:9/0",  # nothing listens there
+        "KEY_PREFIX": "oms",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+
+
+def test_with_the_cache_unreachable_signing_in_answers_503_not_unthrottled(dana, settings):
+    settings.CACHES = UNREACHABLE_CACHE
+
+    api = token("dana@example.com", PASSWORD)
+    assert api.status_code == 503
+    assert api.json()["error"]["code"] == "auth.sign_in_unavailable"
+    assert "token" not in api.json()
+
+    page = sign_in("/accounts/login/", "dana@example.com", PASSWORD)
+    assert page.status_code == 503
+    assert b"Signing in is unavailable for a moment" in page.content
+    assert "_auth_user_id" not in page.client.session
+
+
+def test_every_counter_in_redis_expires_with_its_window(dana):
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        pytest.skip("the tests' shared cache is not Redis")
+    for i in range(3):
+        token("dana@example.com", f"guess-{i}")
+    assert token("dana@example.com", PASSWORD).status_code == 200  # gives places back
+
+    client = backend._cache.get_client(None)
+    keys = list(client.scan_iter(match=f"{backend.key_prefix}:*login*"))
+    assert len(keys) == 2  # the address's and the account's; the pair's was cleared
+    for key in keys:
+        assert 0 < client.ttl(key) <= WINDOW.total_seconds() + 1

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
 import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from payments.gateway import GatewayTechnicalError
 from payments.reliability import CircuitBreaker, CircuitOpen
+from tests.factories import make_customer
 
 pytestmark = pytest.mark.django_db
 
@@ -73,3 +81,84 @@ def test_a_trial_that_ends_in_another_error_gives_the_slot_back(shared_cache):
         breaker.call(bug)
     assert breaker.state == "half_open"
     assert breaker.call(lambda: "ok") == "ok"
+
+
+def test_half_open_admits_no_second_trial_while_the_first_is_failing(shared_cache):
+    now = [1_000.0]
+    second_trials = []
+
+    class Breaker(CircuitBreaker):
+        def _count_failure(self) -> int:
+            counted = super()._count_failure()
+            # Another process asks, as the failed trial is being recorded.
+            other = CircuitBreaker(
+                "card", failure_threshold=1, reset_seconds=30, clock=lambda: now[0]
+            )
+            try:
+                trial = other._before()  # None: closed, so no trial
+            except CircuitOpen:
+                trial = None
+            if trial:
+                second_trials.append(trial)
+            return counted
+
+    breaker = Breaker("card", failure_threshold=1, reset_seconds=30, clock=lambda: now[0])
+    with pytest.raises(GatewayTechnicalError):
+        breaker.call(failing)
+    now[0] += 31
+
+    with pytest.raises(GatewayTechnicalError):
+        breaker.call(failing)  # the trial fails
+
+    assert second_trials == []
+    assert breaker.state == "open"
+
+
+UNREACHABLE_CACHE = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:9/0",  # nothing listens there
+        "KEY_PREFIX": "oms",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+
+
+def test_an_unreachable_cache_leaves_payments_going_with_one_warning(settings, caplog):
+    settings.CACHES = UNREACHABLE_CACHE
+    breaker = CircuitBreaker("card", failure_threshold=1, reset_seconds=30)
+
+    with caplog.at_level(logging.WARNING, logger="payments.reliability"):
+        for _ in range(3):
+            assert breaker.call(lambda: "approved") == "approved"
+            with pytest.raises(GatewayTechnicalError):  # the provider's error, not the cache's
+                breaker.call(failing)
+        assert breaker.state == "closed"
+
+    warnings = [r for r in caplog.records if "shared cache is unreachable" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_nothing_written_to_the_database_cache_lives_forever_but_an_open_breaker(settings):
+    settings.CACHES = {"default": settings.DATABASE_CACHE}
+    call_command("createcachetable", verbosity=0)
+    make_customer(email="dana@example.com", password="correct-horse-battery")
+    for i in range(3):
+        APIClient().post(
+            "/api/v1/auth/token",
+            {"email": "dana@example.com", "password": f"guess-{i}"},
+            format="json",
+            REMOTE_ADDR="203.0.113.7",
+        )
+    breaker = CircuitBreaker("card", failure_threshold=2, reset_seconds=30)
+    with pytest.raises(GatewayTechnicalError):
+        breaker.call(failing)
+    with pytest.raises(GatewayTechnicalError):
+        breaker.call(failing)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT cache_key, expires FROM oms_cache")
+        rows = cursor.fetchall()
+    lasting = {key for key, expires in rows if expires > timezone.now() + timedelta(days=1)}
+    assert len(rows) > 3
+    assert lasting == {"oms:1:payments:breaker:card:opened_at"}

@@ -2,6 +2,8 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -156,6 +158,30 @@ def test_customers_are_refused(customer_api):
     response = customer_api.get(URL)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "auth.permission_denied"
+
+
+def test_staff_without_the_debit_attempt_permission_are_refused_as_on_the_admin_page(
+    django_user_model,
+):
+    support = django_user_model.objects.create_user(
+        "support", "support@example.com", "correct-horse-battery", is_staff=True
+    )
+    page = Client()
+    page.force_login(support)
+    api = APIClient()
+    api.force_authenticate(support)
+
+    assert page.get(reverse("reports-collections-admin")).status_code == 403
+    refused = api.get(URL)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "auth.permission_denied"
+
+    support.user_permissions.add(Permission.objects.get(codename="view_debitattempt"))
+    support = django_user_model.objects.get(pk=support.pk)  # permissions are cached per user
+    page.force_login(support)
+    api.force_authenticate(support)
+    assert page.get(reverse("reports-collections-admin")).status_code == 200
+    assert api.get(URL).status_code == 200
 
 
 def test_anonymous_callers_are_refused(api):
