@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery, Sum
 from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Coalesce
 
 from bnpl import pricing
 from bnpl.errors import PlanNotFound
@@ -48,6 +49,7 @@ from bnpl.models import (
 from core import clock
 from core.money import Money
 from customers.models import Customer
+from ledger.models import Account
 from wallet.models import Direction, TransactionKind, WalletTransaction
 
 # --- plans ----------------------------------------------------------------------------
@@ -473,3 +475,48 @@ def payment_method_users(customer_id: int, token: str) -> str:
     if applications:
         named.append("a credit application being decided")
     return ", ".join(named)
+
+
+# --- credits on the installment receivable -----------------------------------------------
+
+
+def _open_principal(customer_id: object, currency: object) -> Coalesce:
+    """The principal the customer's open installments in ``currency`` still owe, minor units
+    (what the installment receivable holds when nothing was overpaid)."""
+    owed = (
+        Installment.objects.filter(
+            plan__customer_id=customer_id,
+            plan__currency=currency,
+            status__in=[InstallmentStatus.SCHEDULED, InstallmentStatus.OVERDUE],
+        )
+        .order_by()
+        .values("plan__customer_id")
+        .annotate(owed=Sum(F("principal") - F("paid_principal")))
+        .values("owed")
+    )
+    return Coalesce(Subquery(owed), 0)
+
+
+def receivable_credit(*, customer_id: int, currency: str) -> int:
+    """What the customer's installment receivable holds beyond what the open installments
+    owe, minor units: positive is owed to the customer (an overpayment), negative is owed
+    by the customer (a refunded overpayment already returned). One statement, one snapshot."""
+    row = (
+        Account.objects.filter(code=f"installments:{customer_id}:{currency}")
+        .annotate(owed=_open_principal(customer_id, currency))
+        .values_list("owed", "balance")
+        .first()
+    )
+    return 0 if row is None else row[0] - row[1]
+
+
+def receivables_off_balance() -> list[tuple[int, str]]:
+    """(customer, currency) of every installment receivable holding more or less than the
+    open installments owe: a credit to return to the wallet, or one to take back."""
+    return list(
+        Account.objects.filter(code__startswith="installments:")
+        .annotate(owed=_open_principal(OuterRef("customer_id"), OuterRef("currency")))
+        .exclude(owed=F("balance"))
+        .order_by("pk")
+        .values_list("customer_id", "currency")
+    )

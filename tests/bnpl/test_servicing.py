@@ -21,7 +21,7 @@ from core.money import Money, to_minor
 from ledger.models import Account, Purpose
 from ledger.services import system
 from payments.models import PaymentTransaction
-from tests.bnpl.factories import make_plan, make_product
+from tests.bnpl.factories import after_commit_tasks, make_plan, make_product
 from tests.factories import fund, make_customer
 from wallet.models import Wallet, WalletTransaction
 
@@ -721,7 +721,7 @@ def test_payoff_capture_short_of_the_quote_pays_installments_in_order(
     )
     # The processor reports a capture of 150.00 for the open plan (the quote was 300.00),
     # and another 20.00 for the plan already paid off.
-    with transaction.atomic():
+    with after_commit_tasks(), transaction.atomic():
         servicing.plan_payoff_settle(
             payment=short,
             kind="capture",
