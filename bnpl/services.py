@@ -28,7 +28,6 @@ a wallet: those come before the payment transaction it holds.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -118,8 +117,9 @@ def plan_create(
 
     The caller has locked the application (and the order it finances). ``due_dates``
     replaces the priced due dates of the numbered installments (income-aligned dates the
-    customer opted into), strictly increasing; each move is re-priced by the reschedule
-    rule. The down-payment line (if the terms have one) is charged at checkout by
+    customer opted into, quoted the same way: ``pricing.schedule_on_due_dates``), strictly
+    increasing; each move is re-priced by the reschedule rule, and the APR with it. The
+    down-payment line (if the terms have one) is charged at checkout by
     ``installment_checkout_charge`` and gets no debit request; every other installment that
     owes something gets one (a line owing nothing, possible on tiny amounts, is paid from
     the start).
@@ -130,10 +130,9 @@ def plan_create(
     schedule = pricing.price_schedule(
         terms=terms, amount=application.amount_money, start_date=start_date
     )
-    lines = list(schedule.lines)
-    checkout_line = schedule.down_payment_line
     if due_dates is not None:
-        lines = _with_due_dates(lines, checkout_line, due_dates, terms)
+        schedule = pricing.schedule_on_due_dates(schedule, due_dates)
+    lines, checkout_line = schedule.lines, schedule.down_payment_line
     now = clock.now()
     plan = Plan.objects.create(
         application=application,
@@ -196,37 +195,6 @@ def plan_create(
     )
     transaction.on_commit(lambda: signals.plan_approved.send(sender=Plan, plan=plan))
     return plan
-
-
-def _with_due_dates(
-    lines: list[pricing.ScheduleLine],
-    checkout_line: pricing.ScheduleLine | None,
-    due_dates: list[date],
-    terms: pricing.Terms,
-) -> list[pricing.ScheduleLine]:
-    """``lines`` with the later ones moved to ``due_dates``, each move re-priced one after
-    the other by the reschedule rule (``pricing.reschedule_interest``), as if the customer
-    had rescheduled every line at no fee."""
-    later = [line for line in lines if line is not checkout_line]
-    if len(due_dates) != len(later) or any(a >= b for a, b in itertools.pairwise(due_dates)):
-        raise ValueError("due_dates must give each later installment a date, increasing")
-    interest = [line.interest for line in later]
-    for index, (line, new_date) in enumerate(zip(later, due_dates, strict=True)):
-        grows, offset = pricing.reschedule_interest(
-            terms=terms,
-            balance=sum(other.principal for other in later[index:]),
-            principal=line.principal,
-            days=(new_date - line.due_date).days,
-        )
-        interest[index] = max(0, interest[index] + grows)
-        following = next((j for j in range(index + 1, len(later)) if later[j].total), None)
-        if following is not None:
-            interest[following] = max(0, interest[following] + offset)
-    moved = {
-        line.number: dataclasses.replace(line, due_date=new_date, interest=new_interest)
-        for line, new_date, new_interest in zip(later, due_dates, interest, strict=True)
-    }
-    return [moved.get(line.number, line) for line in lines]
 
 
 def _post_funding(plan: Plan, principal: Money) -> None:
