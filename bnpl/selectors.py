@@ -49,7 +49,7 @@ from bnpl.models import (
 from core import clock
 from core.money import Money
 from customers.models import Customer
-from ledger.models import Account
+from ledger.models import Account, Posting
 from wallet.models import Direction, TransactionKind, WalletTransaction
 
 # --- plans ----------------------------------------------------------------------------
@@ -520,3 +520,16 @@ def receivables_off_balance() -> list[tuple[int, str]]:
         .order_by("pk")
         .values_list("customer_id", "currency")
     )
+
+
+def receivable_refunds_to_take_back(*, customer_id: int, currency: str) -> int:
+    """Overpayments a card refund took off the installment receivable that were not yet
+    taken back from the wallet, minor units: the most ``plan_credit_return`` may take."""
+    legs = Posting.objects.filter(account__code=f"installments:{customer_id}:{currency}")
+    refunded = legs.filter(
+        entry__kind__in=["bnpl.installment_refunded", "bnpl.payoff_refunded"]
+    ).aggregate(total=Sum("amount"))["total"]
+    taken_back = legs.filter(
+        entry__kind="wallet.refund", entry__reference_type="bnpl.receivable", amount__lt=0
+    ).aggregate(total=Sum("amount"))["total"]
+    return (refunded or 0) + (taken_back or 0)

@@ -47,7 +47,7 @@ from bnpl.models import (
     Plan,
     PlanStatus,
 )
-from bnpl.selectors import receivable_credit
+from bnpl.selectors import receivable_credit, receivable_refunds_to_take_back
 from core import clock
 from core.audit import audit_record
 from core.db import update_rows
@@ -466,7 +466,9 @@ def plan_credit_return(*, customer_id: int, currency: str, actor: Any = None) ->
         )
         action, moved = "bnpl.overpayment_returned", credit_minor
     else:
-        moved = min(-credit_minor, max(wallet.account.balance, 0))
+        # Only what a card refund took back: any other shortfall is not the customer's.
+        owed = receivable_refunds_to_take_back(customer_id=customer_id, currency=currency)
+        moved = max(0, min(-credit_minor, owed, wallet.account.balance))
         if not moved:
             return 0
         txn = wallet_refund_reverse(

@@ -21,7 +21,7 @@ from bnpl.services import installments_settle, plan_receivable
 from core.models import AuditEntry
 from core.money import Money
 from ledger.models import JournalEntry, Posting, Purpose
-from ledger.services import system
+from ledger.services import credit, debit, ledger_post, system
 from payments.events import Settlement
 from tests.bnpl.factories import after_commit_tasks, make_plan
 from tests.factories import approve_kyc, borrow, enable_wallet_bnpl, make_customer
@@ -191,3 +191,22 @@ def test_a_refunded_overpayment_already_returned_is_taken_back_from_the_wallet(c
     assert not Posting.objects.filter(
         entry__kind="bnpl.installment_refunded", account__code=merchant
     ).exists()  # the merchant does not pay for a refund of money it never kept
+
+
+def test_only_a_refunded_overpayment_is_ever_taken_from_the_wallet(customer):
+    """A receivable holding more than the plans owe for any other reason (a wrong entry)
+    is not the customer's debt: nothing is taken from the wallet for it."""
+    make_plan(customer=customer, amount="300.00", start_date=date(2026, 1, 10))
+    before = wallet_balance(customer)
+    ledger_post(
+        kind="test.wrong_entry",
+        legs=[
+            debit(plan_receivable(customer_id=customer.pk, currency="EUR"), eur("50.00")),
+            credit(system(Purpose.MERCHANT, "EUR"), eur("50.00")),
+        ],
+        reference_type="test",
+        reference_id="1",
+    )
+
+    assert tasks.plan_credit_return(customer.pk, "EUR") == 0
+    assert wallet_balance(customer) == before
