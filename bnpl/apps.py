@@ -44,3 +44,13 @@ class BnplConfig(AppConfig):
                 "left undecided.",
             )
         )
+        register(
+            Schedule(
+                name="Installments: return credits on the receivable to the wallet",
+                task="bnpl.plan_credits_sweep",
+                crontab="17 * * * *",
+                description="Returns to the wallet money a plan received beyond what it "
+                "owed (normally returned right after the payment), and takes back a "
+                "returned credit whose capture the card processor refunded.",
+            )
+        )

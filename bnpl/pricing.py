@@ -57,7 +57,9 @@ from __future__ import annotations
 
 import calendar
 import decimal
-from dataclasses import dataclass, field, fields
+import itertools
+import math
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -383,6 +385,55 @@ def reschedule_interest(
     )
 
 
+def schedule_on_due_dates(schedule: Schedule, due_dates: list[date]) -> Schedule:
+    """``schedule`` with its later lines (all but the checkout line) moved to ``due_dates``,
+    strictly increasing: each move re-priced in turn by ``reschedule_interest``, as if the
+    customer had rescheduled every line at no fee, and the APR worked out again on the
+    lines' actual dates (a line's time is its priced period plus the days it moved)."""
+    terms, checkout_line = schedule.terms, schedule.down_payment_line
+    later = [line for line in schedule.lines if line is not checkout_line]
+    if len(due_dates) != len(later) or any(a >= b for a, b in itertools.pairwise(due_dates)):
+        raise ValueError("due_dates must give each later installment a date, increasing")
+    interest = [line.interest for line in later]
+    for index, (line, new_date) in enumerate(zip(later, due_dates, strict=True)):
+        grows, offset = reschedule_interest(
+            terms=terms,
+            balance=sum(other.principal for other in later[index:]),
+            principal=line.principal,
+            days=(new_date - line.due_date).days,
+        )
+        interest[index] = max(0, interest[index] + grows)
+        following = next((j for j in range(index + 1, len(later)) if later[j].total), None)
+        if following is not None:
+            interest[following] = max(0, interest[following] + offset)
+    moved = {
+        line.number: replace(line, due_date=new_date, interest=new_interest)
+        for line, new_date, new_interest in zip(later, due_dates, interest, strict=True)
+    }
+    lines = [moved.get(line.number, line) for line in schedule.lines]
+    # One time unit that counts both whole periods and days: 1/lcm(period, day) of a year.
+    period = PERIOD_YEARS[terms.frequency]
+    unit = Fraction(1, math.lcm(period.denominator, DAYS_A_YEAR))
+    flows = []
+    for priced, line in zip(schedule.lines, lines, strict=True):
+        years = _period_of(schedule, priced) * period + Fraction(
+            (line.due_date - priced.due_date).days, DAYS_A_YEAR
+        )
+        flows.append((int(years / unit), line.total))
+    apr, apr_status = effective_apr(
+        amount=schedule.amount.minor, flows=flows, frequency=terms.frequency, unit=unit
+    )
+    return replace(schedule, lines=lines, apr=apr, apr_status=apr_status)
+
+
+def _period_of(schedule: Schedule, line: ScheduleLine) -> int:
+    """The period index ``price_schedule`` gave ``line`` (0: the start date)."""
+    if line.number == 0:
+        return 0
+    first_period = 0 if schedule.terms.down_payment == DOWN_FIRST_INSTALLMENT else 1
+    return first_period + line.number - 1
+
+
 def annuity_payment(principal: int, rate: Decimal, count: int, *, due: bool = False) -> Decimal:
     """The exact level payment (minor units, unrounded) of ``principal`` over ``count`` periods.
 
@@ -486,14 +537,15 @@ def _amortize(financed: int, terms: Terms, periods: list[int]) -> tuple[list[int
 
 
 def effective_apr(
-    *, amount: int, flows: list[tuple[int, int]], frequency: str
+    *, amount: int, flows: list[tuple[int, int]], frequency: str, unit: Fraction | None = None
 ) -> tuple[Decimal | None, str]:
     """The effective annual rate, in percent, at which ``flows`` repay ``amount``, and its
     ``apr_status`` (``None`` and why when no rate is shown).
 
     ``flows`` are ``(period index, total paid)`` pairs in minor units, period 0 being the
-    start date. It solves ``f(r) = Σ total·(1+r)^−period − amount = 0`` for the periodic rate
-    ``r`` and annualizes it: ``(1+r)^(periods a year) − 1``. ``f`` falls and is convex, and
+    start date; a period is ``unit`` years (by default one period of ``frequency``). It
+    solves ``f(r) = Σ total·(1+r)^−period − amount = 0`` for the periodic rate ``r`` and
+    annualizes it: ``(1+r)^(periods a year) − 1``. ``f`` falls and is convex, and
     ``f(0)`` (the cost) is positive, so Newton's steps from 0 rise monotonically towards the
     root without passing it: every step is a lower bound, and once it annualizes above
     ``APR_CEILING`` the rate is above the ceiling. Newton stops when a step is below 10^−12;
@@ -513,8 +565,18 @@ def effective_apr(
     dated = sorted((period, Decimal(total)) for period, total in by_period.items())
     target = Decimal(amount)
     one = Decimal(1)
-    year = PERIOD_YEARS[frequency]
+    year = PERIOD_YEARS[frequency] if unit is None else unit
     periods_a_year = ctx.divide(Decimal(year.denominator), Decimal(year.numerator))
+    ceiling = (
+        _CEILING_RATE[frequency]
+        if unit is None
+        else ctx.subtract(
+            ctx.power(
+                ctx.add(1, APR_CEILING / _HUNDRED), ctx.divide(unit.numerator, unit.denominator)
+            ),
+            one,
+        )
+    )
 
     def annual_percent(rate: Decimal) -> Decimal:
         growth = ctx.power(ctx.add(one, rate), periods_a_year)
@@ -526,8 +588,8 @@ def effective_apr(
         value, slope = -target, Decimal(0)
         factor, at = one, 0  # factor = discount ** at
         for period, total in dated:
-            while at < period:
-                factor, at = ctx.multiply(factor, discount), at + 1
+            if at < period:  # a gap of many periods (days) at once
+                factor, at = ctx.multiply(factor, ctx.power(discount, period - at)), period
             discounted = ctx.multiply(total, factor)
             value = ctx.add(value, discounted)
             slope = ctx.subtract(slope, ctx.multiply(discounted, period * discount))
@@ -538,7 +600,7 @@ def effective_apr(
         value, slope = excess(rate)
         step = ctx.divide(value, slope)  # negative: value > 0 > slope left of the root
         rate = ctx.subtract(rate, step)
-        if rate > _CEILING_RATE[frequency]:
+        if rate > ceiling:
             return None, APR_ABOVE_CEILING
         if -step < _APR_TOLERANCE:
             break

@@ -35,7 +35,14 @@ from datetime import datetime
 from django.db.models import Q
 
 from bnpl.models import Decider, PlanProduct, Promotion, PromotionKind
-from bnpl.pricing import Schedule, Terms, apply_promotion, price_schedule
+from bnpl.pricing import (
+    Schedule,
+    Terms,
+    apply_promotion,
+    price_schedule,
+    schedule_on_due_dates,
+)
+from bnpl.selectors import income_aligned_due_dates
 from core import clock
 from core.money import Money
 from customers.models import Customer
@@ -166,6 +173,12 @@ def _quote(
         break
     start = at.astimezone(clock.business_tz()).date()
     schedule = price_schedule(terms=terms, amount=amount, start_date=start)
+    if product.decider != Decider.PARTNER and customer.pk is not None:
+        # The dates (and so the interest and APR) the plan would get: the customer's income
+        # days, when opted in on a cash-flow-aware product (``bnpl.services.plan_create``).
+        due_dates = income_aligned_due_dates(customer=customer, product=product, schedule=schedule)
+        if due_dates is not None:
+            schedule = schedule_on_due_dates(schedule, due_dates)
     return Quote(product=product, terms=terms, schedule=schedule, promotion=applied)
 
 

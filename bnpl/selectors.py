@@ -62,7 +62,7 @@ from bnpl.models import (
 from core import clock
 from core.money import Money
 from customers.models import Customer
-from ledger.models import Posting, Purpose
+from ledger.models import Account, Posting, Purpose
 from wallet.models import Direction, TransactionKind, WalletTransaction
 
 # --- plans ----------------------------------------------------------------------------
@@ -550,3 +550,61 @@ def plan_invariant_problems(limit: int) -> list[str]:
         f"refunded {refunded} of {amount}"
         for pk, written_off, recovered, summed, booked, refunded, amount in rows
     ]
+
+
+# --- credits on the installment receivable -----------------------------------------------
+
+
+def _open_principal(customer_id: object, currency: object) -> Coalesce:
+    """The principal the customer's open installments in ``currency`` still owe, minor units
+    (what the installment receivable holds when nothing was overpaid)."""
+    owed = (
+        Installment.objects.filter(
+            plan__customer_id=customer_id,
+            plan__currency=currency,
+            status__in=[InstallmentStatus.SCHEDULED, InstallmentStatus.OVERDUE],
+        )
+        .order_by()
+        .values("plan__customer_id")
+        .annotate(owed=Sum(F("principal") - F("paid_principal")))
+        .values("owed")
+    )
+    return Coalesce(Subquery(owed), 0)
+
+
+def receivable_credit(*, customer_id: int, currency: str) -> int:
+    """What the customer's installment receivable holds beyond what the open installments
+    owe, minor units: positive is owed to the customer (an overpayment), negative is owed
+    by the customer (a refunded overpayment already returned). One statement, one snapshot."""
+    row = (
+        Account.objects.filter(code=f"installments:{customer_id}:{currency}")
+        .annotate(owed=_open_principal(customer_id, currency))
+        .values_list("owed", "balance")
+        .first()
+    )
+    return 0 if row is None else row[0] - row[1]
+
+
+def receivables_off_balance() -> list[tuple[int, str]]:
+    """(customer, currency) of every installment receivable holding more or less than the
+    open installments owe: a credit to return to the wallet, or one to take back."""
+    return list(
+        Account.objects.filter(code__startswith="installments:")
+        .annotate(owed=_open_principal(OuterRef("customer_id"), OuterRef("currency")))
+        .exclude(owed=F("balance"))
+        .order_by("pk")
+        .values_list("customer_id", "currency")
+    )
+
+
+def receivable_refunds_to_take_back(*, customer_id: int, currency: str) -> int:
+    """Overpayments a card refund took off the installment receivable that were not yet
+    taken back from the wallet, minor units: the most ``plan_credit_return`` may take."""
+    legs = Posting.objects.filter(account__code=f"installments:{customer_id}:{currency}")
+    refunded = legs.filter(
+        entry__kind__in=["bnpl.installment_refunded", "bnpl.payoff_refunded"]
+    ).aggregate(total=Sum("amount"))["total"]
+    taken_back = legs.filter(
+        entry__kind="wallet.refund", entry__reference_type="bnpl.receivable", amount__lt=0
+    ).aggregate(total=Sum("amount"))["total"]
+    return (refunded or 0) + (taken_back or 0)

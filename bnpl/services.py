@@ -14,27 +14,27 @@ from the wallet debts' ``bnpl:`` account) holds the outstanding principal.
 Interest and fees are income when they are paid (cash basis), so an early payoff never has
 to reverse unearned interest. Money received beyond what a plan owes (a capture that lands
 after a refund shrank or cancelled the plan, or beyond a write-off's recovery) is credited
-to the receivable and, in the same transaction, returned to the customer's wallet
-(``plan_overpayment_return``), whose credit repays wallet debts first.
+to the receivable and, after commit, returned to the customer's wallet by the task
+``bnpl.plan_credit_return`` (``plan_credit_return``, also swept periodically), whose credit
+repays wallet debts first.
 
 Lock order: customer → wallet → order → plan → installment → debit request → payment
 transaction → ledger accounts. The settlement handler is the one path entered with a payment
 transaction already locked; no service holds a plan lock while taking a payment
-transaction's, because provider calls run outside transactions. It locks the wallet of every
-capture that may overpay before any plan.
+transaction's, because provider calls run outside transactions. It never locks a customer or
+a wallet: those come before the payment transaction it holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Subquery, Sum
 
 from bnpl import pricing, signals
 from bnpl.models import (
@@ -47,13 +47,13 @@ from bnpl.models import (
     Plan,
     PlanStatus,
 )
-from bnpl.selectors import installment_outstanding
+from bnpl.selectors import receivable_credit, receivable_refunds_to_take_back
 from core import clock
 from core.audit import audit_record
 from core.db import update_rows
 from core.money import Money
 from customers.models import Customer
-from ledger.models import Account, JournalEntry, Purpose
+from ledger.models import Account, JournalEntry, Posting, Purpose
 from ledger.services import (
     AccountLike,
     EntryDraft,
@@ -71,7 +71,12 @@ from payments.gateway import Decision, GatewayResult
 from payments.models import EventKind, PaymentTransaction, Provider
 from payments.processing import ProviderNotSupported, payment_authorize
 from payments.selectors import enabled_account
-from wallet.services import wallet_get_or_create, wallet_lock, wallet_refund
+from wallet.services import (
+    wallet_get_or_create,
+    wallet_lock,
+    wallet_refund,
+    wallet_refund_reverse,
+)
 
 INSTALLMENT_REFERENCE = "bnpl.installment"
 OPEN_INSTALLMENT = (InstallmentStatus.SCHEDULED, InstallmentStatus.OVERDUE)
@@ -112,8 +117,9 @@ def plan_create(
 
     The caller has locked the application (and the order it finances). ``due_dates``
     replaces the priced due dates of the numbered installments (income-aligned dates the
-    customer opted into), strictly increasing; each move is re-priced by the reschedule
-    rule. The down-payment line (if the terms have one) is charged at checkout by
+    customer opted into, quoted the same way: ``pricing.schedule_on_due_dates``), strictly
+    increasing; each move is re-priced by the reschedule rule, and the APR with it. The
+    down-payment line (if the terms have one) is charged at checkout by
     ``installment_checkout_charge`` and gets no debit request; every other installment that
     owes something gets one (a line owing nothing, possible on tiny amounts, is paid from
     the start).
@@ -124,10 +130,9 @@ def plan_create(
     schedule = pricing.price_schedule(
         terms=terms, amount=application.amount_money, start_date=start_date
     )
-    lines = list(schedule.lines)
-    checkout_line = schedule.down_payment_line
     if due_dates is not None:
-        lines = _with_due_dates(lines, checkout_line, due_dates, terms)
+        schedule = pricing.schedule_on_due_dates(schedule, due_dates)
+    lines, checkout_line = schedule.lines, schedule.down_payment_line
     now = clock.now()
     plan = Plan.objects.create(
         application=application,
@@ -190,37 +195,6 @@ def plan_create(
     )
     transaction.on_commit(lambda: signals.plan_approved.send(sender=Plan, plan=plan))
     return plan
-
-
-def _with_due_dates(
-    lines: list[pricing.ScheduleLine],
-    checkout_line: pricing.ScheduleLine | None,
-    due_dates: list[date],
-    terms: pricing.Terms,
-) -> list[pricing.ScheduleLine]:
-    """``lines`` with the later ones moved to ``due_dates``, each move re-priced one after
-    the other by the reschedule rule (``pricing.reschedule_interest``), as if the customer
-    had rescheduled every line at no fee."""
-    later = [line for line in lines if line is not checkout_line]
-    if len(due_dates) != len(later) or any(a >= b for a, b in itertools.pairwise(due_dates)):
-        raise ValueError("due_dates must give each later installment a date, increasing")
-    interest = [line.interest for line in later]
-    for index, (line, new_date) in enumerate(zip(later, due_dates, strict=True)):
-        grows, offset = pricing.reschedule_interest(
-            terms=terms,
-            balance=sum(other.principal for other in later[index:]),
-            principal=line.principal,
-            days=(new_date - line.due_date).days,
-        )
-        interest[index] = max(0, interest[index] + grows)
-        following = next((j for j in range(index + 1, len(later)) if later[j].total), None)
-        if following is not None:
-            interest[following] = max(0, interest[following] + offset)
-    moved = {
-        line.number: dataclasses.replace(line, due_date=new_date, interest=new_interest)
-        for line, new_date, new_interest in zip(later, due_dates, interest, strict=True)
-    }
-    return [moved.get(line.number, line) for line in lines]
 
 
 def _post_funding(plan: Plan, principal: Money) -> None:
@@ -329,11 +303,12 @@ def installment_apply_payment(
 ) -> Allocation:
     """Book a payment toward a locked installment of a locked plan, from ``source``.
 
-    One entry: debit ``source`` by the amount; credit the receivable (principal), interest
+    One entry: debit ``source`` by what is owed; credit the receivable (principal), interest
     income and fee income (fee and late fee). An excess (only a provider can report one:
     servicing refuses to overpay), or money for a cancelled plan or installment, is a credit
-    on the receivable that goes straight back to the customer's wallet
-    (``plan_overpayment_return``). On a written-off plan the money is a recovery instead.
+    on the receivable (its own ``bnpl.overpayment`` entry, referenced like the payment) that
+    goes back to the customer's wallet after commit (``plan_credit_return_enqueue``). On a
+    written-off plan the money is a recovery instead.
     """
     if amount.currency != plan.currency or not amount.is_positive():
         raise ValueError(f"cannot apply {amount} to a {plan.currency} plan")
@@ -342,7 +317,8 @@ def installment_apply_payment(
             plan=plan,
             amount=amount,
             source=source,
-            key=f"{reference_type}:{reference_id}",
+            reference_type=reference_type,
+            reference_id=reference_id,
             actor=actor,
         )
     if plan.status == PlanStatus.CANCELLED or installment.status == InstallmentStatus.CANCELLED:
@@ -353,13 +329,17 @@ def installment_apply_payment(
         split = allocate_payment(installment, amount.minor)
     currency = plan.currency
     receivable = plan_receivable(customer_id=plan.customer_id, currency=currency)
-    entry = ledger_post(
-        kind=kind,
-        legs=_payment_legs(source, receivable.pk, amount, split),
-        reference_type=reference_type,
-        reference_id=reference_id,
-        memo=memo,
-    )
+    entry = None
+    if split.applied:
+        entry = ledger_post(
+            kind=kind,
+            legs=_payment_legs(
+                source, receivable.pk, Money(split.applied, currency), _without_excess(split)
+            ),
+            reference_type=reference_type,
+            reference_id=reference_id,
+            memo=memo,
+        )
     _apply_split(installment, split)
     fields = ["paid_late_fee", "paid_fee", "paid_interest", "paid_principal"]
     if installment.outstanding == 0 and installment.status in OPEN_INSTALLMENT:
@@ -376,25 +356,21 @@ def installment_apply_payment(
         )
     installment.save(update_fields=fields)
     if split.excess:
-        audit_record(
-            actor=actor,
-            action="bnpl.overpayment",
-            target=plan,
-            changes={
-                "installment": installment.number,
-                "excess": str(Money(split.excess, currency)),
-            },
-            note="Credited to the receivable and returned to the customer's wallet.",
-        )
-        plan_overpayment_return(
+        entry = plan_overpayment_record(
             plan=plan,
             amount=Money(split.excess, currency),
+            source=source,
             reference_type=reference_type,
             reference_id=reference_id,
+            changes={"installment": installment.number},
             actor=actor,
         )
     plan_complete_if_done(plan=plan)
     return dataclasses.replace(split, entry=entry)
+
+
+def _without_excess(split: Allocation) -> Allocation:
+    return dataclasses.replace(split, excess=0)
 
 
 def plan_complete_if_done(*, plan: Plan) -> bool:
@@ -409,37 +385,120 @@ def plan_complete_if_done(*, plan: Plan) -> bool:
     return True
 
 
-def plan_overpayment_return(
-    *, plan: Plan, amount: Money, reference_type: str, reference_id: str, actor: Any = None
-) -> None:
-    """Give ``amount``, credited to the plan's receivable beyond what it owed, back to the
-    customer's wallet in the caller's transaction: one entry (debit receivable, credit
-    wallet) through the wallet's credit service, which repays wallet debts first."""
-    customer_id, currency = plan.customer_id, plan.currency
-    wallet_get_or_create(customer=Customer(pk=customer_id), currency=currency)
-    wallet = wallet_lock(customer_id=customer_id, currency=currency)  # held already, usually
-    txn = wallet_refund(
-        wallet=wallet,
-        amount=amount,
-        counterpart=plan_receivable(customer_id=customer_id, currency=currency),
-        reference_type="bnpl.plan",
-        reference_id=str(plan.pk),
-        actor=actor,
-        note=f"Plan #{plan.pk}: paid beyond what it owed ({reference_type} {reference_id})",
+OVERPAYMENT_KIND = "bnpl.overpayment"
+
+
+def plan_overpayment_record(
+    *,
+    plan: Plan,
+    amount: Money,
+    source: AccountLike,
+    reference_type: str,
+    reference_id: str,
+    changes: dict[str, Any] | None = None,
+    actor: Any = None,
+) -> JournalEntry:
+    """Credit the receivable with money a locked plan received beyond what it owed, and
+    have it returned to the wallet after commit (``plan_credit_return``): one entry,
+    referenced like the payment, so a later refund of that payment can find it."""
+    entry = ledger_post(
+        kind=OVERPAYMENT_KIND,
+        legs=[
+            debit(source, amount),
+            credit(plan_receivable(customer_id=plan.customer_id, currency=plan.currency), amount),
+        ],
+        reference_type=reference_type,
+        reference_id=reference_id,
+        memo=f"beyond what plan {plan.pk} owed",
     )
     audit_record(
         actor=actor,
-        action="bnpl.overpayment_returned",
+        action="bnpl.overpayment",
         target=plan,
         changes={
-            "amount": str(amount),
+            **(changes or {}),
+            "excess": str(amount),
             "paid_by": f"{reference_type}:{reference_id}",
-            "wallet_transaction": txn.pk,
         },
+        note="Credited to the receivable; returned to the customer's wallet after commit.",
     )
+    plan_credit_return_enqueue(customer_id=plan.customer_id, currency=plan.currency)
+    return entry
 
 
-def _recover(*, plan: Plan, amount: Money, source: AccountLike, key: str, actor: Any) -> Allocation:
+def plan_credit_return_enqueue(*, customer_id: int, currency: str) -> None:
+    """After commit, square the customer's receivable with the wallet (``plan_credit_return``).
+
+    The settlement paths hold a payment transaction and ledger accounts, which come after
+    the customer and the wallet in the lock order: the wallet is only touched afterwards.
+    """
+    from bnpl.tasks import plan_credit_return as task  # the tasks import the services
+
+    transaction.on_commit(lambda: task.delay(customer_id, currency))
+
+
+@transaction.atomic(durable=True)
+def plan_credit_return(*, customer_id: int, currency: str, actor: Any = None) -> int:
+    """Give a credit sitting on the customer's installment receivable back to the wallet
+    (repaying wallet debts first), or take back from the wallet what a refunded overpayment
+    left owed. Locks customer → wallet → plans; running it twice moves the money once."""
+    customer = Customer.objects.select_for_update(no_key=True).get(pk=customer_id)
+    wallet_get_or_create(customer=customer, currency=currency)
+    wallet = wallet_lock(customer_id=customer_id, currency=currency)
+    assert wallet is not None
+    list(
+        Plan.objects.select_for_update(no_key=True)
+        .filter(customer_id=customer_id, currency=currency)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    credit_minor = receivable_credit(customer_id=customer_id, currency=currency)
+    receivable = plan_receivable(customer_id=customer_id, currency=currency)
+    if credit_minor > 0:
+        txn = wallet_refund(
+            wallet=wallet,
+            amount=Money(credit_minor, currency),
+            counterpart=receivable,
+            reference_type="bnpl.receivable",
+            reference_id=receivable.code,
+            actor=actor,
+            note="Installment payments beyond what the plans owed",
+        )
+        action, moved = "bnpl.overpayment_returned", credit_minor
+    else:
+        # Only what a card refund took back: any other shortfall is not the customer's.
+        owed = receivable_refunds_to_take_back(customer_id=customer_id, currency=currency)
+        moved = max(0, min(-credit_minor, owed, wallet.account.balance))
+        if not moved:
+            return 0
+        txn = wallet_refund_reverse(
+            wallet=wallet,
+            amount=Money(moved, currency),
+            counterpart=receivable,
+            reference_type="bnpl.receivable",
+            reference_id=receivable.code,
+            actor=actor,
+            note="A refunded installment overpayment already returned to the wallet",
+        )
+        action, moved = "bnpl.overpayment_taken_back", -moved
+    audit_record(
+        actor=actor,
+        action=action,
+        target=customer,
+        changes={"amount": str(Money(abs(moved), currency)), "wallet_transaction": txn.pk},
+    )
+    return moved
+
+
+def _recover(
+    *,
+    plan: Plan,
+    amount: Money,
+    source: AccountLike,
+    reference_type: str,
+    reference_id: str,
+    actor: Any,
+) -> Allocation:
     """Money for a written-off plan is a recovery, up to what was written off.
 
     Anything beyond that is owed to the customer: it goes back to the wallet.
@@ -447,27 +506,19 @@ def _recover(*, plan: Plan, amount: Money, source: AccountLike, key: str, actor:
     # bnpl.writeoff builds on this module, so it is imported where it is needed.
     from bnpl.writeoff import plan_recovery_apply
 
+    key = f"{reference_type}:{reference_id}"
     _, rest = plan_recovery_apply(
         plan=plan, amount=amount, source=str(source), key=key, actor=actor
     )
     if rest.is_positive():
-        receivable = plan_receivable(customer_id=plan.customer_id, currency=plan.currency)
-        ledger_post(
-            kind="bnpl.overpayment",
-            legs=[debit(source, rest), credit(receivable, rest)],
-            reference_type="bnpl.plan",
-            reference_id=str(plan.pk),
-            memo=f"beyond the write-off {key}",
-        )
-        audit_record(
+        plan_overpayment_record(
+            plan=plan,
+            amount=rest,
+            source=source,
+            reference_type=reference_type,
+            reference_id=reference_id,
+            changes={"beyond": "the write-off"},
             actor=actor,
-            action="bnpl.overpayment",
-            target=plan,
-            changes={"excess": str(rest)},
-            note="Received after the write-off was recovered in full; returned to the wallet.",
-        )
-        plan_overpayment_return(
-            plan=plan, amount=rest, reference_type="bnpl.plan", reference_id=key, actor=actor
         )
     return Allocation(late_fee=0, fee=0, interest=0, principal=0, excess=amount.minor)
 
@@ -525,40 +576,20 @@ def installments_settle(settlements: Sequence[Settlement]) -> None:
     other (a written-off or cancelled plan, an overpayment) goes through
     ``installment_apply_payment`` one by one, afterwards.
     """
-    drafts: list[EntryDraft] = [
-        EntryDraft(
-            kind="bnpl.installment_refunded",
-            legs=[
-                debit(system(Purpose.MERCHANT, s.amount.currency), s.amount),
-                credit(s.clearing, s.amount),
-            ],
-            reference_type="payments.transaction",
-            reference_id=str(s.payment_id),
-        )
-        for s in settlements
-        if s.kind == EventKind.REFUND
-    ]
+    drafts = refund_drafts(
+        [s for s in settlements if s.kind == EventKind.REFUND], kind="bnpl.installment_refunded"
+    )
     captures = [s for s in settlements if s.kind != EventKind.REFUND]
     slow: list[Settlement] = []
     if captures:
         installment_ids = sorted({int(s.reference_id) for s in captures})
-        seen = {
-            row[0]: row
-            for row in Installment.objects.filter(pk__any=installment_ids)
-            .order_by()
-            .annotate(owed=installment_outstanding())
-            .values_list(
-                "pk",
-                "plan_id",
-                "plan__status",
-                "plan__customer_id",
-                "plan__currency",
-                "status",
-                "owed",
+        plan_ids = sorted(
+            set(
+                Installment.objects.filter(pk__any=installment_ids)
+                .order_by()
+                .values_list("plan_id", flat=True)
             )
-        }
-        plan_ids = sorted({row[1] for row in seen.values()})
-        _lock_wallets_of_overpayments(captures, seen)
+        )
         plans = {
             row[0]: row
             for row in Plan.objects.select_for_update(no_key=True)
@@ -668,23 +699,54 @@ def installments_settle(settlements: Sequence[Settlement]) -> None:
         )
 
 
-def _lock_wallets_of_overpayments(captures: Sequence[Settlement], seen: dict[int, tuple]) -> None:
-    """Lock, before any plan, the wallets of customers whose capture looks (read unlocked)
-    as if it may pay beyond what is owed: the excess goes back to the wallet."""
-    owners = set()
-    for s in captures:
-        _id, _plan, plan_status, customer_id, currency, status, outstanding = seen[
-            int(s.reference_id)
+def refund_drafts(refunds: Sequence[Settlement], *, kind: str) -> list[EntryDraft]:
+    """The entries of refunded installment or payoff captures: the card gets the money back
+    (credit clearing). What a capture paid beyond what was owed comes off the receivable,
+    where it was credited: a return to the wallet not yet made is not made, one already
+    made is taken back (``plan_credit_return``), so the customer is not paid twice. The
+    rest comes from the merchant, as any card refund does."""
+    if not refunds:
+        return []
+    ids = sorted({str(s.payment_id) for s in refunds})
+    receivable_legs = (
+        Posting.objects.filter(
+            entry__reference_type="payments.transaction",
+            entry__reference_id__in=ids,
+            account__purpose=Purpose.CUSTOMER_BNPL_RECEIVABLE,
+        )
+        .values("entry__reference_id", "entry__kind", "account__code", "account__customer_id")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    excess: dict[str, int] = {}  # payment id → overpayment still to refund, minor units
+    owner: dict[str, tuple[str, int]] = {}  # payment id → (receivable code, customer)
+    for row in receivable_legs:
+        payment_id, entry_kind = row["entry__reference_id"], row["entry__kind"]
+        if entry_kind == OVERPAYMENT_KIND:
+            excess[payment_id] = excess.get(payment_id, 0) - row["total"]
+            owner[payment_id] = (row["account__code"], row["account__customer_id"])
+        elif entry_kind.endswith("_refunded"):
+            excess[payment_id] = excess.get(payment_id, 0) - row["total"]
+    drafts = []
+    for s in refunds:
+        key = str(s.payment_id)
+        part = max(0, min(s.amount.minor, excess.get(key, 0)))
+        currency = s.amount.currency
+        legs = [
+            debit(system(Purpose.MERCHANT, currency), s.amount - Money(part, currency)),
+            credit(s.clearing, s.amount),
         ]
-        if (
-            plan_status != PlanStatus.ACTIVE
-            or status not in OPEN_INSTALLMENT
-            or s.amount.minor > outstanding
-        ):
-            owners.add((customer_id, currency))
-    for customer_id, currency in sorted(owners):
-        wallet_get_or_create(customer=Customer(pk=customer_id), currency=currency)
-        wallet_lock(customer_id=customer_id, currency=currency)
+        if part:
+            excess[key] -= part
+            code, customer_id = owner[key]
+            legs.insert(0, debit(code, Money(part, currency)))
+            plan_credit_return_enqueue(customer_id=customer_id, currency=currency)
+        drafts.append(
+            EntryDraft(
+                kind=kind, legs=legs, reference_type="payments.transaction", reference_id=key
+            )
+        )
+    return drafts
 
 
 def _receivable_codes(pairs: set[tuple[int, str]]) -> dict[tuple[int, str], str]:

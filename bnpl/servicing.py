@@ -112,8 +112,9 @@ from bnpl.services import (
     due_moment,
     installment_apply_payment,
     plan_complete_if_done,
-    plan_overpayment_return,
+    plan_overpayment_record,
     plan_receivable,
+    refund_drafts,
 )
 from core import clock
 from core.audit import audit_record
@@ -122,7 +123,8 @@ from core.idempotency import IdempotencyClaim
 from core.money import Money, allocate
 from customers.models import Customer
 from ledger.models import Purpose
-from ledger.services import AccountLike, credit, debit, ledger_post, system
+from ledger.services import AccountLike, credit, debit, ledger_post, ledger_post_many, system
+from payments.events import Settlement
 from payments.gateway import Decision
 from payments.models import EventKind, PaymentTransaction, Provider
 from payments.processing import ProviderNotSupported, payment_open, payment_send
@@ -969,23 +971,19 @@ def plan_payoff_settle(
     A capture that covers the payoff total as of its settlement pays the plan off (unearned
     interest waived). One that does not (the quote grew since it was charged) pays the open
     installments in number order like ordinary payments. Whatever is left over, or arrives
-    for a plan no longer active, goes back to the customer's wallet
-    (``bnpl.services.plan_overpayment_return``). A refund of such a capture returns money
-    from the merchant's side, as any card refund does.
+    for a plan no longer active, goes back to the customer's wallet after commit
+    (``bnpl.services.plan_overpayment_record``). A refund of such a capture: see
+    ``bnpl.services.refund_drafts``. No customer or wallet is locked (they come first).
     """
     if kind == EventKind.REFUND:
-        ledger_post(
-            kind="bnpl.payoff_refunded",
-            legs=[
-                debit(system(Purpose.MERCHANT, amount.currency), amount),
-                credit(clearing, amount),
-            ],
-            reference_type="payments.transaction",
-            reference_id=str(payment.pk),
+        ledger_post_many(
+            refund_drafts(
+                [Settlement(payment.pk, payment.reference_id, kind, amount, clearing)],
+                kind="bnpl.payoff_refunded",
+            )
         )
         return
-    # The wallet first: anything beyond the payoff goes back to it.
-    locked = _lock(int(payment.reference_id), wallet="create")
+    locked = _lock(int(payment.reference_id))
     plan = locked.plan
 
     def pay(row: Installment, money: Money) -> None:
@@ -1018,26 +1016,13 @@ def plan_payoff_settle(
     if plan.status == PlanStatus.WRITTEN_OFF:
         pay(locked.installments[-1], left)  # booked as a recovery
         return
-    ledger_post(
-        kind="bnpl.overpayment",
-        legs=[
-            debit(clearing, left),
-            credit(plan_receivable(customer_id=plan.customer_id, currency=plan.currency), left),
-        ],
-        reference_type="payments.transaction",
-        reference_id=str(payment.pk),
-    )
-    audit_record(
-        action="bnpl.overpayment",
-        target=plan,
-        changes={"excess": str(left), "payment": payment.pk},
-        note="Credited to the receivable and returned to the customer's wallet.",
-    )
-    plan_overpayment_return(
+    plan_overpayment_record(
         plan=plan,
         amount=left,
+        source=clearing,
         reference_type="payments.transaction",
         reference_id=str(payment.pk),
+        changes={"payoff": True},
     )
 
 

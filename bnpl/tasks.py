@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from bnpl import applications
+from bnpl import applications, selectors, services
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +65,20 @@ def cancel_partner_application(application_id: int, reason: str) -> str:
         application_id=application_id, reason=reason
     )
     return str(application.status)
+
+
+@shared_task(name="bnpl.plan_credit_return", acks_late=True)
+def plan_credit_return(customer_id: int, currency: str) -> int:
+    """Square the customer's installment receivable with the wallet; running it twice
+    moves the money once (the second run finds nothing left)."""
+    return services.plan_credit_return(customer_id=customer_id, currency=currency)
+
+
+@shared_task(name="bnpl.plan_credits_sweep", acks_late=True)
+def plan_credits_sweep() -> int:
+    """Fan out: every installment receivable off its open installments (a credit whose
+    after-commit return never ran, or one from before returns existed) is squared."""
+    due = selectors.receivables_off_balance()
+    for customer_id, currency in due:
+        plan_credit_return.delay(customer_id, currency)
+    return len(due)

@@ -311,6 +311,31 @@ def wallet_refund(
     )
 
 
+def wallet_refund_reverse(
+    *,
+    wallet: Wallet,
+    amount: Money,
+    counterpart: AccountLike,
+    reference_type: str,
+    reference_id: str,
+    actor: AbstractBaseUser | None = None,
+    note: str = "",
+) -> WalletTransaction:
+    """Take back from a locked wallet, to ``counterpart``, a refund that was paid twice (an
+    installment overpayment the card processor refunded too); at most the balance."""
+    return _move(
+        wallet=wallet,
+        kind=TransactionKind.REFUND,
+        direction=Direction.DEBIT,
+        amount=amount,
+        counterpart=counterpart,
+        reference_type=reference_type,
+        reference_id=reference_id,
+        actor=actor,
+        note=note,
+    )
+
+
 def wallet_refund_order(
     *,
     wallet: Wallet,

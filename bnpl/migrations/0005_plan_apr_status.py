@@ -5,24 +5,47 @@ from decimal import Decimal
 from django.db import migrations, models
 
 # The rate figures an old plan may hold without a rate: 0 with a cost, or the old cap.
-SUSPECT = (Decimal(0), Decimal("9999.99"))
+ZERO, OLD_CAP = Decimal(0), Decimal("9999.99")
 
 
 def reprice_suspect_aprs(apps, schema_editor):
-    """Re-price plans that show 0 or the old cap: either may be a cost with no rate."""
-    from bnpl import pricing
-    from core.money import Money
-
+    """Say what an old 0 or capped APR meant, from the plan's own lines (frozen here, no
+    live pricing code): the old rule showed 0 without cost, when the checkout line covered
+    the amount (now ``no_finite_rate``) or for a rate below 0.005 % (now at least 0.01),
+    and the cap for any rate at or above it (now ``above_ceiling``)."""
     Plan = apps.get_model("bnpl", "Plan")
-    for plan in Plan.objects.filter(apr__in=SUSPECT).iterator():
-        schedule = pricing.price_schedule(
-            terms=pricing.Terms.from_json(plan.terms),
-            amount=Money(plan.amount, plan.currency),
-            start_date=plan.start_date,
-        )
-        if (schedule.apr, schedule.apr_status) != (plan.apr, "rate"):
-            plan.apr, plan.apr_status = schedule.apr, schedule.apr_status
-            plan.save(update_fields=["apr", "apr_status"])
+    Installment = apps.get_model("bnpl", "Installment")
+    for plan in Plan.objects.filter(apr__in=(ZERO, OLD_CAP)).iterator():
+        lines = {
+            number: principal + interest + fee
+            for number, principal, interest, fee in Installment.objects.filter(
+                plan_id=plan.pk
+            ).values_list("number", "principal", "interest", "fee")
+        }
+        cost = sum(lines.values()) - plan.amount
+        if cost <= 0:
+            continue  # costs nothing: 0 is the rate
+        if plan.apr == OLD_CAP:
+            apr, status = None, "above_ceiling"
+        else:
+            checkout = plan.terms.get("down_payment")
+            at_start = (
+                lines.get(0, 0)
+                if checkout == "percent"
+                else lines.get(1, 0) if checkout == "first_installment" else 0
+            )
+            if at_start >= plan.amount:
+                apr, status = None, "no_finite_rate"
+            else:
+                apr, status = Decimal("0.01"), "rate"
+        Plan.objects.filter(pk=plan.pk).update(apr=apr, apr_status=status)
+
+
+def restore_old_aprs(apps, schema_editor):
+    """Back to a column without nulls: what the old rule showed instead of no rate."""
+    Plan = apps.get_model("bnpl", "Plan")
+    Plan.objects.filter(apr__isnull=True, apr_status="above_ceiling").update(apr=OLD_CAP)
+    Plan.objects.filter(apr__isnull=True).update(apr=ZERO)
 
 
 class Migration(migrations.Migration):
@@ -58,7 +81,7 @@ class Migration(migrations.Migration):
                 decimal_places=4, default=Decimal("0"), max_digits=8, null=True
             ),
         ),
-        migrations.RunPython(reprice_suspect_aprs, migrations.RunPython.noop, elidable=True),
+        migrations.RunPython(reprice_suspect_aprs, restore_old_aprs, elidable=True),
         migrations.AddConstraint(
             model_name="plan",
             constraint=models.CheckConstraint(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
+from celery import current_app
 from django.db import transaction
+from django.test import TestCase
 
 from bnpl.models import ApplicationStatus, CreditApplication, Decider, Plan, PlanProduct
 from bnpl.services import plan_create
@@ -81,3 +85,16 @@ def make_plan(
         application.save(update_fields=["status", "decided_at", "decided_by"])
         plan = plan_create(application=application, start_date=start_date or clock.business_date())
     return plan
+
+
+@contextlib.contextmanager
+def after_commit_tasks(*, run: bool = True) -> Iterator[None]:
+    """Inside a test's transaction: the after-commit hooks registered in the block run as
+    it ends (``run=False``: they are lost, as in a crash), their Celery tasks in-process."""
+    previous = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True
+    try:
+        with TestCase.captureOnCommitCallbacks(execute=run):
+            yield
+    finally:
+        current_app.conf.task_always_eager = previous

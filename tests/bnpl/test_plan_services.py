@@ -20,7 +20,7 @@ from core.money import Money
 from ledger.models import Account, JournalEntry, Purpose
 from ledger.services import system
 from payments.gateway import Decision
-from tests.bnpl.factories import make_plan, make_product
+from tests.bnpl.factories import after_commit_tasks, make_plan, make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -180,7 +180,7 @@ def test_paying_every_installment_completes_the_plan(customer, django_capture_on
 
 def test_excess_goes_back_to_the_wallet(customer):
     plan = make_plan(customer=customer, amount="30.00")
-    with transaction.atomic():
+    with after_commit_tasks(), transaction.atomic():
         locked, row = locked_plan_installment(plan.installments.get(number=1).pk)
         split = installment_apply_payment(
             plan=locked,
@@ -230,7 +230,7 @@ def test_lines_owing_nothing_are_paid_from_the_start_and_never_debited(customer)
 def test_money_beyond_the_write_off_goes_back_to_the_wallet(customer):
     plan = make_plan(customer=customer, amount="30.00")
     plan_write_off(plan_id=plan.pk, actor=None, note="uncollectable")  # 30.00 to the expense
-    with transaction.atomic():
+    with after_commit_tasks(), transaction.atomic():
         locked, row = locked_plan_installment(plan.installments.get(number=1).pk)
         installment_apply_payment(
             plan=locked,

@@ -21,7 +21,7 @@ from core.money import Money, to_minor
 from ledger.models import Account, Purpose
 from ledger.services import system
 from payments.models import PaymentTransaction
-from tests.bnpl.factories import make_plan, make_product
+from tests.bnpl.factories import after_commit_tasks, make_plan, make_product
 from tests.factories import fund, make_customer
 from wallet.models import Wallet, WalletTransaction
 
@@ -721,7 +721,7 @@ def test_payoff_capture_short_of_the_quote_pays_installments_in_order(
     )
     # The processor reports a capture of 150.00 for the open plan (the quote was 300.00),
     # and another 20.00 for the plan already paid off.
-    with transaction.atomic():
+    with after_commit_tasks(), transaction.atomic():
         servicing.plan_payoff_settle(
             payment=short,
             kind="capture",
@@ -1084,3 +1084,67 @@ def test_income_aligned_dates_are_repriced_by_the_reschedule_rule(web_channel):
         (2, date(2027, 3, 16), 9997, 557, 0, InstallmentStatus.SCHEDULED),
         (3, date(2027, 4, 16), 10301, 324, 0, InstallmentStatus.SCHEDULED),
     ]
+
+
+def test_a_plan_on_income_aligned_dates_is_quoted_and_stored_at_its_repriced_cost(web_channel):
+    """Moved later (priced on the 5th, due the 16th) each line costs more: the quote, the
+    plan's APR and its audited total are those of the lines it charges, on their dates."""
+    from django.db import transaction
+
+    from bnpl.models import Decider
+    from bnpl.quoting import quote_product
+    from bnpl.services import plan_create
+    from core.models import AuditEntry
+    from tests.bnpl.factories import make_application
+
+    customer = make_customer()
+    for day in (date(2026, 10, 15), date(2026, 11, 15), date(2026, 12, 15)):
+        with travel(day):
+            fund(customer, "100.00")
+    servicing.borrower_income_aligned_set(customer=customer, enabled=True)
+    product = make_product(cash_flow_aware=True, interest_method="declining", apr=Decimal("36.5"))
+    start = date(2027, 1, 5)
+    with travel(start):
+        quote = quote_product(
+            customer=customer, product=product, amount=eur("300.00"), merchant_categories=[]
+        )
+        application = make_application(customer=customer, product=product, amount="300.00")
+        unmoved = pricing.price_schedule(
+            terms=pricing.Terms.from_json(application.terms),
+            amount=application.amount_money,
+            start_date=start,
+        )
+        due_dates = selectors.income_aligned_due_dates(
+            customer=customer, product=product, schedule=unmoved
+        )
+        with transaction.atomic():
+            application.approve(at=clock.now(), decided_by=Decider.INTERNAL)
+            application.save(update_fields=["status", "decided_at", "decided_by"])
+            plan = plan_create(application=application, start_date=start, due_dates=due_dates)
+
+    charged = [(r.due_date, r.principal + r.interest + r.fee) for r in plan.installments.all()]
+    assert [d for d, _ in charged] == [date(2027, 2, 16), date(2027, 3, 16), date(2027, 4, 16)]
+    total = sum(t for _, t in charged)
+    assert total > unmoved.total  # 11 days later each: more interest
+    assert [(line.due_date, line.total) for line in quote.schedule.lines] == charged
+    assert (quote.schedule.total, quote.schedule.apr) == (total, plan.apr)
+    created = AuditEntry.objects.get(action="bnpl.plan_created", target_id=str(plan.pk))
+    assert created.changes["total"] == str(Money(total, "EUR"))
+
+    # The stored APR is the rate at which the charged lines, on their dates, are worth the
+    # amount: a line is due its priced months (1/12 of a year each) plus the days it moved
+    # (1/365 each); the present value at APR ∓ 0.01 % brackets 300.00.
+    def present_value(percent: Decimal) -> Decimal:
+        rate = 1 + percent / 100
+        return sum(
+            Decimal(t) / rate ** (Decimal(month) / 12 + Decimal((d - priced.due_date).days) / 365)
+            for month, priced, (d, t) in zip((1, 2, 3), unmoved.lines, charged, strict=True)
+        )
+
+    assert plan.apr is not None
+    assert plan.apr != unmoved.apr
+    assert (
+        present_value(plan.apr - Decimal("0.01"))
+        > 30_000
+        > present_value(plan.apr + Decimal("0.01"))
+    )
