@@ -177,3 +177,12 @@ def payment_method_owned(
     if method is None:
         raise PaymentMethodUnknown(message, fields={field: [message]})
     return method
+
+
+def webhook_url(provider: str) -> str:
+    """Where a provider sends its notifications, as registered with it: the public URL
+    (``PUBLIC_BASE_URL``), which a signature covering the URL (Afterpay's) is checked against."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    return settings.PUBLIC_BASE_URL.rstrip("/") + reverse("payments-webhook", args=[provider])
