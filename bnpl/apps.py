@@ -19,6 +19,11 @@ class BnplConfig(AppConfig):
             INSTALLMENT_REFERENCE, installment_settle, many=installments_settle
         )
 
+        from bnpl.chargebacks import installment_charge_back
+
+        # A lost dispute on an installment's charge makes the installment owed again.
+        events.register_chargeback(INSTALLMENT_REFERENCE, installment_charge_back)
+
         from bnpl.servicing import PAYOFF_REFERENCE, plan_payoff_settle
 
         # A captured early-payoff charge pays the whole plan off the same way.

@@ -484,6 +484,11 @@ class Plan(models.Model):
     def complete(self, *, at) -> None:
         self.completed_at = at
 
+    @transition(field=status, source=PlanStatus.COMPLETED, target=PlanStatus.ACTIVE)
+    def reopen(self) -> None:
+        """An installment is owed again (a lost dispute took its payment back)."""
+        self.completed_at = None
+
     @transition(field=status, source=PlanStatus.ACTIVE, target=PlanStatus.CANCELLED)
     def cancel(self, *, at) -> None:
         self.cancelled_at = at

@@ -196,7 +196,11 @@ class OrderAdmin(ActionsOnlyAdmin):
 
 @admin.register(Dispute)
 class DisputeAdmin(ActionsOnlyAdmin):
-    """Disputes of orders; staff close an open one with its outcome (audited)."""
+    """Disputes of orders; staff close an open one with its outcome (audited).
+
+    Closing a provider's dispute resumes the plan's debits now; the provider's final word
+    still counts: if it says lost later, the dispute turns lost and the chargeback is booked.
+    """
 
     list_display = (
         "id",
@@ -208,6 +212,8 @@ class DisputeAdmin(ActionsOnlyAdmin):
         "provider_dispute_id",
         "opened_at",
         "closed_at",
+        "closed_via",
+        "charged_back",
     )
     list_filter = ("status", "provider", "currency")
     search_fields = ("=id", "=order__id", "provider_dispute_id")
@@ -222,7 +228,7 @@ class DisputeAdmin(ActionsOnlyAdmin):
     def _close(self, request, queryset, outcome: str) -> None:
         note = request.POST.get("reason", "")
         done = 0
-        for dispute_id in queryset.values_list("id", flat=True):
+        for dispute_id, provider in queryset.values_list("id", "provider"):
             try:
                 disputes.dispute_close(
                     dispute_id=dispute_id, outcome=outcome, note=note, actor=request.user
@@ -231,6 +237,13 @@ class DisputeAdmin(ActionsOnlyAdmin):
                 self.message_user(request, f"Dispute #{dispute_id}: {exc.message}", messages.ERROR)
             else:
                 done += 1
+                if provider:
+                    self.message_user(
+                        request,
+                        f"Dispute #{dispute_id} is {provider}'s: if {provider} decides it "
+                        "lost later, it turns lost and the chargeback is booked then.",
+                        messages.WARNING,
+                    )
         if done:
             self.message_user(request, f"Closed {done} dispute(s) as {outcome}.", messages.SUCCESS)
 

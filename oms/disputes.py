@@ -6,10 +6,18 @@ every change here sets the plan's pause from the order's open disputes
 (lock order: order → plan). A notification that closes a dispute not seen yet creates it
 closed; the open that arrives after it changes nothing, nor does any repeat.
 
-A lost dispute's money (``_book_chargeback``): a card sale's processor takes it back
-(merchant → gateway clearing); a provider's BNPL (Klarna, Afterpay) is the provider's to
-bear with its customer, nothing is posted; an installment debit charged back is recorded
-as the outcome only, not booked (its installment would be owed again).
+A lost dispute's money (``_book_chargeback``), once per dispute, at most what the payment
+captured less its refunds and earlier chargebacks: a card sale's processor takes it back
+(merchant → gateway clearing); an installment's charge is handed to its owner
+(``payments.events.register_chargeback``: bnpl makes the installment owed again); a
+provider's BNPL (Klarna, Afterpay) is the provider's to bear with its customer, nothing is
+posted. A notice in another currency than its payment's is refused by payments.
+
+Staff may close a provider's dispute (the plan's debits resume); the provider's final word
+still counts: a ``lost`` arriving on a dispute staff closed otherwise turns it lost and
+books the chargeback (audited ``oms.dispute_outcome_from_provider``).
+
+Locks: order → plan → (the owner's rows) → payment transaction → ledger accounts.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ from bnpl.debit_controls import plan_debits_hold
 from bnpl.models import Installment, Plan
 from core import clock
 from core.audit import audit_record
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 from core.money import Money
 from ledger.models import Purpose
 from ledger.services import credit, debit, ledger_post, system
 from oms.errors import DisputeAlreadyClosed, DisputeNotFound, OrderNotFound
 from oms.models import Dispute, DisputeStatus, Order, PaymentMethod
+from payments import events
 from payments.events import DisputeNotice
 from payments.models import PaymentTransaction, Provider
 from payments.selectors import payment_amounts
@@ -48,15 +57,21 @@ def _locked_order(order_id: int) -> Order:
         raise OrderNotFound() from None
 
 
-def _hold_plan(order: Order, actor: Any) -> None:
-    """Pause the financing plan's debits exactly while the order has an open dispute."""
+def _locked_plan_id(order: Order) -> int | None:
+    """Lock the plan financing the locked order, if any (lock order: order → plan)."""
     if order.payment_method != PaymentMethod.INSTALLMENTS:
-        return
-    plan_id = (
-        Plan.objects.filter(reference_type=ORDER_REFERENCE, reference_id=str(order.pk))
+        return None
+    return (
+        Plan.objects.select_for_update(no_key=True)
+        .filter(reference_type=ORDER_REFERENCE, reference_id=str(order.pk))
         .values_list("pk", flat=True)
         .first()
     )
+
+
+def _hold_plan(order: Order, actor: Any) -> None:
+    """Pause the financing plan's debits exactly while the order has an open dispute."""
+    plan_id = _locked_plan_id(order)
     if plan_id is None:
         return
     reasons = list(
@@ -83,36 +98,55 @@ def _audit_open(dispute: Dispute, actor: Any) -> None:
 
 
 def _book_chargeback(dispute: Dispute) -> None:
-    """Post a lost card sale's chargeback: merchant → gateway clearing, the disputed amount
-    but at most what the payment captured less its refunds and earlier chargebacks (the
-    rest was given back already). Anything else lost posts nothing (module docstring)."""
-    if dispute.status != DisputeStatus.LOST or dispute.payment_id is None:
+    """Book a lost dispute's chargeback once (module docstring), recorded on the dispute
+    as ``charged_back``."""
+    if dispute.status != DisputeStatus.LOST or dispute.payment_id is None or dispute.charged_back:
         return
     payment = PaymentTransaction.objects.select_related("account").get(pk=dispute.payment_id)
-    if payment.account.provider != Provider.CARD or payment.reference_type != ORDER_REFERENCE:
-        return
-    amounts = payment_amounts(payment)
+    if dispute.currency != payment.currency:
+        return  # payments refuses such notices; a staff dispute names no payment
     earlier = (
-        Dispute.objects.filter(payment=payment)
+        Dispute.objects.filter(payment_id=payment.pk)
         .exclude(pk=dispute.pk)
         .aggregate(total=Sum("charged_back", default=0))["total"]
     )
-    kept = amounts.captured.minor - amounts.refunded.minor - earlier
-    amount = Money(min(dispute.amount, max(kept, 0)), payment.currency)
-    if not amount.is_positive():
+    memo = f"{payment.account.provider} dispute {dispute.provider_dispute_id or dispute.pk} lost"
+    owner = events.chargeback_handler(payment.reference_type)
+    if owner is not None:
+        booked = owner(
+            events.Chargeback(
+                payment_id=payment.pk,
+                reference_id=payment.reference_id,
+                amount=dispute.amount_money,
+                earlier=earlier,
+                entry_reference_type="oms.dispute",
+                entry_reference_id=str(dispute.pk),
+                memo=memo,
+            )
+        )
+        amount = booked.minor
+    elif payment.account.provider == Provider.CARD and payment.reference_type == ORDER_REFERENCE:
+        payment = PaymentTransaction.objects.select_for_update(no_key=True).get(pk=payment.pk)
+        amounts = payment_amounts(payment)
+        kept = amounts.captured.minor - amounts.refunded.minor - earlier
+        amount = min(dispute.amount, max(kept, 0))
+        if amount > 0:
+            money = Money(amount, payment.currency)
+            ledger_post(
+                kind="oms.chargeback",
+                legs=[
+                    debit(system(Purpose.MERCHANT, money.currency), money),
+                    credit(system(Purpose.GATEWAY_CLEARING, money.currency), money),
+                ],
+                reference_type="oms.dispute",
+                reference_id=str(dispute.pk),
+                memo=memo,
+            )
+    else:
         return
-    ledger_post(
-        kind="oms.chargeback",
-        legs=[
-            debit(system(Purpose.MERCHANT, amount.currency), amount),
-            credit(system(Purpose.GATEWAY_CLEARING, amount.currency), amount),
-        ],
-        reference_type="oms.dispute",
-        reference_id=str(dispute.pk),
-        memo=f"card dispute {dispute.provider_dispute_id or dispute.pk} lost",
-    )
-    dispute.charged_back = amount.minor
-    dispute.save(update_fields=["charged_back"])
+    if amount > 0:
+        dispute.charged_back = amount
+        dispute.save(update_fields=["charged_back"])
 
 
 def _close(dispute: Dispute, *, outcome: str, actor: Any, via: str, note: str) -> None:
@@ -135,6 +169,26 @@ def _close(dispute: Dispute, *, outcome: str, actor: Any, via: str, note: str) -
     )
 
 
+def _lost_after_staff_closed(dispute: Dispute, *, via: str) -> None:
+    """The provider's final ``lost`` on a dispute staff closed otherwise: the processor
+    took the money back whatever staff decided, so the dispute is lost and charged back."""
+    before = dispute.status
+    dispute.provider_lost()
+    dispute.save(update_fields=["status"])
+    _book_chargeback(dispute)
+    audit_record(
+        actor=None,
+        actor_label=via,
+        action="oms.dispute_outcome_from_provider",
+        target=dispute,
+        changes={
+            "status": {"old": before, "new": dispute.status},
+            "charged_back": {"old": 0, "new": dispute.charged_back},
+        },
+        note=f"closed by staff as {before}; the provider decided it lost",
+    )
+
+
 # --- staff ------------------------------------------------------------------------------
 
 
@@ -152,6 +206,7 @@ def dispute_open(
             fields={"reason": ["This field may not be blank."]},
         )
     order = _locked_order(order_id)
+    _locked_plan_id(order)
     amount = amount or order.total_money
     if amount.currency != order.currency or not 0 < amount.minor <= order.total:
         raise InvalidInput(
@@ -187,6 +242,7 @@ def dispute_close(*, dispute_id: int, outcome: str, note: str = "", actor: Any =
     if order_id is None:
         raise DisputeNotFound()
     order = _locked_order(order_id)
+    _locked_plan_id(order)
     dispute = Dispute.objects.select_for_update(no_key=True).get(pk=dispute_id)
     if dispute.status != DisputeStatus.OPEN:
         raise DisputeAlreadyClosed()
@@ -201,6 +257,7 @@ def order_disputes_close(
 ) -> int:
     """Close every open dispute of an order (the plan admin's "dispute closed"); how many."""
     order = _locked_order(order_id)
+    _locked_plan_id(order)
     open_disputes = list(
         Dispute.objects.select_for_update(no_key=True)
         .filter(order=order, status=DisputeStatus.OPEN)
@@ -233,11 +290,27 @@ def dispute_notice_apply(*, order_id: int, notice: DisputeNotice) -> Dispute:
     the notice says so. Closed: left as it is (a late open, a repeat).
     """
     order = _locked_order(order_id)
+    _locked_plan_id(order)
+    if notice.amount.currency != order.currency:
+        raise InvalidInput(
+            f"The dispute is in {notice.amount.currency}, the order in {order.currency}.",
+            code="oms.dispute_currency_mismatch",
+            fields={"currency": [f"Must be {order.currency}."]},
+        )
     dispute = (
         Dispute.objects.select_for_update(no_key=True)
-        .filter(provider=notice.provider, provider_dispute_id=notice.dispute_id)
+        .filter(order=order, provider=notice.provider, provider_dispute_id=notice.dispute_id)
         .first()
     )
+    if dispute is None and (
+        Dispute.objects.filter(provider=notice.provider, provider_dispute_id=notice.dispute_id)
+        .exclude(order=order)
+        .exists()
+    ):
+        raise Conflict(
+            f"Dispute {notice.dispute_id} of {notice.provider} is on another order.",
+            code="oms.dispute_on_another_order",
+        )
     now = clock.now()
     if dispute is None:
         dispute = Dispute.objects.create(
@@ -254,6 +327,12 @@ def dispute_notice_apply(*, order_id: int, notice: DisputeNotice) -> Dispute:
         _audit_open(dispute, None)
     if dispute.status == DisputeStatus.OPEN and notice.status != DisputeStatus.OPEN:
         _close(dispute, outcome=notice.status, actor=None, via=notice.via, note="")
+    elif (
+        notice.status == DisputeStatus.LOST
+        and dispute.status != DisputeStatus.LOST
+        and dispute.closed_via == "staff"
+    ):
+        _lost_after_staff_closed(dispute, via=notice.via)
     _hold_plan(order, None)
     return dispute
 

@@ -345,6 +345,10 @@ class Dispute(models.Model):
                 | (~models.Q(status=DisputeStatus.OPEN) & models.Q(closed_at__isnull=False)),
                 name="dispute_closed_at_iff_closed",
             ),
+            models.CheckConstraint(
+                condition=models.Q(charged_back__gte=0, charged_back__lte=models.F("amount")),
+                name="dispute_charged_back_within_amount",
+            ),
         ]
         indexes = [models.Index(fields=["order", "status"], name="dispute_order_status")]
 
@@ -363,3 +367,11 @@ class Dispute(models.Model):
     def close(self, *, outcome: str, at) -> str:
         self.closed_at = at
         return outcome
+
+    @transition(
+        field=status,
+        source=(DisputeStatus.WON, DisputeStatus.CLOSED),
+        target=DisputeStatus.LOST,
+    )
+    def provider_lost(self) -> None:
+        """The provider's final word on a dispute staff closed otherwise."""

@@ -1,9 +1,7 @@
 from django import forms
-from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils.html import format_html
 
 from core import clock
@@ -19,7 +17,7 @@ from payments.models import (
     SavedPaymentMethod,
     WebhookEvent,
 )
-from payments.selectors import payment_amounts
+from payments.selectors import payment_amounts, webhook_url
 
 
 class ProviderAccountForm(MoneyFormMixin, forms.ModelForm):
@@ -130,10 +128,7 @@ class ProviderAccountAdmin(AuditedAdmin):
 
     @admin.display(description="Webhook URL to register with the provider")
     def webhook_url(self, obj: ProviderAccount) -> str:
-        url = settings.PUBLIC_BASE_URL.rstrip("/") + reverse(
-            "payments-webhook", args=[obj.provider]
-        )
-        return format_html("<code>{}</code>", url)
+        return format_html("<code>{}</code>", webhook_url(obj.provider))
 
     @admin.action(description="Rotate the webhook secret (shown once)", permissions=["change"])
     def rotate_webhook_secret(self, request, queryset: QuerySet[ProviderAccount]):
@@ -262,9 +257,15 @@ class WebhookEventAdmin(ActionsOnlyAdmin):
         "event_id",
         "status",
         "attempts",
+        "next_attempt_at",
         "last_error",
     )
-    list_filter = ("provider", "status", "event_type")
+    list_filter = (
+        "provider",
+        "status",
+        "event_type",
+        ("next_attempt_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("event_id",)
     actions = ["process_again"]
 

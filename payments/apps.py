@@ -41,6 +41,17 @@ class PaymentsConfig(AppConfig):
                 "is recorded and handed to the owner.",
             )
         )
+        register(
+            Schedule(
+                name="Payments: try failed dispute notifications again",
+                task="payments.retry_dispute_events",
+                crontab="* * * * *",
+                description="A dispute notification that failed for a passing reason (its "
+                "payment not recorded yet, the provider not answering) is processed again, "
+                "after 1, 5, 15 minutes and up to a day; what is left stays failed in the "
+                "webhook events admin.",
+            )
+        )
         readiness.register("payment_providers", _providers_health, gating=False)
 
 

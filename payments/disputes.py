@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -34,6 +35,16 @@ CARD_EVENT_TYPES = ("dispute.opened", "dispute.closed")
 
 class Unreadable(Exception):
     """The notification does not say which dispute, payment, amount or state."""
+
+
+class NotYet(Exception):
+    """The notification cannot be read or matched now, but may be later (a provider that
+    did not answer, a payment not recorded yet): it is tried again (``RETRY_MINUTES``)."""
+
+
+# Minutes between the tries of a dispute notification that failed for a passing reason;
+# after the last one it stays failed for a person (the webhook events admin).
+RETRY_MINUTES = (1, 5, 15, 60, 180, 720, 1440)
 
 
 class Facts:
@@ -147,7 +158,7 @@ def afterpay_facts(event: WebhookEvent) -> Facts:
     try:
         dispute = gateway_for(account).dispute(dispute_id)
     except GatewayTechnicalError as exc:
-        raise Unreadable(f"Afterpay did not answer: {exc}") from None
+        raise NotYet(f"Afterpay did not answer: {exc}") from None
     if dispute is None:
         raise Unreadable(f"Afterpay has no dispute {dispute_id!r}")
     order = str(dispute.get("order") or "")
@@ -159,7 +170,7 @@ def afterpay_facts(event: WebhookEvent) -> Facts:
         .first()
     )
     if currency is None:
-        raise Unreadable(f"no transaction {order!r}")
+        raise NotYet(f"no transaction {order!r}")
     try:
         amount = Money.parse(str(dispute.get("amount")), currency)
     except MoneyError as exc:
@@ -195,19 +206,27 @@ def is_dispute_event(provider: str, event_type: str) -> bool:
     return event_type in reader[0]
 
 
-def _finish(event_id: int, *, error: str = "") -> WebhookEvent:
+def _finish(event_id: int, *, error: str = "", again: bool = False) -> WebhookEvent:
+    """Mark the event processed, or failed with ``error``; ``again``: a passing cause,
+    tried again after ``RETRY_MINUTES`` until they are used up."""
     with transaction.atomic(durable=True):
         event = WebhookEvent.objects.select_for_update(no_key=True).get(pk=event_id)
         if event.status == WebhookEvent.Status.PROCESSED:
             return event
         event.attempts += 1
         event.last_error = error
+        event.next_attempt_at = None
         if error:
             event.status = WebhookEvent.Status.FAILED
+            if again and event.attempts <= len(RETRY_MINUTES):
+                wait = timedelta(minutes=RETRY_MINUTES[event.attempts - 1])
+                event.next_attempt_at = clock.now() + wait
         else:
             event.status = WebhookEvent.Status.PROCESSED
             event.processed_at = clock.now()
-        event.save(update_fields=["status", "attempts", "processed_at", "last_error"])
+        event.save(
+            update_fields=["status", "attempts", "processed_at", "last_error", "next_attempt_at"]
+        )
     return event
 
 
@@ -223,15 +242,24 @@ def dispute_event_process(*, event_id: int) -> WebhookEvent:
         facts = READERS[event.provider][1](event)
     except Unreadable as exc:
         return _finish(event_id, error=f"unreadable dispute notification: {exc}")
+    except NotYet as exc:
+        return _finish(event_id, error=f"not yet: {exc}", again=True)
     payment = (
         PaymentTransaction.objects.filter(
             account__provider=event.provider, provider_reference=facts.payment_reference
         )
-        .only("pk", "reference_type", "reference_id")
+        .only("pk", "reference_type", "reference_id", "currency")
         .first()
     )
-    if payment is None:
-        return _finish(event_id, error=f"no transaction {facts.payment_reference!r}")
+    if payment is None:  # perhaps not recorded yet (the answer of its call still on its way)
+        return _finish(event_id, error=f"no transaction {facts.payment_reference!r}", again=True)
+    if facts.amount.currency != payment.currency:
+        # A fact in another currency is flagged for a person, never converted or added in.
+        return _finish(
+            event_id,
+            error=f"payments.dispute_currency_mismatch: the dispute is in "
+            f"{facts.amount.currency}, the payment in {payment.currency}",
+        )
     handler = events.dispute_handler(payment.reference_type)
     if handler is None:
         return _finish(event_id, error=f"nobody records disputes of {payment.reference_type}")
@@ -251,6 +279,26 @@ def dispute_event_process(*, event_id: int) -> WebhookEvent:
         return _finish(event_id, error=f"not applied: {exc.code}: {exc.message}"[:1000])
     except Exception as exc:
         log.exception("dispute notification %s not applied", event.pk)
-        _finish(event_id, error=f"not applied: {exc}"[:1000])
+        _finish(event_id, error=f"not applied: {exc}"[:1000], again=True)
         raise
     return _finish(event_id)
+
+
+def dispute_events_retry(*, limit: int = 500) -> dict[str, int]:
+    """Process again the failed dispute notifications whose next try is due, oldest due
+    first; how many ended in each status."""
+    due = list(
+        WebhookEvent.objects.filter(
+            status=WebhookEvent.Status.FAILED, next_attempt_at__lte=clock.now()
+        )
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    counts: dict[str, int] = {}
+    for event_id in due:
+        try:
+            status = dispute_event_process(event_id=event_id).status
+        except Exception:  # logged and marked by dispute_event_process; the next goes on
+            status = WebhookEvent.Status.FAILED
+        counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -170,3 +170,36 @@ def register_payment_method_user(check: PaymentMethodUserCheck) -> None:
 def payment_method_users(customer_id: int, token: str) -> list[str]:
     """What still charges ``token`` of the customer's, as each registered owner names it."""
     return [used for check in _payment_method_users if (used := check(customer_id, token))]
+
+
+# Chargebacks: a lost dispute on a payment whose owner booked the capture itself (a
+# settlement handler, e.g. ``bnpl.installment``) is reversed by that owner too. The app
+# recording the dispute (oms) calls ``chargeback_handler(reference_type)`` inside its own
+# transaction, holding the locks above the owner's (order → plan); the handler locks the
+# owner's rows, then the payment transaction, then posts one entry crediting clearing.
+
+
+@dataclass(frozen=True)
+class Chargeback:
+    """A lost dispute's claim on one payment, for the payment's owner to book once."""
+
+    payment_id: int
+    reference_id: str  # what the payment pays for, of its reference type
+    amount: Money  # what the dispute took back, in the payment's currency
+    earlier: int  # minor units earlier disputes of the same payment charged back
+    entry_reference_type: str  # the dispute's record, for the ledger entry
+    entry_reference_id: str
+    memo: str
+
+
+ChargebackHandler = Callable[[Chargeback], Money]  # returns what it booked
+_chargebacks: dict[str, ChargebackHandler] = {}
+
+
+def register_chargeback(reference_type: str, handler: ChargebackHandler) -> None:
+    """Called by the owner of ``reference_type`` in its ``AppConfig.ready``."""
+    _chargebacks[reference_type] = handler
+
+
+def chargeback_handler(reference_type: str) -> ChargebackHandler | None:
+    return _chargebacks.get(reference_type)

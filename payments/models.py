@@ -187,6 +187,9 @@ class WebhookEvent(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # A failed dispute notification whose cause may pass (its payment not recorded yet, the
+    # provider not answering) is tried again then (``payments.retry_dispute_events``).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -194,6 +197,13 @@ class WebhookEvent(models.Model):
             models.UniqueConstraint(
                 fields=["provider", "event_id"], name="webhook_event_unique_per_provider"
             ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(next_attempt_at__isnull=False),
+                name="webhook_event_retry_due",
+            )
         ]
 
     def __str__(self) -> str:

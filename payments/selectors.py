@@ -202,3 +202,12 @@ def payment_invariant_problems(limit: int) -> list[str]:
         f"payment #{pk} authorized {authorized}, captured {captured}, refunded {refunded}"
         for pk, authorized, captured, refunded in rows
     ]
+
+
+def webhook_url(provider: str) -> str:
+    """Where a provider sends its notifications, as registered with it: the public URL
+    (``PUBLIC_BASE_URL``), which a signature covering the URL (Afterpay's) is checked against."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    return settings.PUBLIC_BASE_URL.rstrip("/") + reverse("payments-webhook", args=[provider])

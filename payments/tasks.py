@@ -117,3 +117,12 @@ def reconcile_partner_applications() -> dict:
     from payments.lending import partner_applications_reconcile
 
     return partner_applications_reconcile()
+
+
+@shared_task(name="payments.retry_dispute_events", acks_late=True)
+def retry_dispute_events() -> dict[str, int]:
+    """Process again failed dispute notifications whose next try is due (a passing cause:
+    the provider did not answer, the payment was not recorded yet)."""
+    from payments.disputes import dispute_events_retry
+
+    return dispute_events_retry()

@@ -14,6 +14,7 @@ from core.api.errors import error_body
 from payments import crypto, webhooks
 from payments.errors import WebhookRejected
 from payments.models import ProviderAccount
+from payments.selectors import webhook_url
 from payments.services import webhook_event_store
 from payments.tasks import process_webhook_event
 
@@ -76,7 +77,15 @@ def webhook(request: HttpRequest, provider: str) -> JsonResponse:
         return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=400)
     except ValueError:
         return JsonResponse(error_body("request.malformed", "The body is not JSON."), status=400)
+    return _stored(provider, payload)
+
+
+def _stored(provider: str, payload: dict) -> JsonResponse:
+    """Store a verified event once; a redelivery of one not processed yet (failed for a
+    passing cause, or lost on the way to the worker) is processed again."""
     event, created = webhook_event_store(provider=provider, payload=payload)
+    if not created and event.status != event.Status.PROCESSED:
+        process_webhook_event.delay(event.pk)
     return JsonResponse({"received": True, "duplicate": not created, "event": event.pk})
 
 
@@ -93,8 +102,7 @@ def _klarna_signed(request: HttpRequest, account: ProviderAccount, body: bytes) 
         return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=400)
     except ValueError:
         return JsonResponse(error_body("request.malformed", "The body is not JSON."), status=400)
-    event, created = webhook_event_store(provider=account.provider, payload=payload)
-    return JsonResponse({"received": True, "duplicate": not created, "event": event.pk})
+    return _stored(account.provider, payload)
 
 
 def _afterpay_signed(request: HttpRequest, account: ProviderAccount, body: bytes) -> JsonResponse:
@@ -103,7 +111,9 @@ def _afterpay_signed(request: HttpRequest, account: ProviderAccount, body: bytes
         webhooks.verify_afterpay(
             header=request.headers.get(webhooks.AFTERPAY_SIGNATURE),
             date=request.headers.get(webhooks.AFTERPAY_DATE),
-            url=request.build_absolute_uri(),
+            # Where the provider sends it, as registered there (behind a TLS proxy the
+            # request's own URL is not it).
+            url=webhook_url(account.provider),
             body=body,
             secrets=_secrets(account),
             now=time.time(),
@@ -113,5 +123,4 @@ def _afterpay_signed(request: HttpRequest, account: ProviderAccount, body: bytes
         return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=400)
     except ValueError:
         return JsonResponse(error_body("request.malformed", "The body is not JSON."), status=400)
-    event, created = webhook_event_store(provider=account.provider, payload=payload)
-    return JsonResponse({"received": True, "duplicate": not created, "event": event.pk})
+    return _stored(account.provider, payload)

@@ -163,6 +163,10 @@ class DisputeOutputSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="open, then won | lost | closed (withdrawn)",
     )
+    reason = serializers.SerializerMethodField(
+        help_text="The provider's reason code (e.g. product_not_received); empty for a dispute "
+        "opened by staff, whose notes are internal"
+    )
     opened_by = serializers.SerializerMethodField(help_text="provider (its notification) or staff")
     provider = serializers.CharField(
         read_only=True,
@@ -182,6 +186,9 @@ class DisputeOutputSerializer(serializers.ModelSerializer):
             "closed_at",
         )
         read_only_fields = fields
+
+    def get_reason(self, dispute: Dispute) -> str:
+        return dispute.reason if dispute.provider else ""
 
     def get_opened_by(self, dispute: Dispute) -> str:
         return "provider" if dispute.provider else "staff"

@@ -624,10 +624,14 @@ def test_the_plan_admin_opens_disputes_only_on_plans_that_finance_an_order(admin
     """A dispute is a record on an order; a plan without one cannot be paused by hand
     (the plan admin's actions on an order's plan: tests/oms/test_disputes.py)."""
     (plan,) = plans(customer)
-    admin_client.post(
+    answer = admin_client.post(
         reverse("admin:bnpl_plan_changelist"),
         {"action": "open_dispute", "_selected_action": [plan.pk], "note": "Chargeback 4711"},
+        follow=True,
     )
+    assert [str(m) for m in answer.context["messages"]] == [
+        f"Plan #{plan.pk}: Disputes are opened on orders; this plan finances none."
+    ]
     assert Plan.objects.get(pk=plan.pk).debits_paused is False
 
 

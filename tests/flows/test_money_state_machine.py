@@ -54,7 +54,7 @@ from oms.services import (
 from tests.bnpl.factories import make_product
 from tests.factories import approve_kyc, enable_wallet_bnpl, make_customer, saved_card
 from wallet.models import DebtStatus, InterestType, TransactionKind, WalletDebt
-from wallet.services import debt_repay, debt_write_off, wallet_credit
+from wallet.services import customer_auto_deduct_set, debt_repay, debt_write_off, wallet_credit
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +102,9 @@ class MoneyMachine(RuleBasedStateMachine):
         self.orders: list[int] = []
         self.steps = 0
         self.changed = True
+        # Customers who opted out of auto-deduct at some point in this run: their balance may
+        # stand beside an open debt (switching back on repays nothing by itself).
+        self.opted_out: set[int] = set()
 
     def teardown(self) -> None:
         self.clock.close()
@@ -232,6 +235,14 @@ class MoneyMachine(RuleBasedStateMachine):
             else None
         )
 
+    @rule(who=picks, enabled=st.booleans())
+    def switch_auto_deduct(self, who: int, enabled: bool) -> None:
+        """An opted-out customer's credits stay spendable, so debts are repaid by hand."""
+        customer = self.customer(who)
+        if not enabled:
+            self.opted_out.add(customer.pk)
+        self.attempt(customer_auto_deduct_set, customer=customer, enabled=enabled)
+
     @rule(pick=recent, amount=amounts)
     def repay_debt(self, pick: int, amount: int) -> None:
         debt = self.debt(pick)
@@ -311,7 +322,11 @@ class MoneyMachine(RuleBasedStateMachine):
         # refund at most what was paid (ledger.invariants, registered by each app).
         assert ledger_problems() == []
         # Every credit repays open debts first: no spendable balance beside an open debt.
-        in_debt = WalletDebt.objects.exclude(status=DebtStatus.REPAID).values("wallet__account")
+        in_debt = (
+            WalletDebt.objects.exclude(status=DebtStatus.REPAID)
+            .exclude(wallet__customer_id__in=self.opted_out)
+            .values("wallet__account")
+        )
         assert not Account.objects.filter(
             purpose=Purpose.CUSTOMER_WALLET, pk__in=in_debt, balance__gt=0
         ).exists()
