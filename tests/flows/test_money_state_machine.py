@@ -53,6 +53,7 @@ from oms.services import (
 )
 from tests.bnpl.factories import make_product
 from tests.factories import approve_kyc, enable_wallet_bnpl, make_customer, saved_card
+from wallet.bnpl import bnpl_settings, debt_amounts
 from wallet.models import DebtStatus, InterestType, TransactionKind, WalletDebt
 from wallet.services import customer_auto_deduct_set, debt_repay, debt_write_off, wallet_credit
 
@@ -243,16 +244,19 @@ class MoneyMachine(RuleBasedStateMachine):
             self.opted_out.add(customer.pk)
         self.attempt(customer_auto_deduct_set, customer=customer, enabled=enabled)
 
-    @rule(pick=recent, amount=amounts)
-    def repay_debt(self, pick: int, amount: int) -> None:
+    @rule(pick=recent, share=st.integers(min_value=1, max_value=100), over=st.booleans())
+    def repay_debt(self, pick: int, share: int, over: bool) -> None:
+        """Repay a share of what the wallet can cover of the debt (or, ``over``, one unit
+        more than it owes, which is refused)."""
         debt = self.debt(pick)
-        if debt is not None:
-            self.attempt(
-                debt_repay,
-                customer_id=debt.wallet.customer_id,
-                debt_id=debt.pk,
-                amount=eur(amount),
-            )
+        if debt is None:
+            return
+        owed = debt_amounts(debt, bnpl_settings(), clock.business_date())["total"]
+        balance = Account.objects.get(code=f"wallet:{debt.wallet.customer_id}:EUR").balance
+        amount = owed + 1 if over else max(1, min(owed, balance) * share // 100)
+        self.attempt(
+            debt_repay, customer_id=debt.wallet.customer_id, debt_id=debt.pk, amount=eur(amount)
+        )
 
     # --- installment plans ------------------------------------------------------------
 
