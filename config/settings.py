@@ -145,8 +145,22 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactio
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The same file whether named by DATABASE_URL or not: writers wait for each other, and
     # the tests get a file beside it (threads, the live server and workers share it).
+    import sqlite3
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    if sqlite3.sqlite_version_info < (3, 35):  # RETURNING (3.35), UPDATE … FROM (3.33)
+        raise ImproperlyConfigured(
+            f"SQLite {sqlite3.sqlite_version} is too old: the set-based writes need 3.35 or "
+            "later (RETURNING). Use a newer Python build, or PostgreSQL (DATABASE_URL)."
+        )
     _sqlite = Path(DATABASES["default"]["NAME"])
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    # Options named in DATABASE_URL (?timeout=…) win over these defaults.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
     DATABASES["default"]["TEST"] = {"NAME": str(_sqlite.with_name(f"{_sqlite.stem}-test.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

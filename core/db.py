@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 
-from django.db import IntegrityError, models
+from django.db import IntegrityError, models, transaction
 
 
 def _element(value: object) -> str:
@@ -469,29 +469,31 @@ def _insert_values(
     width = len(named) + len(defaults)
     per_statement = max(1, (connection.features.max_query_params or 999) // max(width, 1))
     found: list = []
-    for start in range(0, len(rows), per_statement):
-        batch = rows[start : start + per_statement]
-        params: list[object] = []
-        for row in batch:
-            if len(row) != len(named):
-                raise ValueError(
-                    f"each row needs {len(named)} values: {', '.join(f.column for f in named)}"
+    # Several statements stand or fall together, as PostgreSQL's one statement does.
+    with transaction.atomic(using=connection.alias):
+        for start in range(0, len(rows), per_statement):
+            batch = rows[start : start + per_statement]
+            params: list[object] = []
+            for row in batch:
+                if len(row) != len(named):
+                    raise ValueError(
+                        f"each row needs {len(named)} values: {', '.join(f.column for f in named)}"
+                    )
+                params.extend(
+                    f.get_db_prep_save(v, connection) for f, v in zip(named, row, strict=True)
                 )
-            params.extend(
-                f.get_db_prep_save(v, connection) for f, v in zip(named, row, strict=True)
+                params.extend(default_values)
+            placeholder = "(" + ", ".join(["%s"] * width) + ")"
+            sql = (
+                f"INSERT INTO {qn(model._meta.db_table)} ({columns}) "
+                f"VALUES {', '.join([placeholder] * len(batch))}"
+                + (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
+                + (f" RETURNING {', '.join(qn(f.column) for f in back)}" if back else "")
             )
-            params.extend(default_values)
-        placeholder = "(" + ", ".join(["%s"] * width) + ")"
-        sql = (
-            f"INSERT INTO {qn(model._meta.db_table)} ({columns}) "
-            f"VALUES {', '.join([placeholder] * len(batch))}"
-            + (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
-            + (f" RETURNING {', '.join(qn(f.column) for f in back)}" if back else "")
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            if back:
-                found.extend(cursor.fetchall())
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                if back:
+                    found.extend(cursor.fetchall())
     values = []
     for row in found:
         converted = []
@@ -544,22 +546,24 @@ def _update_values(
     limit = (connection.features.max_query_params or 999) - len(where_params)
     per_statement = max(1, limit // len(named))
     changed = 0
-    for start in range(0, len(rows), per_statement):
-        batch = rows[start : start + per_statement]
-        params: list[object] = []
-        for row in batch:
-            params.extend(
-                f.get_db_prep_save(v, connection) for f, v in zip(named, row, strict=True)
-            )
-        placeholder = "(" + ", ".join(["%s"] * len(named)) + ")"
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET {assignments} "
-                f"FROM (VALUES {', '.join([placeholder] * len(batch))}) AS v "
-                f"WHERE {' AND '.join(where)}",
-                [*params, *where_params],
-            )
-            changed += cursor.rowcount
+    # Several statements stand or fall together, as PostgreSQL's one statement does.
+    with transaction.atomic(using=connection.alias):
+        for start in range(0, len(rows), per_statement):
+            batch = rows[start : start + per_statement]
+            params: list[object] = []
+            for row in batch:
+                params.extend(
+                    f.get_db_prep_save(v, connection) for f, v in zip(named, row, strict=True)
+                )
+            placeholder = "(" + ", ".join(["%s"] * len(named)) + ")"
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} SET {assignments} "
+                    f"FROM (VALUES {', '.join([placeholder] * len(batch))}) AS v "
+                    f"WHERE {' AND '.join(where)}",
+                    [*params, *where_params],
+                )
+                changed += cursor.rowcount
     return changed
 
 

@@ -128,6 +128,8 @@ class ProviderAccountAdmin(AuditedAdmin):
 
     @admin.display(description="Webhook URL to register with the provider")
     def webhook_url(self, obj: ProviderAccount) -> str:
+        if obj.pk is None or not obj.provider:  # the add form: no provider chosen yet
+            return "—"
         return format_html("<code>{}</code>", webhook_url(obj.provider))
 
     @admin.action(description="Rotate the webhook secret (shown once)", permissions=["change"])

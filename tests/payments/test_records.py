@@ -133,3 +133,9 @@ def test_payments_in_another_currency_are_refused_when_we_ask(make_payment):
     payment.refresh_from_db()
     assert payment.flagged
     assert payment_amounts(payment).captured.minor == 0  # flagged, never added in
+
+
+def test_the_provider_account_add_form_opens(admin_client):
+    """No provider is chosen yet, so there is no webhook URL to show: a dash, not a 500."""
+    response = admin_client.get(reverse("admin:payments_provideraccount_add"))
+    assert response.status_code == 200
