@@ -24,7 +24,7 @@ from payments import crypto
 from payments.models import PaymentTransaction, Provider, ProviderAccount, WebhookEvent
 from payments.processing import gateway_for
 from payments.services import provider_webhook_secret_rotate
-from tests.factories import line, make_customer, money, token_for
+from tests.factories import line, make_customer, money, saved_card, token_for
 from tests.oms.dispute_helpers import (
     close_at_processor,
     deliver,
@@ -426,9 +426,10 @@ def ledger_balance(code: str) -> int:
 
 
 def test_a_lost_card_dispute_on_a_sale_books_the_chargeback_once_and_a_won_one_nothing(
-    customer_api, stock, wired, sandbox
+    customer, customer_api, stock, wired, sandbox
 ):
     stock("A", 10)
+    saved_card(customer, "pm_card")
     body = customer_api.post(
         "/api/v1/orders",
         {
