@@ -7,12 +7,13 @@ import pytest
 import requests
 from rest_framework.test import APIClient
 
-from bnpl.models import Plan
+from bnpl.models import CreditApplication, Plan
 from core import clock
 from core.models import AuditEntry
-from oms.models import ChannelKind
+from oms.models import ChannelKind, Order
+from payments import methods
 from payments.models import SavedPaymentMethod
-from tests.bnpl.factories import make_plan, make_product
+from tests.bnpl.factories import make_application, make_plan, make_product
 from tests.factories import (
     approve_kyc,
     channel_with_key,
@@ -22,6 +23,7 @@ from tests.factories import (
     saved_card,
     token_for,
 )
+from wallet.models import Wallet
 
 pytestmark = pytest.mark.django_db
 
@@ -145,6 +147,46 @@ def test_a_removed_card_is_not_listed_and_never_accepted_again(
     check()
 
 
+@pytest.mark.parametrize(
+    "payment",
+    [
+        {"payment_method": "installments", "plan_product": "pay-in-3"},
+        {"payment_method": "wallet_card"},
+    ],
+    ids=["installments", "wallet_card"],
+)
+def test_a_card_removed_while_the_checkout_runs_is_refused_and_nothing_written(
+    customer, customer_api, card_processor, stock, sandbox, monkeypatch, payment
+):
+    """The customer removes the card between the checkout's first look and its transaction:
+    the transaction looks again, under the card's lock, and writes nothing."""
+    import oms.services
+
+    approve_kyc(customer)
+    make_product(code="pay-in-3", min_amount=1_000, max_amount=500_000)
+    stock("A", 10)
+    method = saved_card(customer, "pm_mine")
+    first_look = oms.services.payment_method_owned
+
+    def then_removed(**kwargs):
+        found = first_look(**kwargs)
+        if not kwargs.get("lock"):  # a concurrent DELETE lands right after the first look
+            methods.payment_method_remove(customer_id=customer.pk, method_id=method.pk)
+        return found
+
+    monkeypatch.setattr(oms.services, "payment_method_owned", then_removed)
+    response = customer_api.post(
+        "/api/v1/orders",
+        {**payment, "card_payment_method": "pm_mine", "lines": [line("A", 1, "650.00")]},
+        format="json",
+    )
+    assert response.status_code == 422, response.json()
+    assert response.json()["error"]["code"] == "payments.payment_method_unknown"
+    assert (Order.objects.count(), CreditApplication.objects.count()) == (0, 0)
+    assert Wallet.objects.get(customer=customer).balance.minor == 50_000
+    assert charges(sandbox) == []
+
+
 def test_a_card_an_active_plan_debits_is_kept_until_the_plan_moves(customer, customer_api):
     old, new = saved_card(customer, "pm_old"), saved_card(customer, "pm_new")
     plan = make_plan(customer=customer, amount="300.00", payment_method="pm_old")
@@ -243,7 +285,9 @@ def test_a_plan_cannot_be_switched_to_another_customers_card(
 def plan_on_their_card(customer, other):
     """A plan whose card is another customer's token, as a switch before cards were bound
     to customers left it."""
-    return make_plan(customer=customer, amount="300.00", payment_method="pm_theirs")
+    plan = make_plan(customer=customer, amount="300.00", payment_method="pm_mine_before")
+    Plan.objects.filter(pk=plan.pk).update(payment_method="pm_theirs")
+    return Plan.objects.get(pk=plan.pk)
 
 
 def test_an_extra_payment_never_charges_another_customers_card(
@@ -295,21 +339,44 @@ def test_the_customers_own_card_still_pays(
     assert [c["amount"] for c in charges(sandbox)] == [2500]
 
 
-def test_plans_from_before_the_binding_get_their_customers_card_unless_it_was_shared():
+def backfill() -> None:
     from importlib import import_module
 
     from django.apps import apps
 
-    backfill = import_module("bnpl.migrations.0006_saved_cards_from_plans").backfill
+    import_module("bnpl.migrations.0006_saved_cards_from_plans").backfill(apps, None)
+
+
+def legacy_plan(customer, token: str) -> Plan:
+    """A plan from before cards were bound to customers: on ``token``, saved by nobody."""
+    plan = make_plan(customer=customer, amount="300.00", payment_method=f"pm_new_{customer.pk}")
+    Plan.objects.filter(pk=plan.pk).update(payment_method=token)
+    SavedPaymentMethod.objects.filter(customer=customer).delete()
+    return plan
+
+
+def test_plans_from_before_the_binding_get_their_customers_card_unless_it_was_shared():
     alone, first, second = make_customer(), make_customer(), make_customer()
-    make_plan(customer=alone, amount="300.00", payment_method="pm_alone")
-    make_plan(customer=first, amount="300.00", payment_method="pm_shared")
-    make_plan(customer=second, amount="300.00", payment_method="pm_shared")
-    backfill(apps, None)
+    legacy_plan(alone, "pm_alone")
+    legacy_plan(first, "pm_shared")
+    legacy_plan(second, "pm_shared")
+    backfill()
     saved = dict(SavedPaymentMethod.objects.values_list("token", "customer_id"))
     assert saved == {"pm_alone": alone.pk}
-    backfill(apps, None)  # again: nothing new
+    backfill()  # again: nothing new
     assert SavedPaymentMethod.objects.count() == 1
+
+
+def test_the_backfill_saves_no_token_another_customer_applied_with():
+    """A token is shared when two customers used it in plans and applications together,
+    whatever the application's status: here one declined application and one plan."""
+    victim, taker = make_customer(), make_customer()
+    make_application(
+        customer=victim, product=make_product(), payment_method="pm_x", status="declined"
+    )
+    legacy_plan(taker, "pm_x")
+    backfill()
+    assert not SavedPaymentMethod.objects.filter(token="pm_x").exists()
 
 
 def test_listing_costs_the_same_queries_for_one_card_as_for_many(customer, customer_api):
