@@ -67,6 +67,7 @@ import importlib
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -462,7 +463,8 @@ class Handler(BaseHTTPRequestHandler):
         digest = hmac.new(b"sandbox-card-fingerprint", number.encode(), hashlib.sha256)
         fingerprint = digest.hexdigest()[:24].translate(_HEX_AS_LETTERS)
         return 201, {
-            "id": f"pm_{next(self.server.state.ids)}",
+            # Unique across restarts too: tokens saved against an earlier run stay unique.
+            "id": f"pm_{next(self.server.state.ids)}_{secrets.token_hex(4)}",
             "brand": _brand(number),
             "last4": number[-4:],
             "exp_month": month,

@@ -21,6 +21,7 @@ from tests.factories import (
     make_customer,
     money,
     saved_card,
+    saved_cards,
     token_for,
 )
 from wallet.models import Wallet
@@ -100,6 +101,83 @@ def test_a_retry_with_the_same_idempotency_key_saves_one_card(customer_api, card
     assert first.json() == again.json()
     assert first.json()["brand"] == "mastercard"
     assert SavedPaymentMethod.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("number", "month"),
+    [(VISA, 12), (MASTERCARD, 12), (MASTERCARD, 11)],
+    ids=["another-number", "another-year", "another-expiry"],
+)
+def test_the_same_idempotency_key_with_another_card_is_refused(
+    customer_api, card_processor, number, month
+):
+    first = add_card(customer_api, MASTERCARD, **{"Idempotency-Key": "add-card-1"})
+    other = add_card(
+        customer_api, number, month=month, year=YEAR + 1, **{"Idempotency-Key": "add-card-1"}
+    )
+    assert first.status_code == 201
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "idempotency.key_reused")
+    assert SavedPaymentMethod.objects.count() == 1
+
+
+def test_a_retry_after_the_card_was_removed_does_not_report_it_saved(customer_api, card_processor):
+    first = add_card(customer_api, **{"Idempotency-Key": "add-card-1"})
+    assert customer_api.delete(f"{URL}/{first.json()['id']}").status_code == 204
+    again = add_card(customer_api, **{"Idempotency-Key": "add-card-1"})
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "payments.payment_method_removed"
+    assert customer_api.get(URL).json()["payment_methods"] == []
+    fresh = add_card(customer_api, **{"Idempotency-Key": "add-card-2"})
+    assert fresh.status_code == 201
+    assert [m["id"] for m in customer_api.get(URL).json()["payment_methods"]] == [
+        fresh.json()["id"]
+    ]
+
+
+def test_saving_cards_is_throttled_per_customer(customer_api, card_processor):
+    """Each save asks the processor: 10 an hour per customer, then 429 with Retry-After."""
+    answers = [add_card(customer_api, **{"Idempotency-Key": "add-card-1"}) for _ in range(10)]
+    assert [a.status_code for a in answers] == [201] + [200] * 9
+    refused = add_card(customer_api, **{"Idempotency-Key": "add-card-1"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "request.throttled")
+    assert int(refused["Retry-After"]) > 0
+    assert customer_api.get(URL).status_code == 200  # listing is not throttled
+    another = add_card(client_for(make_customer()))
+    assert another.status_code == 201  # per customer
+
+
+def test_a_customer_saves_at_most_the_configured_number_of_cards(
+    customer, customer_api, card_processor, sandbox, settings
+):
+    settings.PAYMENTS_MAX_SAVED_CARDS = 3
+    saved_cards(customer, "pm_a", "pm_b", "pm_c")
+    for headers in ({}, {"Idempotency-Key": "add-card-1"}):
+        refused = add_card(customer_api, **headers)
+        assert refused.status_code == 422, refused.json()
+        assert refused.json()["error"]["code"] == "payments.payment_method_limit"
+    assert SavedPaymentMethod.objects.count() == 3
+    methods.payment_method_remove(
+        customer_id=customer.pk, method_id=SavedPaymentMethod.objects.get(token="pm_a").pk
+    )
+    assert add_card(customer_api).status_code == 201
+
+
+def test_tokens_stay_unique_when_the_processor_restarts(customer_api, card_processor):
+    """The sandbox numbers its tokens from 1 each time it starts: another customer's card
+    saved after a restart still gets a token of its own."""
+    from payments.sandbox import server as sandbox_server
+
+    assert add_card(customer_api).status_code == 201
+    restarted = sandbox_server.start_in_thread()
+    try:
+        card_processor.base_url = f"http://127.0.0.1:{restarted.server_address[1]}/card"
+        card_processor.save(update_fields=["base_url"])
+        response = add_card(client_for(make_customer()))
+    finally:
+        restarted.shutdown()
+        restarted.server_close()
+    assert response.status_code == 201, response.json()
+    assert SavedPaymentMethod.objects.values("token").distinct().count() == 2
 
 
 @pytest.mark.parametrize(
@@ -391,3 +469,16 @@ def test_listing_costs_the_same_queries_for_one_card_as_for_many(customer, custo
     with CaptureQueriesContext(connection) as many:
         assert len(customer_api.get(URL).json()["payment_methods"]) == 6
     assert len(one) == len(many)
+
+
+def test_the_schema_documents_every_answer_of_saving_a_card(tmp_path):
+    import yaml
+    from django.core.management import call_command
+
+    path = tmp_path / "schema.yml"
+    call_command("spectacular", "--file", str(path))
+    operation = yaml.safe_load(path.read_text())["paths"][URL]["post"]
+    assert {"200", "201", "400", "409", "422", "429", "503"} <= set(operation["responses"])
+    assert "Retry-After" in operation["responses"]["429"]["headers"]
+    for code in ("payments.token_taken", "idempotency.key_reused", "payment_method_limit"):
+        assert code in operation["description"]
