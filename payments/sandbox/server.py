@@ -37,8 +37,10 @@ Card processor API (what ``payments.adapters.card`` speaks), JSON, amounts in mi
 Magic payment methods: ``pm_decline`` (declined, ``insufficient_funds``), ``pm_lost``
 (declined, ``card_lost``), ``pm_review`` (pending_review), ``pm_timeout`` (the charge is
 made, the answer comes after the client's timeout), ``pm_error_once`` (500 the first time
-a key is seen, then normal). ``POST /sandbox/config`` ``{"latency_ms": 50}`` sets a
-delay before every answer; ``GET /sandbox/charges`` lists every charge (the witness).
+a key is seen, then normal); ``pm_decline__<anything>`` (and so on) behaves as its magic
+token, so each customer can save a copy of its own. ``POST /sandbox/config``
+``{"latency_ms": 50}`` sets a delay before every answer; ``GET /sandbox/charges`` lists
+every charge (the witness).
 
 Signed webhooks back to the app: ``POST /sandbox/config {"webhook_url": …,
 "webhook_secret": …}``, then ``POST /sandbox/charges/{id}/review {"decision": "approve"}``
@@ -109,6 +111,12 @@ def _batch_problem(items: Any) -> str | None:
 
 
 _HEX_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
+
+def _magic(method: Any) -> str:
+    """The magic payment method a token names: ``pm_decline__7`` is ``pm_decline`` (a copy
+    of a magic token that one customer saves, since a token is one customer's only)."""
+    return str(method or "").split("__", 1)[0]
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -257,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             key_lock = state.key_locks.setdefault(key, threading.Lock())
         status, answer, written = self._once(key, key_lock, body, self._write)
-        if written and body.get("payment_method") == "pm_timeout":
+        if written and _magic(body.get("payment_method")) == "pm_timeout":
             time.sleep(TIMEOUT_SECONDS)
         return self._send(status, answer)
 
@@ -284,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
                 return replay[0], replay[1], False
             first_time = key not in state.seen_keys
             state.seen_keys.add(key)
-            if first_time and body.get("payment_method") == "pm_error_once":
+            if first_time and _magic(body.get("payment_method")) == "pm_error_once":
                 return 500, {"error": "internal"}, False
             status, answer = write(body, key)
             state.by_key[key] = (status, answer)
@@ -311,7 +319,7 @@ class Handler(BaseHTTPRequestHandler):
                 data.append(
                     {"idempotency_key": key, "status_code": status, "error": answer.get("error")}
                 )
-            delay = delay or (written and item.get("payment_method") == "pm_timeout")
+            delay = delay or (written and _magic(item.get("payment_method")) == "pm_timeout")
         if delay:  # once for the batch, after every item is done and no lock is held
             time.sleep(TIMEOUT_SECONDS)
         return self._send(200, {"data": data})
@@ -475,7 +483,7 @@ class Handler(BaseHTTPRequestHandler):
     def _create_charge(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
         """One charge, single or batch item; called by ``_once`` with ``state.lock`` held."""
         state = self.server.state
-        amount, method = int(body["amount"]), str(body.get("payment_method", ""))
+        amount, method = int(body["amount"]), _magic(body.get("payment_method"))
         status, decline = "authorized", None
         if method == "pm_decline":
             status, decline = "declined", "insufficient_funds"
