@@ -66,11 +66,12 @@ from ledger.services import (
     ledger_post_many,
     system,
 )
+from payments.errors import PaymentMethodUnknown
 from payments.events import Settlement
 from payments.gateway import Decision, GatewayResult
 from payments.models import EventKind, PaymentTransaction, Provider
 from payments.processing import ProviderNotSupported, payment_authorize
-from payments.selectors import enabled_account
+from payments.selectors import enabled_account, payment_method_owned
 from wallet.services import (
     wallet_get_or_create,
     wallet_lock,
@@ -119,13 +120,21 @@ def plan_create(
     replaces the priced due dates of the numbered installments (income-aligned dates the
     customer opted into, quoted the same way: ``pricing.schedule_on_due_dates``), strictly
     increasing; each move is re-priced by the reschedule rule, and the APR with it. The
-    down-payment line (if the terms have one) is charged at checkout by
-    ``installment_checkout_charge`` and gets no debit request; every other installment that
-    owes something gets one (a line owing nothing, possible on tiny amounts, is paid from
-    the start).
+    card must be one of the customer's saved cards. The down-payment line (if the terms
+    have one) is charged at checkout by ``installment_checkout_charge`` and gets no debit
+    request; every other installment that owes something gets one (a line owing nothing,
+    possible on tiny amounts, is paid from the start).
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("plan_create runs inside the transaction that approves the order")
+    # The customer's own saved card, locked (after the order) so its removal waits for the
+    # plan, which then uses it: ``payments.payment_method_unknown`` otherwise.
+    payment_method_owned(
+        customer_id=application.customer_id,
+        token=application.payment_method,
+        field="payment_method",
+        lock=True,
+    )
     terms = pricing.Terms.from_json(application.terms)
     schedule = pricing.price_schedule(
         terms=terms, amount=application.amount_money, start_date=start_date
@@ -817,12 +826,19 @@ def installment_checkout_charge(*, installment_id: int) -> GatewayResult:
 
     The settlement handler books the money; a repeat call while the line is unpaid (an
     unknown outcome) sends the same key, so the provider charges at most once; once the line
-    is paid a repeat asks the provider nothing.
+    is paid a repeat asks the provider nothing. A token that is not the plan customer's saved
+    card is declined here (``payment_method_unknown``), never sent.
     """
     installment = Installment.objects.select_related("plan").get(pk=installment_id)
     plan = installment.plan
     if installment.outstanding == 0:
         return GatewayResult(decision=Decision.APPROVED, status="already_paid")
+    try:
+        payment_method_owned(
+            customer_id=plan.customer_id, token=plan.payment_method, field="payment_method"
+        )
+    except PaymentMethodUnknown:
+        return GatewayResult(decision=Decision.DECLINED, decline_code="payment_method_unknown")
     account = enabled_account(Provider.CARD)
     if account is None:
         raise ProviderNotSupported("No card processor is enabled.")

@@ -122,6 +122,9 @@ HARD_DECLINES = frozenset(
 )
 # Attempts without an outcome yet.
 _OPEN_STATUSES = (AttemptStatus.PENDING, AttemptStatus.UNKNOWN)
+# Why a request waits for a new card without a charge: its token is not the plan
+# customer's saved card (the "payment method required" email says so).
+CARD_NOT_OWNED = "payment_method_unknown"
 # Reasons we give ourselves when no provider decided anything: technical, not the card.
 TECHNICAL_CODES = frozenset({"not_found", "not_sent", "circuit_open", "provider_error"})
 
@@ -417,7 +420,8 @@ def _claim(
     *, request_ids: Sequence[int], cutoff: datetime, run_id: int | None, account
 ) -> list[Charge]:
     """One short transaction: lock what is still due, record its charge requests and
-    insert one attempt per request, marked sent."""
+    insert one attempt per request, marked sent. A request whose token is not the plan
+    customer's saved card is not charged: it waits for a new one (``_card_not_owned``)."""
     now = clock.now()
     with transaction.atomic(durable=True):
         requests = _lock_due(request_ids, cutoff)
@@ -443,6 +447,7 @@ def _claim(
         )
         current = retry_schedule_snapshot()
         due: list[Any] = []
+        unowned: list[_Due] = []
         closed: dict[str, list[int]] = defaultdict(list)
         for request in requests:
             if request.installment_status not in (
@@ -458,10 +463,16 @@ def _claim(
                 closed[status].append(request.pk)
             elif request.owed <= 0:
                 closed[DebitRequestStatus.SETTLED].append(request.pk)
+            elif not request.card_owned:
+                # Never charge a token that is not the plan customer's own saved card (a
+                # plan from before cards were bound to customers): the customer picks one.
+                unowned.append(request)
             else:
                 due.append(request)
         for status, ids in closed.items():
             DebitRequest.objects.filter(pk__any=ids).update(status=status, next_attempt_at=None)
+        if unowned:
+            _card_not_owned(unowned)
         keys = [f"{r.idempotency_key}:{r.attempts_made + 1}" for r in due]
         txn_ids = payment_open_many(
             account=account,
@@ -543,6 +554,8 @@ class _Due:
     installment_status: str
     owed: int
     currency: str
+    # The request's token is one of the plan customer's saved cards, not removed.
+    card_owned: bool
 
 
 def _lock_due(request_ids: Sequence[int], cutoff: datetime) -> list[_Due]:
@@ -550,7 +563,8 @@ def _lock_due(request_ids: Sequence[int], cutoff: datetime) -> list[_Due]:
     id order, skipping any another claim holds; with what each one's installment owes.
 
     Three reads by id: the requests (locked), their plans (``plans_debiting``: a request
-    whose plan is not is left alone), their installments. One statement joining the three
+    whose plan is not is left alone; whether its card is the customer's), their
+    installments. One statement joining the three
     would be planned as a scan of every plan and installment for each chunk.
     """
     locked = list(
@@ -584,7 +598,8 @@ def _lock_due(request_ids: Sequence[int], cutoff: datetime) -> list[_Due]:
             *r,
             installment_status=installments[r.installment_id][0],
             owed=installments[r.installment_id][1],
-            currency=debiting[r.plan_id],
+            currency=debiting[r.plan_id].currency,
+            card_owned=r.payment_method == debiting[r.plan_id].owned_token != "",
         )
         for r in locked
         if r.plan_id in debiting
@@ -836,9 +851,22 @@ def _record_successes(
 
 
 def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> EmailDraft:
+    return _payment_method_required(
+        request,
+        number=attempt.attempt_no,
+        amount=Money(attempt.amount, attempt.currency),
+        decline_code=attempt.decline_code,
+    )
+
+
+def _payment_method_required(
+    request: DebitRequest, *, number: int, amount: Money, decline_code: str
+) -> EmailDraft:
+    """The "please pick a card" email of a request that waits for a new payment method;
+    one per request and attempt ``number`` (the attempts made when nothing was sent)."""
     user = request.plan.customer.user
     return EmailDraft(
-        dedupe_key=f"collections.payment_method_required:{request.pk}:{attempt.attempt_no}",
+        dedupe_key=f"collections.payment_method_required:{request.pk}:{number}",
         template="collections/payment_method_required",
         to=user.email,
         user_id=user.pk,
@@ -847,11 +875,37 @@ def _payment_method_email(request: DebitRequest, attempt: DebitAttempt) -> Email
             "user": user,
             "plan": request.plan,
             "installment": request.installment,
-            "amount": Money(attempt.amount, attempt.currency),
-            "decline_code": attempt.decline_code,
+            "amount": amount,
+            "decline_code": decline_code,
             "update_url": settings.COLLECTIONS_PAYMENT_METHOD_URL.format(plan_id=request.plan_id),
         },
     )
+
+
+def _card_not_owned(due: Sequence[_Due]) -> None:
+    """Requests whose token is not the plan customer's saved card: nothing is charged, they
+    wait for a new payment method (``ACTION_REQUIRED``) and the customer is emailed; the
+    caller's claim holds their locks."""
+    DebitRequest.objects.filter(pk__any=[r.pk for r in due]).update(
+        status=DebitRequestStatus.ACTION_REQUIRED, next_attempt_at=None
+    )
+    by_pk = {r.pk: r for r in due}
+    emails = [
+        _payment_method_required(
+            request,
+            number=by_pk[request.pk].attempts_made,
+            amount=Money(by_pk[request.pk].owed, by_pk[request.pk].currency),
+            decline_code=CARD_NOT_OWNED,
+        )
+        for request in DebitRequest.objects.filter(pk__any=list(by_pk)).select_related(
+            "plan__customer__user", "installment"
+        )
+    ]
+    log.warning("%d debit requests wait for a saved card of their customer", len(due))
+    if email_queue(emails):
+        from core.tasks import deliver_emails
+
+        transaction.on_commit(deliver_emails.delay)
 
 
 # --- reconciliation and retries -------------------------------------------------------

@@ -231,6 +231,12 @@ LOGIN_ATTEMPTS_PER_ACCOUNT_ALL_ADDRESSES = 100
 # so a client cannot pick its own address.
 NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))
 
+# --- Saved cards (payments/methods.py) -------------------------------------------------
+# Cards a customer may save per hour (the processor is asked each time: card testing), and
+# at most this many saved cards at once.
+PAYMENT_METHOD_SAVE_RATE = os.environ.get("PAYMENT_METHOD_SAVE_RATE", "10/hour")
+PAYMENTS_MAX_SAVED_CARDS = int(os.environ.get("PAYMENTS_MAX_SAVED_CARDS", "10"))
+
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -245,6 +251,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
+    # Scoped throttles (rest_framework.throttling.ScopedRateThrottle), on the shared cache.
+    "DEFAULT_THROTTLE_RATES": {"payment_methods": PAYMENT_METHOD_SAVE_RATE},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "NUM_PROXIES": NUM_PROXIES,
 }

@@ -626,6 +626,7 @@ def _split_begin(
     channel: Channel,
     lines: Sequence[LineInput],
     total: Money,
+    card_payment_method: str,
     external_reference: str | None,
     renewal_of: Order | None,
     actor: AbstractBaseUser | None,
@@ -644,6 +645,11 @@ def _split_begin(
         renewal_of=renewal_of,
         actor=actor,
         confirm=False,
+    )
+    # Again under the card's lock (after the order's), so a removal and this checkout
+    # serialize: the card is still the customer's when the order takes it.
+    payment_method_owned(
+        customer_id=customer.pk, token=card_payment_method, field="card_payment_method", lock=True
     )
     if from_wallet.is_positive():
         wallet_fund_order(
@@ -825,6 +831,7 @@ def order_checkout_split(
         channel=channel,
         lines=lines,
         total=total,
+        card_payment_method=card_payment_method,
         external_reference=external_reference,
         renewal_of=renewal_of,
         actor=actor,
@@ -1104,6 +1111,11 @@ def _hold_for_credit(
         actor=actor,
         confirm=False,
         hold=True,
+    )
+    # Again under the card's lock (after the order's): a removal that committed since the
+    # first check is seen, and one that comes later waits and then sees the application.
+    payment_method_owned(
+        customer_id=customer.pk, token=card_payment_method, field="card_payment_method", lock=True
     )
     application = application_submit(
         customer=customer,

@@ -41,6 +41,20 @@ class PaymentMethodInUse(Conflict):
     default_message = "An active installment plan is debited from this card; move it first."
 
 
+class PaymentMethodRemoved(Conflict):
+    """A repeat of a save (same Idempotency-Key) whose card was removed since."""
+
+    code = "payments.payment_method_removed"
+    default_message = "The card saved under this Idempotency-Key was removed; use a new key."
+
+
+class PaymentMethodLimit(PaymentRuleViolation):
+    """The customer has as many saved cards as ``PAYMENTS_MAX_SAVED_CARDS`` allows."""
+
+    code = "payments.payment_method_limit"
+    default_message = "You have saved as many cards as allowed; remove one first."
+
+
 class CardRejected(PaymentRuleViolation):
     """The processor refused to tokenize the card details (number, expiry)."""
 

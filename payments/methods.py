@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core import clock
@@ -21,12 +22,18 @@ from core.audit import audit_record
 from core.errors import Conflict
 from payments import events, locks
 from payments.adapters.card import CardGateway, CardToken
-from payments.errors import CardRejected, PaymentMethodInUse, PaymentMethodNotFound
+from payments.errors import (
+    CardRejected,
+    PaymentMethodInUse,
+    PaymentMethodLimit,
+    PaymentMethodNotFound,
+    PaymentMethodRemoved,
+)
 from payments.gateway import GatewayTechnicalError
 from payments.models import Provider, SavedPaymentMethod
 from payments.processing import gateway_for
 from payments.reliability import CircuitOpen, breaker_for, with_retries
-from payments.selectors import enabled_account
+from payments.selectors import enabled_account, payment_methods_for_customer
 
 
 def payment_method_save(
@@ -41,8 +48,12 @@ def payment_method_save(
     """Tokenize a card at the processor and save it for the customer: ``(method, created)``.
 
     The processor's key is derived from the caller's ``request_key`` (the request's
-    Idempotency-Key), so a retry gets the same token back and no second row.
+    Idempotency-Key), so a retry gets the same token back and no second row; the same key
+    with another card is ``idempotency.key_reused``, with a card removed since
+    ``payments.payment_method_removed`` (both 409).
     """
+    if request_key is None:  # a repeat cannot be meant: refuse before asking the processor
+        _within_limit(customer_id)
     account = enabled_account(Provider.CARD)
     if account is None:
         raise CircuitOpen("No card processor is available; try again later.")
@@ -68,6 +79,12 @@ def payment_method_save(
         raise CircuitOpen("The card processor did not answer; try again.") from None
     if isinstance(card, CardRejected):
         raise card
+    if (card.last4, card.exp_month, card.exp_year) != (card_number[-4:], exp_month, exp_year):
+        # The processor replayed the answer of another card saved under the same key.
+        raise Conflict(
+            "This Idempotency-Key was used to save another card; use a new key.",
+            code="idempotency.key_reused",
+        )
     return _record(customer_id=customer_id, card=card, actor=actor)
 
 
@@ -87,9 +104,22 @@ def payment_method_record(
     return _record(customer_id=customer_id, card=card, actor=actor)[0]
 
 
+def _within_limit(customer_id: int) -> None:
+    """``payments.payment_method_limit`` (422) once the customer has as many saved cards,
+    not removed, as ``settings.PAYMENTS_MAX_SAVED_CARDS``."""
+    limit = settings.PAYMENTS_MAX_SAVED_CARDS
+    if payment_methods_for_customer(customer_id=customer_id).count() >= limit:
+        raise PaymentMethodLimit(
+            f"You have {limit} saved cards, as many as allowed: remove one first.",
+            extra={"limit": limit},
+        )
+
+
 def _already_saved(known: SavedPaymentMethod, customer_id: int) -> SavedPaymentMethod:
     if known.customer_id != customer_id:  # a processor never issues one token twice
         raise Conflict("This token is another customer's.", code="payments.token_taken")
+    if known.removed_at is not None:  # a repeat of a save whose card was removed since
+        raise PaymentMethodRemoved()
     return known
 
 
@@ -98,6 +128,7 @@ def _record(*, customer_id: int, card: CardToken, actor: Any) -> tuple[SavedPaym
     known = SavedPaymentMethod.objects.filter(processor=Provider.CARD, token=card.token).first()
     if known is not None:
         return _already_saved(known, customer_id), False
+    _within_limit(customer_id)
     try:
         with transaction.atomic():
             method = SavedPaymentMethod.objects.create(

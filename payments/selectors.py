@@ -158,6 +158,17 @@ def payment_method_for_customer(*, customer_id: int, method_id: int) -> SavedPay
     return method
 
 
+def payment_method_saved(*, customer_id, token, processor: str = Provider.CARD) -> Exists:
+    """Whether ``token`` is a saved method of ``customer_id``, not removed, as an ``Exists``
+    (either may be an ``OuterRef``): set-based reads, such as the debit run's claim, check a
+    token's owner with it in the query they already make."""
+    return Exists(
+        SavedPaymentMethod.objects.filter(
+            processor=processor, token=token, customer_id=customer_id, removed_at__isnull=True
+        )
+    )
+
+
 def payment_method_owned(
     *,
     customer_id: int,

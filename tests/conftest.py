@@ -240,11 +240,16 @@ SANDBOX_TOKENS = (
 
 @pytest.fixture
 def customer_cards(request: pytest.FixtureRequest) -> None:
-    """Saved cards for the ``customer`` fixture (when the test uses it) with every sandbox
-    token, so a module can charge them: ``pytest.mark.usefixtures("customer_cards")``.
-    A token is one customer's only; other customers get their own (``saved_card``)."""
-    if "customer" in request.fixturenames:
-        saved_cards(request.getfixturevalue("customer"), *SANDBOX_TOKENS)
+    """Saved cards for the ``customer`` fixture with every sandbox token, so a module can
+    charge them: ``pytest.mark.usefixtures("customer_cards")``. A test that uses it without
+    ``customer`` fails: its customers need their own cards (``saved_card``)."""
+    if "customer" not in request.fixturenames:
+        pytest.fail(
+            "customer_cards saves cards for the customer fixture, which this test does not "
+            "use: give its customers their own (tests.factories.saved_card)",
+            pytrace=False,
+        )
+    saved_cards(request.getfixturevalue("customer"), *SANDBOX_TOKENS)
 
 
 @pytest.fixture

@@ -12,11 +12,12 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from core.api.errors import ErrorSerializer
 from core.api.permissions import IsCustomerInPerson
-from core.api.schema import error_responses
+from core.api.schema import RETRY_AFTER_HEADER, error_responses
 from core.errors import InvalidInput
 from payments import methods, selectors
 from payments.api.serializers import (
@@ -33,15 +34,28 @@ KEY_HEADER = OpenApiParameter(
     required=False,
     type=str,
     description="Makes the POST safe to retry: the processor is asked under this key, so a "
-    "repeat returns the card already saved (200) instead of a second one.",
+    "repeat returns the card already saved (200) instead of a second one; the same key with "
+    "another card is 409 idempotency.key_reused.",
 )
 UNAVAILABLE = OpenApiResponse(
     ErrorSerializer, description="The card processor is unavailable (payments.provider_unavailable)"
 )
 
 
+class CardSaveThrottle(ScopedRateThrottle):
+    """Saving cards, per customer, on the shared cache (``PAYMENT_METHOD_SAVE_RATE``): each
+    save asks the processor, so a stolen session cannot test card numbers at speed."""
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        if request.method != "POST":
+            return True
+        return super().allow_request(request, view)
+
+
 class PaymentMethodListApi(APIView):
     permission_classes = [IsCustomerInPerson]
+    throttle_classes = [CardSaveThrottle]
+    throttle_scope = "payment_methods"
 
     @extend_schema(
         operation_id="payment_methods_list",
@@ -58,13 +72,19 @@ class PaymentMethodListApi(APIView):
         tags=TAGS,
         summary="Save a card: the number goes to the card processor, the token comes back",
         description="422 payments.card_rejected when the processor refuses the details "
-        "(number, expiry).",
-        parameters=[KEY_HEADER],
+        "(number, expiry); 422 payments.payment_method_limit when the customer already has "
+        "PAYMENTS_MAX_SAVED_CARDS (10) saved cards. 409 idempotency.key_reused: the "
+        "Idempotency-Key saved another card; 409 payments.payment_method_removed: the card "
+        "saved under this key was removed since (save it again with a new key); 409 "
+        "payments.token_taken: the processor's token is another customer's. 429 "
+        "request.throttled past PAYMENT_METHOD_SAVE_RATE (10 an hour) per customer "
+        "(Retry-After, seconds).",
+        parameters=[KEY_HEADER, RETRY_AFTER_HEADER],
         request=SavedPaymentMethodInputSerializer,
         responses={
             200: SavedPaymentMethodOutputSerializer,
             201: SavedPaymentMethodOutputSerializer,
-            **error_responses(400, 401, 403, 415, 422),
+            **error_responses(400, 401, 403, 409, 415, 422, 429),
             503: UNAVAILABLE,
         },
     )

@@ -39,9 +39,11 @@ Magic payment methods: ``pm_decline`` (declined, ``insufficient_funds``), ``pm_l
 made, the answer comes after the client's timeout), ``pm_unreachable`` (the request never
 arrives: no charge is made, the key stays unseen, and the caller times out without an
 answer; a batch with one such item is lost whole), ``pm_error_once`` (500 the first time
-a key is seen, then normal). A body that is not JSON is 400 ``invalid_json`` (under
-``/klarna``, Klarna's error shape). ``POST /sandbox/config`` ``{"latency_ms": 50}`` sets a
-delay before every answer; ``GET /sandbox/charges`` lists every charge (the witness).
+a key is seen, then normal); ``pm_decline__<anything>`` (and so on) behaves as its magic
+token, so each customer can save a copy of its own. A body that is not JSON is 400
+``invalid_json`` (under ``/klarna``, Klarna's error shape). ``POST /sandbox/config``
+``{"latency_ms": 50}`` sets a delay before every answer; ``GET /sandbox/charges`` lists
+every charge (the witness).
 
 Signed webhooks back to the app: ``POST /sandbox/config {"webhook_url": …,
 "webhook_secret": …}``, then ``POST /sandbox/charges/{id}/review {"decision": "approve"}``
@@ -70,6 +72,7 @@ import importlib
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -113,6 +116,12 @@ def _batch_problem(items: Any) -> str | None:
 
 
 _HEX_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
+
+def _magic(method: Any) -> str:
+    """The magic payment method a token names: ``pm_decline__7`` is ``pm_decline`` (a copy
+    of a magic token that one customer saves, since a token is one customer's only)."""
+    return str(method or "").split("__", 1)[0]
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -283,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             key_lock = state.key_locks.setdefault(key, threading.Lock())
         status, answer, written = self._once(key, key_lock, body, self._write)
-        if written and body.get("payment_method") == "pm_timeout":
+        if written and _magic(body.get("payment_method")) == "pm_timeout":
             time.sleep(TIMEOUT_SECONDS)
         return self._send(status, answer)
 
@@ -310,7 +319,7 @@ class Handler(BaseHTTPRequestHandler):
                 return replay[0], replay[1], False
             first_time = key not in state.seen_keys
             state.seen_keys.add(key)
-            if first_time and body.get("payment_method") == "pm_error_once":
+            if first_time and _magic(body.get("payment_method")) == "pm_error_once":
                 return 500, {"error": "internal"}, False
             status, answer = write(body, key)
             state.by_key[key] = (status, answer)
@@ -344,7 +353,7 @@ class Handler(BaseHTTPRequestHandler):
                 data.append(
                     {"idempotency_key": key, "status_code": status, "error": answer.get("error")}
                 )
-            delay = delay or (written and item.get("payment_method") == "pm_timeout")
+            delay = delay or (written and _magic(item.get("payment_method")) == "pm_timeout")
         if delay:  # once for the batch, after every item is done and no lock is held
             time.sleep(TIMEOUT_SECONDS)
         return self._send(200, {"data": data})
@@ -496,7 +505,8 @@ class Handler(BaseHTTPRequestHandler):
         digest = hmac.new(b"sandbox-card-fingerprint", number.encode(), hashlib.sha256)
         fingerprint = digest.hexdigest()[:24].translate(_HEX_AS_LETTERS)
         return 201, {
-            "id": f"pm_{next(self.server.state.ids)}",
+            # Unique across restarts too: tokens saved against an earlier run stay unique.
+            "id": f"pm_{next(self.server.state.ids)}_{secrets.token_hex(4)}",
             "brand": _brand(number),
             "last4": number[-4:],
             "exp_month": month,
@@ -507,7 +517,7 @@ class Handler(BaseHTTPRequestHandler):
     def _create_charge(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
         """One charge, single or batch item; called by ``_once`` with ``state.lock`` held."""
         state = self.server.state
-        amount, method = int(body["amount"]), str(body.get("payment_method", ""))
+        amount, method = int(body["amount"]), _magic(body.get("payment_method"))
         status, decline = "authorized", None
         if method == "pm_decline":
             status, decline = "declined", "insufficient_funds"

@@ -158,3 +158,77 @@ def test_another_customers_object_is_404_and_untouched(name, web_channel, stock,
     # the 404 is about ownership, not a broken URL.
     for method, body in methods:
         assert getattr(owner_api, method)(url, body, **send).status_code != 404
+
+
+# --- collections without an id: each caller sees and adds only their own ---------------
+
+
+def _client(customer) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(customer)}")
+    return client
+
+
+def test_listing_payment_methods_shows_only_the_callers(web_channel):
+    owner, intruder = make_customer(), make_customer()
+    saved_card(owner, "pm_owner")
+    mine = saved_card(intruder, "pm_intruder")
+    listed = _client(intruder).get("/api/v1/payment-methods").json()["payment_methods"]
+    assert [(m["id"], m["token"]) for m in listed] == [(mine.pk, "pm_intruder")]
+
+
+def test_another_customers_token_never_becomes_or_pays_for_the_caller(
+    web_channel, stock, card_processor, sandbox, unchanged_db
+):
+    from core.errors import Conflict
+    from payments import methods
+
+    stock("BOLA", 10)
+    owner, intruder = make_customer(), make_customer()
+    fund(intruder, "10.00")
+    saved_card(owner, "pm_owner")
+    intruder_api, owner_api = _client(intruder), _client(owner)
+    check = unchanged_db()
+    with pytest.raises(Conflict) as taken:  # the create path never re-homes a token
+        methods.payment_method_record(customer_id=intruder.pk, token="pm_owner")
+    assert taken.value.code == "payments.token_taken"
+    response = intruder_api.post(
+        "/api/v1/orders",
+        {
+            "payment_method": "wallet_card",
+            "card_payment_method": "pm_owner",
+            "lines": [line("BOLA", 1, "50.00")],
+        },
+        format="json",
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        422,
+        "payments.payment_method_unknown",
+    )
+    check()
+    # Saving a card gives the caller a token of their own, never the owner's.
+    body = {"card_number": "4242" * 4, "exp_month": 12, "exp_year": 2090}
+    created = intruder_api.post("/api/v1/payment-methods", body, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["token"] != "pm_owner"
+    assert [
+        m["token"] for m in owner_api.get("/api/v1/payment-methods").json()["payment_methods"]
+    ] == ["pm_owner"]
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_channel_may_not_list_or_add_a_customers_payment_methods(method, unchanged_db):
+    from oms.models import ChannelKind
+    from tests.factories import channel_with_key
+
+    customer = make_customer()
+    saved_card(customer, "pm_owner")
+    _, key = channel_with_key("bola-shop", ChannelKind.WEB)
+    channel = APIClient()
+    channel.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}", HTTP_X_CUSTOMER_ID=str(customer.pk))
+    check = unchanged_db()
+    body = {"card_number": "4242" * 4, "exp_month": 12, "exp_year": 2090}
+    response = getattr(channel, method)("/api/v1/payment-methods", body, format="json")
+    assert response.status_code == 403
+    assert "pm_owner" not in response.content.decode()
+    check()

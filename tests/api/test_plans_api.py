@@ -15,7 +15,7 @@ from core.models import AuditEntry
 from tests.bnpl.factories import make_plan
 from tests.factories import fund, make_customer, money, token_for
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("customer_cards")]
+pytestmark = [pytest.mark.django_db]
 
 JAN_10 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -33,6 +33,7 @@ def plan_300(customer, **overrides) -> Plan:
     return make_plan(customer=customer, amount="300.00", start_date=date(2026, 1, 10), **overrides)
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_plan_detail_shows_the_live_schedule(customer, customer_api, jan_10):
     plan = plan_300(customer, installment_fee=100)
     customer_api.post(
@@ -70,6 +71,7 @@ def test_plan_detail_shows_the_live_schedule(customer, customer_api, jan_10):
     assert body["next_due"]["number"] == 1
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_plan_list_has_only_the_callers_plans(customer, customer_api, jan_10, web_channel):
     mine = plan_300(customer)
     plan_300(make_customer())
@@ -79,6 +81,7 @@ def test_plan_list_has_only_the_callers_plans(customer, customer_api, jan_10, we
     assert [p["id"] for p in body["plans"]] == [mine.pk]
 
 
+@pytest.mark.usefixtures("customer_cards")
 @pytest.mark.parametrize("path", ["", "/{id}"])
 def test_plan_reads_cost_the_same_for_3_and_24_installments(
     customer, customer_api, jan_10, django_assert_num_queries, path
@@ -97,6 +100,7 @@ def test_plan_reads_cost_the_same_for_3_and_24_installments(
         assert len(customer_api.get("/api/v1/bnpl/plans").json()["plans"]) == 2
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_preview_then_confirm(customer, customer_api, jan_10, unchanged_db):
     plan = make_plan(
         customer=customer,
@@ -149,6 +153,7 @@ def test_reschedule_preview_then_confirm(customer, customer_api, jan_10, unchang
     assert again.json()["error"]["code"] == "bnpl.reschedule_limit_reached"
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_input_is_validated(customer, customer_api, jan_10, unchanged_db):
     plan = plan_300(customer)
     check = unchanged_db()
@@ -160,6 +165,7 @@ def test_reschedule_input_is_validated(customer, customer_api, jan_10, unchanged
     assert set(response.json()["error"]["fields"]) == {"number", "due_date"}
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_extra_payment_from_the_wallet(customer, customer_api, jan_10):
     plan = plan_300(customer)
 
@@ -181,6 +187,7 @@ def test_extra_payment_from_the_wallet(customer, customer_api, jan_10):
     assert Installment.objects.get(plan=plan, number=3).paid_principal == 6_000
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_extra_payment_above_what_is_owed_is_refused(customer, customer_api, jan_10, unchanged_db):
     plan = plan_300(customer)
     check = unchanged_db()
@@ -198,6 +205,7 @@ def test_extra_payment_above_what_is_owed_is_refused(customer, customer_api, jan
     assert error["outstanding"] == money("100.00")
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_extra_payment_to_a_missing_installment_is_404(customer, customer_api, jan_10):
     plan = plan_300(customer)
     response = customer_api.post(
@@ -209,6 +217,7 @@ def test_extra_payment_to_a_missing_installment_is_404(customer, customer_api, j
     assert response.json()["error"]["code"] == "bnpl.installment_not_found"
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_extra_payment_by_card(customer, customer_api, jan_10, card_processor):
     plan = plan_300(customer)
 
@@ -223,6 +232,7 @@ def test_extra_payment_by_card(customer, customer_api, jan_10, card_processor):
     assert response.json()["payment_transaction_id"] is not None
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_preview_and_confirm(customer, customer_api, jan_10):
     plan = plan_300(customer)
     url = f"/api/v1/bnpl/plans/{plan.pk}/payoff"
@@ -254,6 +264,7 @@ def test_payoff_without_enough_in_the_wallet(jan_10, unchanged_db, web_channel):
     assert response.json()["error"]["code"] == "wallet.insufficient_balance"
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_cancel_before_the_first_debit(customer, customer_api, jan_10):
     plan = plan_300(customer)
 
@@ -297,6 +308,7 @@ def test_suggested_dates_explain_the_inference(web_channel):
     ]
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_opt_in_to_income_aligned_dates(customer, customer_api):
     assert customer_api.get("/api/v1/bnpl/profile").json() == {"income_aligned_dates": False}
 
@@ -311,11 +323,13 @@ def test_opt_in_to_income_aligned_dates(customer, customer_api):
     assert off.json() == {"income_aligned_dates": False}
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_plan_endpoints_need_the_customer_in_person(customer, jan_10, api):
     plan = plan_300(customer)
     assert api.get(f"/api/v1/bnpl/plans/{plan.pk}").status_code == 401
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_by_card(customer, customer_api, jan_10, card_processor):
     plan = plan_300(customer)
 
@@ -330,6 +344,7 @@ def test_payoff_by_card(customer, customer_api, jan_10, card_processor):
     assert (response.json()["status"], response.json()["plan"]["status"]) == ("paid", "completed")
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_while_a_card_payment_is_pending_is_a_conflict(
     customer, customer_api, jan_10, card_processor, unchanged_db
 ):

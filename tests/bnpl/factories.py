@@ -17,6 +17,8 @@ from bnpl.services import plan_create
 from core import clock
 from core.money import Money
 from customers.models import Customer
+from payments.models import SavedPaymentMethod
+from tests.factories import saved_card
 
 _seq = itertools.count(1)
 
@@ -72,10 +74,23 @@ def make_plan(
     product: PlanProduct | None = None,
     amount: str = "1000.00",
     start_date: date | None = None,
-    payment_method: str = "pm_card_visa",
+    payment_method: str | None = None,
     **product_overrides: Any,
 ) -> Plan:
-    """An approved application and its plan, created by ``bnpl.services.plan_create``."""
+    """An approved application and its plan, created by ``bnpl.services.plan_create``, on
+    one of the customer's saved cards: ``payment_method`` is saved for the customer here
+    when nobody has it (another customer's token fails, as in ``plan_create``). By default
+    ``pm_card_visa``, or a token of the customer's own when another customer has that."""
+    if payment_method is None:
+        payment_method = "pm_card_visa"
+        if (
+            SavedPaymentMethod.objects.filter(token=payment_method)
+            .exclude(customer=customer)
+            .exists()
+        ):
+            payment_method = f"pm_card_visa_{customer.pk}"
+    if not SavedPaymentMethod.objects.filter(token=payment_method).exists():
+        saved_card(customer, payment_method)
     product = product or make_product(**product_overrides)
     application = make_application(
         customer=customer, product=product, amount=amount, payment_method=payment_method

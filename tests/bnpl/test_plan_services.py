@@ -4,6 +4,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 
 import pytest
+import requests
 from django.db import transaction
 
 from bnpl import signals
@@ -19,8 +20,10 @@ from core import clock
 from core.money import Money
 from ledger.models import Account, JournalEntry, Purpose
 from ledger.services import system
+from payments.errors import PaymentMethodUnknown
 from payments.gateway import Decision
 from tests.bnpl.factories import after_commit_tasks, make_plan, make_product
+from tests.factories import make_customer, saved_card
 
 pytestmark = pytest.mark.django_db
 
@@ -118,6 +121,30 @@ def test_declined_down_payment_leaves_the_line_unpaid(customer, card_processor):
     first.refresh_from_db()
     assert (first.status, first.paid) == (InstallmentStatus.SCHEDULED, 0)
     assert receivable_balance(plan) == 100_000
+
+
+def test_a_down_payment_on_another_customers_card_is_declined_without_a_charge(
+    customer, card_processor, sandbox
+):
+    saved_card(make_customer(), "pm_theirs")
+    product = make_product(down_payment="first_installment")
+    plan = make_plan(customer=customer, product=product)
+    Plan.objects.filter(pk=plan.pk).update(payment_method="pm_theirs")  # an unchecked switch
+    first = plan.installments.get(number=1)
+
+    result = installment_checkout_charge(installment_id=first.pk)
+
+    assert (result.decision, result.decline_code) == (Decision.DECLINED, "payment_method_unknown")
+    assert requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"] == []
+    first.refresh_from_db()
+    assert (first.status, first.paid) == (InstallmentStatus.SCHEDULED, 0)
+
+
+def test_a_plan_is_created_only_on_the_customers_own_card(customer):
+    saved_card(make_customer(), "pm_theirs")
+    with pytest.raises(PaymentMethodUnknown):
+        make_plan(customer=customer, payment_method="pm_theirs")
+    assert not Plan.objects.exists()
 
 
 def test_payment_pays_late_fee_then_fee_then_interest_then_principal(customer):

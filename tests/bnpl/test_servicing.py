@@ -22,10 +22,10 @@ from ledger.models import Account, Purpose
 from ledger.services import system
 from payments.models import PaymentTransaction
 from tests.bnpl.factories import after_commit_tasks, make_plan, make_product
-from tests.factories import fund, make_customer
+from tests.factories import fund, make_customer, saved_card
 from wallet.models import Wallet, WalletTransaction
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("customer_cards")]
+pytestmark = [pytest.mark.django_db]
 
 EUR = "EUR"
 JAN_10 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -101,6 +101,7 @@ def plan_1200_declining(customer, **overrides) -> Plan:
 # --- reschedule -------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_moves_one_date_adds_the_fee_and_moves_the_debit(customer, jan_10):
     plan = plan_300(customer, reschedule_fee=500)
 
@@ -127,6 +128,7 @@ def test_reschedule_moves_one_date_adds_the_fee_and_moves_the_debit(customer, ja
     assert receivable(plan) == 30_000
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_recomputes_declining_interest_for_the_moved_days(customer, jan_10):
     plan = plan_1200_declining(customer)
 
@@ -142,6 +144,7 @@ def test_reschedule_recomputes_declining_interest_for_the_moved_days(customer, j
     assert result.interest_change == eur("1.31")
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_earlier_lowers_the_interest(customer, jan_10):
     plan = plan_1200_declining(customer)
 
@@ -152,6 +155,7 @@ def test_reschedule_earlier_lowers_the_interest(customer, jan_10):
     assert result.interest_change == eur("-0.92")
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_accrues_nothing_on_principal_already_repaid(customer, jan_10):
     fund(customer, "2000.00")
     plan = make_plan(
@@ -181,6 +185,7 @@ def test_reschedule_accrues_nothing_on_principal_already_repaid(customer, jan_10
     assert [r[2:5] for r in after[1:]] == [r[2:5] for r in before[1:]]
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_offsets_against_the_next_open_installment(customer, jan_10):
     plan = plan_1200_declining(customer)
     servicing.installment_pay(plan_id=plan.pk, number=2, amount=eur("408.03"), source="wallet")
@@ -198,6 +203,7 @@ def test_reschedule_offsets_against_the_next_open_installment(customer, jan_10):
     assert result.interest_change == eur("1.30")
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_preview_shows_the_schedule_and_writes_nothing(customer, jan_10, unchanged_db):
     plan = plan_1200_declining(customer, reschedule_fee=250)
     check = unchanged_db()
@@ -230,6 +236,7 @@ def test_reschedule_preview_shows_the_schedule_and_writes_nothing(customer, jan_
         (9, date(2026, 2, 12), "bnpl.installment_not_found"),
     ],
 )
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_outside_policy_is_refused(
     customer, jan_10, unchanged_db, number, new_date, code
 ):
@@ -241,6 +248,7 @@ def test_reschedule_outside_policy_is_refused(
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_must_stay_before_the_following_installment(customer, jan_10, unchanged_db):
     plan = plan_300(customer, frequency="weekly")  # due 17, 24 and 31 January
     check = unchanged_db()
@@ -262,6 +270,7 @@ def test_reschedule_must_stay_before_the_following_installment(customer, jan_10,
     ]
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_reschedule_count_is_limited(customer, jan_10, unchanged_db):
     plan = plan_300(customer, reschedule_max_count=2)
     servicing.plan_reschedule(plan_id=plan.pk, number=1, new_date=date(2026, 2, 12))
@@ -280,6 +289,7 @@ def test_reschedule_count_is_limited(customer, jan_10, unchanged_db):
     assert error.status_code == 422
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_overdue_paid_and_due_today_installments_cannot_move(customer, jan_10, unchanged_db):
     plan = plan_300(customer)
     servicing.installment_pay(plan_id=plan.pk, number=2, amount=eur("100.00"), source="wallet")
@@ -310,6 +320,7 @@ def test_overdue_paid_and_due_today_installments_cannot_move(customer, jan_10, u
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_started_debit_cannot_move(customer, jan_10, unchanged_db):
     plan = plan_300(customer)
     # Collections records an attempt on the debit request (a soft decline, retry later).
@@ -474,6 +485,7 @@ def _installment_date(locked, number: int) -> date:
 # --- extra payment toward one installment ------------------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_extra_payment_from_the_wallet_reduces_that_installment_only(customer, jan_10):
     plan = plan_300(customer, installment_fee=100)  # 100.00 + 1.00 fee each
     assert wallet_balance(customer) == 50_000
@@ -508,6 +520,7 @@ def test_extra_payment_from_the_wallet_reduces_that_installment_only(customer, j
     assert receivable(plan) == 20_000
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_paying_more_than_the_installment_owes_is_refused(customer, jan_10, unchanged_db):
     plan = plan_300(customer)
     check = unchanged_db()
@@ -542,6 +555,7 @@ def test_extra_payment_needs_the_wallet_to_cover_it(jan_10, unchanged_db, web_ch
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_another_customers_plan_is_not_found(customer, jan_10, unchanged_db, web_channel):
     plan = plan_300(customer)
     intruder = make_customer()
@@ -558,6 +572,7 @@ def test_another_customers_plan_is_not_found(customer, jan_10, unchanged_db, web
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_extra_payment_by_card_is_booked_by_the_settlement_handler(
     customer, jan_10, card_processor
 ):
@@ -575,6 +590,7 @@ def test_extra_payment_by_card_is_booked_by_the_settlement_handler(
     assert wallet_balance(customer) == 50_000
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_declined_card_pays_nothing(customer, jan_10, card_processor):
     plan = plan_300(customer, payment_method="pm_decline")
 
@@ -637,6 +653,7 @@ def test_property_extra_payments_keep_totals_consistent(web_channel, payments):
 # --- early payoff ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_of_a_declining_plan_removes_unearned_interest(customer, jan_10):
     plan = plan_1200_declining(customer)
     fund(customer, "1000.00")
@@ -669,6 +686,7 @@ def test_payoff_of_a_declining_plan_removes_unearned_interest(customer, jan_10):
     assert not plan.debit_requests.filter(status=DebitRequestStatus.SCHEDULED).exists()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_by_card_is_settled_with_the_capture(customer, jan_10, card_processor):
     plan = plan_1200_declining(customer)
     fund(customer, "1000.00")
@@ -693,6 +711,7 @@ def test_payoff_by_card_is_settled_with_the_capture(customer, jan_10, card_proce
     assert AuditEntry.objects.filter(action="bnpl.plan_paid_off").count() == 1
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_declined_payoff_card_changes_nothing_on_the_plan(customer, jan_10, card_processor):
     plan = plan_300(customer, payment_method="pm_decline")
     refused("bnpl.payment_declined", servicing.plan_pay_off, plan_id=plan.pk, source="card")
@@ -700,6 +719,7 @@ def test_a_declined_payoff_card_changes_nothing_on_the_plan(customer, jan_10, ca
     assert receivable(plan) == 30_000
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_capture_short_of_the_quote_pays_installments_in_order(
     customer, jan_10, card_processor
 ):
@@ -745,6 +765,7 @@ def test_payoff_capture_short_of_the_quote_pays_installments_in_order(
     assert Wallet.objects.get(customer=customer).balance == eur("520.00")
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_of_a_zero_interest_plan_is_what_is_owed(customer, jan_10):
     plan = plan_300(customer, installment_fee=100)
 
@@ -758,6 +779,7 @@ def test_payoff_of_a_zero_interest_plan_is_what_is_owed(customer, jan_10):
     assert balance(system(Purpose.FEE_INCOME, EUR)) == 300
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_with_an_outdated_quote_is_refused(customer, jan_10, unchanged_db):
     plan = plan_1200_declining(customer)
     fund(customer, "1000.00")
@@ -775,6 +797,7 @@ def test_payoff_with_an_outdated_quote_is_refused(customer, jan_10, unchanged_db
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_payoff_by_staff_as_money_received(customer, jan_10, admin_user):
     plan = plan_300(customer)
 
@@ -789,6 +812,7 @@ def test_payoff_by_staff_as_money_received(customer, jan_10, admin_user):
 # --- refunds -----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_partial_refund_reduces_the_last_installments_first(customer, jan_10):
     plan = plan_300(customer)
     servicing.installment_pay(plan_id=plan.pk, number=1, amount=eur("100.00"), source="wallet")
@@ -821,6 +845,7 @@ def test_partial_refund_reduces_the_last_installments_first(customer, jan_10):
     assert wallet_balance(customer) == 50_000
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_refund_respread_over_the_open_installments(customer, jan_10):
     plan = plan_300(customer, refund_allocation="respread")
 
@@ -832,6 +857,7 @@ def test_refund_respread_over_the_open_installments(customer, jan_10):
     assert receivable(plan) == 20_000
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_refund_scales_the_unpaid_interest(customer, jan_10):
     plan = plan_1200_declining(customer)
 
@@ -869,6 +895,7 @@ def test_property_refund_reductions_fit_what_is_unpaid(unpaid, amount, allocatio
             assert reductions.get(number, 0) == unpaid[number - 1]
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_refund_above_the_order_is_refused(customer, jan_10, unchanged_db):
     plan = plan_300(customer)
     servicing.plan_refund(plan_id=plan.pk, amount=eur("100.00"))
@@ -886,6 +913,7 @@ def test_refund_above_the_order_is_refused(customer, jan_10, unchanged_db):
 # --- cancel before the first debit ----------------------------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_cancel_returns_the_down_payment_and_reverses_the_receivable(
     customer, jan_10, card_processor
 ):
@@ -915,6 +943,7 @@ def test_cancel_returns_the_down_payment_and_reverses_the_receivable(
     assert AuditEntry.objects.filter(action="bnpl.plan_cancelled").count() == 1
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_cancel_after_a_payment_or_an_attempt_is_refused(customer, jan_10, unchanged_db):
     paid = plan_300(customer)
     servicing.installment_pay(plan_id=paid.pk, number=3, amount=eur("1.00"), source="wallet")
@@ -1009,6 +1038,7 @@ def test_income_aligned_dates_are_what_plan_create_takes(web_channel):
         with travel(day):
             fund(customer, "100.00")
     servicing.borrower_income_aligned_set(customer=customer, enabled=True)
+    saved_card(customer)
     product = make_product(cash_flow_aware=True, down_payment="first_installment")
     with travel(date(2026, 11, 1)):
         application = make_application(customer=customer, product=product, amount="300.00")
@@ -1052,6 +1082,7 @@ def test_income_aligned_dates_are_repriced_by_the_reschedule_rule(web_channel):
         with travel(day):
             fund(customer, "100.00")
     servicing.borrower_income_aligned_set(customer=customer, enabled=True)
+    saved_card(customer)
     product = make_product(cash_flow_aware=True, interest_method="declining", apr=Decimal("36.5"))
     start = date(2027, 1, 31)
     with travel(start):
@@ -1098,6 +1129,7 @@ def test_a_plan_on_income_aligned_dates_is_quoted_and_stored_at_its_repriced_cos
     from tests.bnpl.factories import make_application
 
     customer = make_customer()
+    saved_card(customer, "pm_card_visa")
     for day in (date(2026, 10, 15), date(2026, 11, 15), date(2026, 12, 15)):
         with travel(day):
             fund(customer, "100.00")

@@ -44,7 +44,7 @@ from tests.collections.debit_helpers import (
     run_day,
     sandbox_charges,
 )
-from tests.factories import make_customer
+from tests.factories import make_customer, saved_card
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("customer_cards")]
 
@@ -73,7 +73,10 @@ def test_three_runs_for_a_day_charge_each_due_installment_once(
 ):
     small_chunks(2)
     other = make_customer()
-    due = plans(customer, 3, amount="300.00") + plans(other, 2, amount="90.00")
+    saved_card(other, "pm_other_visa")
+    due = plans(customer, 3, amount="300.00") + plans(
+        other, 2, amount="90.00", payment_method="pm_other_visa"
+    )
 
     runs = [run_day(DUE, django_capture_on_commit_callbacks) for _ in range(3)]
 
@@ -311,10 +314,33 @@ def test_a_hard_decline_asks_the_customer_for_a_new_card_once_and_never_retries(
     assert charges_by_reference(sandbox) == {ref(request.installment): 1}
 
 
+def test_a_plan_left_on_another_customers_card_is_never_charged_and_waits_for_a_card(
+    customer, card_processor, sandbox, django_capture_on_commit_callbacks
+):
+    """A plan from before cards were bound to customers may name another customer's token:
+    the run charges nothing, the request waits for a new card and the customer is told."""
+    saved_card(make_customer(), "pm_theirs")
+    (plan,) = plans(customer, amount="300.00")
+    Plan.objects.filter(pk=plan.pk).update(payment_method="pm_theirs")
+    plan.debit_requests.update(payment_method="pm_theirs")
+
+    for day in (DUE, DUE + timedelta(days=1)):
+        run_day(day, django_capture_on_commit_callbacks)
+
+    assert sandbox_charges(sandbox) == []
+    request = first_due(plan).debit_request
+    assert (request.status, request.next_attempt_at) == (DebitRequestStatus.ACTION_REQUIRED, None)
+    assert not DebitAttempt.objects.exists()
+    [email] = OutboundEmail.objects.filter(template="collections/payment_method_required")
+    assert email.to == customer.user.email
+    assert "not one of your saved cards" in email.body_text
+
+
 def test_payment_method_update_is_scoped_to_the_customer_and_validated(
     customer, customer_api, card_processor, unchanged_db
 ):
-    (theirs,) = plans(make_customer(), payment_method="pm_lost")
+    theirs_card = saved_card(make_customer(), "pm_their_card")
+    (theirs,) = plans(theirs_card.customer, payment_method="pm_their_card")
     (mine,) = plans(customer)
     check = unchanged_db()
     url = "/api/v1/bnpl/plans/{}/payment-method"

@@ -70,7 +70,7 @@ from tests.factories import (
     token_for,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("customer_cards")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 MERCHANT = f"{Purpose.MERCHANT}:EUR"
 GATEWAY = f"{Purpose.GATEWAY_CLEARING}:EUR"
@@ -187,6 +187,7 @@ def assert_scheduled_debits(plan: Plan, *, numbers: list[int], amount_each: int)
 # --- approve ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_an_approved_order_is_confirmed_with_a_plan_a_charged_down_payment_and_debits(
     borrower, customer_api, stock, product, card_processor, sandbox, seen
 ):
@@ -226,6 +227,7 @@ def test_an_approved_order_is_confirmed_with_a_plan_a_charged_down_payment_and_d
     assert polled["cancel_reason"] == ""
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_declined_down_payment_cancels_the_plan_and_the_order(
     borrower, customer_api, stock, product, card_processor, seen
 ):
@@ -254,6 +256,7 @@ def test_a_declined_down_payment_cancels_the_plan_and_the_order(
 # --- decline ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_declined_order_is_cancelled_with_the_reason_and_can_be_paid_another_way(
     customer, customer_api, stock, product, card_processor, seen
 ):
@@ -291,6 +294,7 @@ def test_a_declined_order_is_cancelled_with_the_reason_and_can_be_paid_another_w
 # --- review → approve, review → timeout, withdrawal ---------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_review_then_staff_approval_releases_the_hold(
     borrower, customer_api, stock, product, card_processor, seen, admin_user
 ):
@@ -336,6 +340,7 @@ def test_review_then_staff_approval_releases_the_hold(
     assert (polled["status"], polled["credit_decision"]["plan"]) == ("confirmed", plan.pk)
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_review_then_timeout_cancels_the_order_and_releases_the_stock(
     borrower, customer_api, stock, product, card_processor, seen, eager
 ):
@@ -370,6 +375,7 @@ def test_review_then_timeout_cancels_the_order_and_releases_the_stock(
     assert (polled["status"], polled["credit_decision"]["status"]) == ("cancelled", "expired")
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_cancelling_an_order_on_hold_withdraws_its_application(
     borrower, customer_api, stock, product, card_processor
 ):
@@ -400,6 +406,7 @@ def test_cancelling_an_order_on_hold_withdraws_its_application(
         ("300.00", None, "pm_card_ok", 400, "validation_error", "plan_product"),
     ],
 )
+@pytest.mark.usefixtures("customer_cards")
 def test_bad_input_is_refused_with_a_stable_code_and_nothing_written(
     borrower, customer_api, stock, product, card_processor, unchanged_db,
     price, plan_product, card, status, code, field,
@@ -415,6 +422,7 @@ def test_bad_input_is_refused_with_a_stable_code_and_nothing_written(
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_without_a_card_processor_a_down_payment_plan_is_refused_before_anything_is_written(
     borrower, customer_api, stock, product, unchanged_db
 ):
@@ -428,6 +436,7 @@ def test_without_a_card_processor_a_down_payment_plan_is_refused_before_anything
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_another_customers_order_is_not_found(
     borrower, customer_api, stock, product, card_processor
 ):
@@ -443,6 +452,7 @@ def test_another_customers_order_is_not_found(
     )
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_order_detail_costs_the_same_queries_with_a_plan_as_without(
     borrower, customer_api, stock, product, card_processor, django_assert_num_queries
 ):
@@ -582,6 +592,7 @@ def test_a_partner_referral_waits_on_hold_until_the_signed_webhook_approves(
 # --- the admin's review queue -------------------------------------------------------
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_the_admin_review_queue_lists_reviews_and_staff_decline_cancels_the_order(
     borrower, customer_api, stock, product, card_processor, admin_client, admin_user, seen
 ):
@@ -637,6 +648,7 @@ def test_the_admin_review_queue_lists_reviews_and_staff_decline_cancels_the_orde
     ) in seen
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_the_admin_approve_action_releases_the_hold(
     borrower, customer_api, stock, product, card_processor, admin_client
 ):
@@ -676,6 +688,7 @@ def test_a_partner_referral_declined_by_the_signed_webhook_cancels_the_order(
     assert ("plan_declined", str(order_id), ["affordability"]) in seen
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_an_application_left_undecided_by_a_crash_is_decided_by_the_periodic_job(
     borrower, stock, product, card_processor, web_channel, eager, seen
 ):
@@ -714,6 +727,7 @@ def test_an_application_left_undecided_by_a_crash_is_decided_by_the_periodic_job
     assert ("order_hold_released", order.pk) in seen
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_retry_with_the_same_idempotency_key_places_one_order_and_one_application(
     borrower, customer_api, stock, product, card_processor, sandbox
 ):
@@ -739,6 +753,7 @@ def test_a_retry_with_the_same_idempotency_key_places_one_order_and_one_applicat
     assert len(requests.get(f"{sandbox}/sandbox/charges", timeout=5).json()["data"]) == 1
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_installments_behind_kyc_refuse_a_pending_customer_before_anything_is_written(
     customer, customer_api, stock, product, card_processor, admin_user, unchanged_db
 ):
@@ -753,6 +768,7 @@ def test_installments_behind_kyc_refuse_a_pending_customer_before_anything_is_wr
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_channel_cannot_open_a_plan_in_a_customers_name(
     borrower, stock, product, card_processor, unchanged_db
 ):
@@ -769,6 +785,7 @@ def test_a_channel_cannot_open_a_plan_in_a_customers_name(
     check()
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_down_payment_rejected_after_a_card_review_cancels_the_plan_and_the_order(
     borrower, customer_api, stock, product, card_processor, sandbox, live_server, eager, seen
 ):
@@ -805,6 +822,7 @@ def test_a_down_payment_rejected_after_a_card_review_cancels_the_plan_and_the_or
     assert ("order_cancelled", order_id, order.cancel_reason) in seen
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_a_financed_order_ships_without_a_capture(
     borrower, customer_api, stock, product, card_processor, sandbox
 ):
@@ -831,6 +849,7 @@ def _installment_checkout_queries(client, lines: int) -> int:
     return len(ctx.captured_queries)
 
 
+@pytest.mark.usefixtures("customer_cards")
 def test_installment_checkout_queries_do_not_grow_with_lines(
     borrower, customer_api, stock, product, card_processor, settings
 ):

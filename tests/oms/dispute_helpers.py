@@ -38,6 +38,7 @@ def wire_card_notifications(sandbox, card_processor, live_server):
 def place_financed_order(customer, customer_api, stock) -> Order:
     """A confirmed 300.00 order on a pay-in-3 plan: 75.00 charged at checkout."""
     approve_kyc(customer)
+    saved_card(customer, "pm_card_ok")
     make_product(
         code="pay-in-3",
         down_payment="percent",

@@ -190,6 +190,7 @@ def test_the_sweep_settles_an_order_a_crash_left_behind(
         channel=web_channel,
         lines=[LineInput("A", "A", 1, Money(65000, "EUR"), Money.zero("EUR"))],
         total=Money(65000, "EUR"),
+        card_payment_method="pm_card_visa",
         external_reference=None,
         renewal_of=None,
         actor=None,

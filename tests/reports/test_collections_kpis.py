@@ -25,8 +25,8 @@ def collections(web_channel, card_processor, sandbox):
     """Four 300.00 debits due on 10 February (two paid at once, two declined, one of which
     is paid later at the cash desk) and one 200.00 debit due on 20 February, paid at once."""
     _, _, recovered, failed = (
-        plan_from(make_customer(), payment_method=method)
-        for method in ("pm_card_visa", "pm_card_visa", "pm_decline", "pm_decline")
+        plan_from(make_customer(), payment_method=f"{method}__{n}")
+        for n, method in enumerate(("pm_card_visa", "pm_card_visa", "pm_decline", "pm_decline"))
     )
     later = plan_from(make_customer(), start="2026-01-20", amount="600.00")
     charge_due(date(2026, 2, 10))
