@@ -226,7 +226,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
 
 
 class RefundLineInputSerializer(serializers.Serializer):
-    line_no = serializers.IntegerField(min_value=1)
+    line_no = StrictIntegerField(min_value=1)
     quantity = StrictIntegerField(min_value=1)
 
 

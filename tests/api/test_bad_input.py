@@ -219,3 +219,28 @@ def test_a_malformed_idempotency_key_is_refused_on_a_preview_too(customer_api):
         HTTP_IDEMPOTENCY_KEY="x" * 256,
     )
     assert_envelope(response, 400, "idempotency.invalid_key")
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("page_size", "9" * 5000),  # int() of it raises: was a 500
+        ("page_size", "201"),  # above the published maximum
+        ("page", "9" * 5000),
+        ("page", "0"),
+        ("page", "abc"),
+    ],
+    ids=lambda v: v[:12],
+)
+def test_a_page_or_page_size_outside_the_published_bounds_is_refused(customer_api, param, value):
+    response = customer_api.get(f"/api/v1/orders?{param}={value}")
+    assert_envelope(response, 400, "validation_error")
+    assert param in response.json()["error"]["fields"]
+
+
+def test_page_and_page_size_publish_their_bounds(customer_api):
+    parameters = {p["name"]: p["schema"] for p in _operation("/api/v1/orders", "get")["parameters"]}
+    assert parameters["page_size"] == {"type": "integer", "minimum": 1, "maximum": 200}
+    assert parameters["page"]["minimum"] == 1
+    assert parameters["page"]["maximum"] >= 1000
+    assert customer_api.get("/api/v1/orders?page_size=200&page=1").status_code == 200
