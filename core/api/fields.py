@@ -58,6 +58,10 @@ CURRENCIES_EXPONENT_0 = CURRENCIES_BY_EXPONENT[0]
 CURRENCIES_EXPONENT_2 = CURRENCIES_BY_EXPONENT[2]
 CURRENCIES_EXPONENT_3 = CURRENCIES_BY_EXPONENT[3]
 
+# A positive amount with at most as many decimals as any currency has: for an amount whose
+# currency is another parameter (a query string); Money.parse then applies the currency's own.
+POSITIVE_AMOUNT_PATTERN = _amount_pattern(max(CURRENCIES_BY_EXPONENT), positive=True)
+
 
 def money_input_schema(*, positive: bool) -> dict[str, Any]:
     """One branch per currency exponent, so a generator reading it writes valid money."""

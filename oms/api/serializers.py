@@ -231,10 +231,11 @@ class RefundLineInputSerializer(serializers.Serializer):
 
 
 class RefundInputSerializer(serializers.Serializer):
-    lines = RefundLineInputSerializer(
-        many=True,
+    lines = serializers.ListField(  # a ListField, so the schema says minItems
+        child=RefundLineInputSerializer(),
         required=False,
         allow_empty=False,
+        min_length=1,
         help_text="Returned lines and units; omitted: every unit not yet refunded",
     )
     reason = StrictCharField(max_length=255)
