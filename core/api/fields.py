@@ -89,6 +89,30 @@ def money_input_schema(*, positive: bool) -> dict[str, Any]:
     }
 
 
+# At least one character str.strip() keeps (it also strips \x1c-\x1f and \x85, which
+# ECMAScript's \s does not match).
+NOT_BLANK_PATTERN = r"[^\s\x1c-\x1f\x85]"
+
+
+class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
+    """A trimmed string that may not be blank says so: " " passes minLength, not the server."""
+
+    target_class = "core.api.fields.StrictCharField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        field = self.target
+        if (
+            direction == "request"
+            and field.trim_whitespace
+            and not field.allow_blank
+            and "pattern" not in schema
+        ):
+            schema["pattern"] = NOT_BLANK_PATTERN
+        return schema
+
+
 class MoneyFieldSchema(OpenApiSerializerFieldExtension):
     """Requests publish exactly what ``MoneyField`` accepts; responses the general shape."""
 
