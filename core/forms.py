@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from django import forms
 from django.conf import settings
 
-from core.money import CURRENCY_EXPONENTS, MAX_MINOR, Money
+from core.money import CURRENCY_EXPONENTS, Money, MoneyError
 
 
 class MoneyAmountField(forms.DecimalField):
@@ -68,16 +68,12 @@ class MoneyFormMixin:
         if currency not in CURRENCY_EXPONENTS:
             add_error(self.currency_field, "Use an ISO 4217 code the product accepts, e.g. EUR.")
             return data
-        places = CURRENCY_EXPONENTS[currency]
         for name in self.money_fields:
             value = data.get(name)
             if value is None:
                 continue
-            minor = value.scaleb(places)
-            if minor != minor.to_integral_value():
-                add_error(name, f"{currency} amounts have at most {places} decimal place(s).")
-            elif minor > MAX_MINOR:
-                add_error(name, "The amount is too large.")
-            else:
-                data[name] = int(minor)
+            try:  # exact: more decimals or digits than the column holds are refused
+                data[name] = Money.parse(value, currency).minor
+            except MoneyError as exc:
+                add_error(name, exc.message)
         return data

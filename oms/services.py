@@ -140,7 +140,12 @@ def _checkout(
         wallet_get_or_create(customer=customer, currency=total.currency)
         wallet = wallet_lock(customer_id=customer.pk, currency=total.currency)
     # Refuse before touching stock: a short balance is borrowed only if BNPL allows it.
-    funding = wallet_plan_funding(customer=customer, wallet=wallet, amount=total)
+    funding = wallet_plan_funding(
+        customer=customer,
+        wallet=wallet,
+        amount=total,
+        categories={line.merchant_category for line in lines if line.merchant_category},
+    )
     order = _place_order(
         customer=customer,
         channel=channel,

@@ -14,7 +14,7 @@ from core import clock
 from core.admin import ActionsOnlyAdmin, AuditedAdmin, ReadOnlyAdmin
 from core.errors import ApplicationError
 from core.forms import MoneyFormMixin
-from core.money import Money
+from core.money import Money, MoneyError
 from customers.models import Customer, Feature
 from customers.selectors import kyc_required_features
 from customers.services import kyc_requirement_set
@@ -25,6 +25,7 @@ from wallet.models import (
     BnplSettings,
     BnplWhitelistEntry,
     DebtStatus,
+    InterestType,
     TransactionKind,
     Wallet,
     WalletDebt,
@@ -109,7 +110,7 @@ class WalletAdmin(admin.ModelAdmin):
         description="Credit selected wallets (amount, kind, note above)", permissions=["change"]
     )
     def credit_wallets(self, request: HttpRequest, queryset: QuerySet[Wallet]) -> None:
-        raw_amount = request.POST.get("amount")
+        raw_amount = (request.POST.get("amount") or "").strip()  # as the form field cleans it
         kind = request.POST.get("kind") or TransactionKind.TOP_UP
         note = request.POST.get("note", "")
         key = request.POST.get("idempotency_key") or uuid.uuid4().hex
@@ -192,6 +193,17 @@ class BnplSettingsForm(MoneyFormMixin, forms.ModelForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["kyc_required_features"].initial = kyc_required_features()
+
+    def clean(self) -> dict:
+        """A flat interest is money: no more decimals than the currency has (never rounded)."""
+        data = super().clean()
+        flat = data.get("interest_amount")
+        if data.get("interest_type") == InterestType.FIXED and flat is not None:
+            try:
+                Money.parse(flat, self.form_currency(data))
+            except MoneyError as exc:
+                self.add_error("interest_amount", exc.message)
+        return data
 
 
 @admin.register(BnplSettings)
@@ -442,29 +454,7 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         form = ExplainForm(request.GET or None)
-        verdict = None
-        if form.is_valid():
-            customer = form.cleaned_data["customer"]
-            conf = bnpl_settings()
-            amount = Money.parse(form.cleaned_data["amount"], conf.currency)
-            wallet = next(
-                (
-                    w
-                    for w in selectors.wallets_for_customer(customer=customer)
-                    if w.currency == conf.currency
-                ),
-                None,
-            )
-            balance = wallet.balance if wallet else Money.zero(conf.currency)
-            shortfall = amount - balance if amount > balance else Money.zero(conf.currency)
-            verdict = {
-                "result": bnpl_eligibility(
-                    customer=customer, cart_total=amount, shortfall=shortfall
-                ),
-                "balance": balance,
-                "shortfall": shortfall,
-                "amount": amount,
-            }
+        verdict = self._explain(form) if form.is_valid() else None
         return TemplateResponse(
             request,
             "admin/wallet/walletdebt/explain.html",
@@ -476,6 +466,34 @@ class WalletDebtAdmin(ActionsOnlyAdmin):
                 "opts": self.model._meta,
             },
         )
+
+    @staticmethod
+    def _explain(form: ExplainForm) -> dict | None:
+        """The eligibility verdict for the form's customer and cart; ``None`` and a form
+        error when the amount is not an amount of the BNPL currency."""
+        customer = form.cleaned_data["customer"]
+        conf = bnpl_settings()
+        try:
+            amount = Money.parse(form.cleaned_data["amount"], conf.currency)
+        except MoneyError as exc:  # more decimals than the currency has, or too large
+            form.add_error("amount", exc.message)
+            return None
+        wallet = next(
+            (
+                w
+                for w in selectors.wallets_for_customer(customer=customer)
+                if w.currency == conf.currency
+            ),
+            None,
+        )
+        balance = wallet.balance if wallet else Money.zero(conf.currency)
+        shortfall = amount - balance if amount > balance else Money.zero(conf.currency)
+        return {
+            "result": bnpl_eligibility(customer=customer, cart_total=amount, shortfall=shortfall),
+            "balance": balance,
+            "shortfall": shortfall,
+            "amount": amount,
+        }
 
 
 def _chart(history, currency: str) -> dict | None:

@@ -277,11 +277,13 @@ class CheckoutVerdict:
 
 
 def wallet_checkout_verdict(
-    *, customer: Customer, balance: Money, amount: Money
+    *, customer: Customer, balance: Money, amount: Money, categories: set[str] | None = None
 ) -> CheckoutVerdict:
     """Every gate a wallet checkout of ``amount`` applies, in checkout's order.
 
-    Checkout raises what this finds; the eligibility endpoint shows it, so the two agree.
+    Checkout raises what this finds, with the cart's merchant ``categories`` (split pay is
+    offered only when the card account serves them); the eligibility endpoint, which has no
+    cart, shows the category-free answer.
     """
     try:
         customer_require_kyc_for(customer=customer, feature=Feature.WALLET_USAGE)
@@ -294,6 +296,8 @@ def wallet_checkout_verdict(
     split_pay = False
     if not bnpl.eligible:
         card = enabled_account(Provider.CARD)
-        refused = card is None or account_refusal(card, amount=amount, categories=set())
+        refused = card is None or account_refusal(
+            card, amount=amount, categories=categories or set()
+        )
         split_pay = not refused
     return CheckoutVerdict(amount, balance, None, bnpl, split_pay=split_pay)

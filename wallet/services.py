@@ -445,7 +445,9 @@ def _refusal(
     )
 
 
-def wallet_plan_funding(*, customer: Customer, wallet: Wallet, amount: Money) -> Funding:
+def wallet_plan_funding(
+    *, customer: Customer, wallet: Wallet, amount: Money, categories: set[str] | None = None
+) -> Funding:
     """Decide how a locked wallet pays ``amount``, or refuse with every reason.
 
     The gates are ``wallet_checkout_verdict``'s (what the eligibility endpoint shows): a
@@ -453,7 +455,9 @@ def wallet_plan_funding(*, customer: Customer, wallet: Wallet, amount: Money) ->
     balance is borrowed through wallet BNPL when the customer is eligible, otherwise
     ``wallet.insufficient_balance`` names the reasons and the options.
     """
-    verdict = wallet_checkout_verdict(customer=customer, balance=wallet.balance, amount=amount)
+    verdict = wallet_checkout_verdict(
+        customer=customer, balance=wallet.balance, amount=amount, categories=categories
+    )
     if verdict.refusal is not None:
         raise verdict.refusal
     if not verdict.eligible:

@@ -58,6 +58,10 @@ CURRENCIES_EXPONENT_0 = CURRENCIES_BY_EXPONENT[0]
 CURRENCIES_EXPONENT_2 = CURRENCIES_BY_EXPONENT[2]
 CURRENCIES_EXPONENT_3 = CURRENCIES_BY_EXPONENT[3]
 
+# A positive amount with at most as many decimals as any currency has: for an amount whose
+# currency is another parameter (a query string); Money.parse then applies the currency's own.
+POSITIVE_AMOUNT_PATTERN = _amount_pattern(max(CURRENCIES_BY_EXPONENT), positive=True)
+
 
 def money_input_schema(*, positive: bool) -> dict[str, Any]:
     """One branch per currency exponent, so a generator reading it writes valid money."""
@@ -83,6 +87,30 @@ def money_input_schema(*, positive: bool) -> dict[str, Any]:
         "description": 'Money: {"amount": "123.45", "currency": "EUR"}; '
         + ("more than zero" if positive else "zero or more"),
     }
+
+
+# At least one character str.strip() keeps (it also strips \x1c-\x1f and \x85, which
+# ECMAScript's \s does not match).
+NOT_BLANK_PATTERN = r"[^\s\x1c-\x1f\x85]"
+
+
+class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
+    """A trimmed string that may not be blank says so: " " passes minLength, not the server."""
+
+    target_class = "core.api.fields.StrictCharField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        field = self.target
+        if (
+            direction == "request"
+            and field.trim_whitespace
+            and not field.allow_blank
+            and "pattern" not in schema
+        ):
+            schema["pattern"] = NOT_BLANK_PATTERN
+        return schema
 
 
 class MoneyFieldSchema(OpenApiSerializerFieldExtension):

@@ -37,7 +37,8 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.path.startswith(API_PREFIX):
+        # path_info, as the time-zone middleware: the app may be mounted under a SCRIPT_NAME.
+        if not request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         try:
@@ -50,5 +51,20 @@ class ApiErrorMiddleware:
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith(
             "application/json"
         ):
-            return api_error_response(response.status_code)
+            return _replaced(response)
         return response
+
+
+# Headers that describe the replaced body; every other one (WWW-Authenticate, Allow,
+# Retry-After, Vary, cookies) still holds for the envelope.
+_BODY_HEADERS = {"content-type", "content-length", "content-encoding", "content-disposition"}
+
+
+def _replaced(response: HttpResponse) -> JsonResponse:
+    """The envelope for ``response``'s status, keeping its headers and cookies."""
+    envelope = api_error_response(response.status_code)
+    for name, value in response.items():
+        if name.lower() not in _BODY_HEADERS:
+            envelope[name] = value
+    envelope.cookies = response.cookies
+    return envelope

@@ -233,15 +233,16 @@ class OrderOutputSerializer(serializers.ModelSerializer):
 
 
 class RefundLineInputSerializer(serializers.Serializer):
-    line_no = serializers.IntegerField(min_value=1)
+    line_no = StrictIntegerField(min_value=1)
     quantity = StrictIntegerField(min_value=1)
 
 
 class RefundInputSerializer(serializers.Serializer):
-    lines = RefundLineInputSerializer(
-        many=True,
+    lines = serializers.ListField(  # a ListField, so the schema says minItems
+        child=RefundLineInputSerializer(),
         required=False,
         allow_empty=False,
+        min_length=1,
         help_text="Returned lines and units; omitted: every unit not yet refunded",
     )
     reason = StrictCharField(max_length=255)

@@ -2,6 +2,7 @@
 (issue 12 #13)."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -219,3 +220,41 @@ def test_a_malformed_idempotency_key_is_refused_on_a_preview_too(customer_api):
         HTTP_IDEMPOTENCY_KEY="x" * 256,
     )
     assert_envelope(response, 400, "idempotency.invalid_key")
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("page_size", "9" * 5000),  # int() of it raises: was a 500
+        ("page_size", "201"),  # above the published maximum
+        ("page", "9" * 5000),
+        ("page", "0"),
+        ("page", "abc"),
+    ],
+    ids=lambda v: v[:12],
+)
+def test_a_page_or_page_size_outside_the_published_bounds_is_refused(customer_api, param, value):
+    response = customer_api.get(f"/api/v1/orders?{param}={value}")
+    assert_envelope(response, 400, "validation_error")
+    assert param in response.json()["error"]["fields"]
+
+
+def test_page_and_page_size_publish_their_bounds(customer_api):
+    parameters = {p["name"]: p["schema"] for p in _operation("/api/v1/orders", "get")["parameters"]}
+    assert parameters["page_size"] == {"type": "integer", "minimum": 1, "maximum": 200}
+    assert parameters["page"]["minimum"] == 1
+    assert parameters["page"]["maximum"] >= 1000
+    assert customer_api.get("/api/v1/orders?page_size=200&page=1").status_code == 200
+
+
+def test_a_string_the_server_trims_to_blank_is_refused_by_the_schema_too(customer_api):
+    """The schema's pattern refuses every whitespace str.strip() removes, as the server does."""
+    schema = _schema()["components"]["schemas"]["QuoteInputRequest"]
+    pattern = schema["properties"]["merchant_categories"]["items"]["pattern"]
+    spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+    assert "\x1c" in spaces
+    assert [s for s in spaces if re.search(pattern, s * 3)] == []
+    assert re.search(pattern, " books ")
+    body = {"amount": {"amount": "100.00", "currency": "EUR"}, "merchant_categories": ["\x1c"]}
+    response = customer_api.post("/api/v1/bnpl/quotes", body, format="json")
+    assert_envelope(response, 400, "validation_error")

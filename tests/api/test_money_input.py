@@ -115,3 +115,16 @@ def test_the_schema_publishes_what_an_order_needs():
     assert key["schema"]["maxLength"] == 255
     withdrawal = components["WithdrawalInputRequest"]["properties"]
     assert withdrawal["iban"]["pattern"]
+
+
+@pytest.mark.parametrize("amount", ["-5.00", "0", "0.00", "-0"])
+def test_the_eligibility_query_refuses_zero_and_negative_amounts_as_the_schema_says(
+    customer_api, amount
+):
+    response = customer_api.get("/api/v1/wallet/bnpl-eligibility", {"amount": amount})
+    assert response.status_code == 400, response.json()
+    assert "amount" in response.json()["error"]["fields"]
+    operation = _schema()["paths"]["/api/v1/wallet/bnpl-eligibility"]["get"]
+    (param,) = [p for p in operation["parameters"] if p["name"] == "amount"]
+    assert not re.search(param["schema"]["pattern"], amount)
+    assert re.search(param["schema"]["pattern"], "0.005")  # a KWD amount

@@ -1,5 +1,7 @@
 """Every money input of the admin is typed and shown in the currency's units."""
 
+from decimal import Decimal
+
 import pytest
 from django import forms
 from django.contrib import admin
@@ -9,8 +11,10 @@ from django.urls import reverse
 
 from core.forms import MoneyAmountField
 from payments.models import ProviderAccount
-from tests.factories import enable_wallet_bnpl, make_customer
-from wallet.models import BnplCustomerProfile
+from tests.factories import approve_kyc, enable_wallet_bnpl, make_customer
+from wallet.bnpl import bnpl_settings
+from wallet.models import BnplCustomerProfile, BnplSettings, Wallet
+from wallet.services import wallet_get_or_create
 
 pytestmark = pytest.mark.django_db
 
@@ -59,6 +63,33 @@ def editable_number_inputs() -> dict[str, dict[str, forms.Field]]:
         if inputs:
             found[model._meta.label] = inputs
     return found
+
+
+# Decimal inputs that are not MoneyAmountField, and why they are not.
+NOT_MONEY_DECIMALS = {
+    # A percentage, or a flat amount that BnplSettingsForm.clean parses as money.
+    "wallet.BnplSettings": {"interest_amount"},
+    "bnpl.PlanProduct": {
+        "apr",
+        "down_payment_percent",
+        "origination_fee_percent",
+        "late_fee_cap_plan_percent",
+    },
+    "bnpl.Promotion": {"apr"},
+}
+
+
+def test_every_decimal_input_of_the_admin_is_money_or_a_known_rate():
+    unexpected = {}
+    for label, inputs in editable_number_inputs().items():
+        decimals = {
+            n
+            for n, f in inputs.items()
+            if isinstance(f, forms.DecimalField) and not isinstance(f, MoneyAmountField)
+        }
+        if extra := decimals - NOT_MONEY_DECIMALS.get(label, set()):
+            unexpected[label] = extra
+    assert not unexpected, f"decimal inputs that look like money: {unexpected}"
 
 
 def test_every_whole_number_input_of_the_admin_is_a_count_not_minor_units():
@@ -146,3 +177,99 @@ def test_provider_order_limits_are_typed_in_the_accounts_currency(
     assert refused.status_code == 200
     account.refresh_from_db()
     assert account.min_order == stored[0]
+
+
+SETTINGS_FORM = {
+    "enabled": "on",
+    "currency": "EUR",
+    "eligibility_mode": "whitelist",
+    "max_debt_per_user": "500.00",
+    "min_order": "100.00",
+    "repayment_days": "14",
+    "interest_type": "fixed",
+    "interest_amount": "50",
+    "fixed_recurrence": "weekly",
+    "grace_days": "7",
+    "block_withdrawal_while_in_debt": "on",
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "error"),
+    [
+        # 31 significant digits: a Decimal context of 28 would round it to 1000000000000.00.
+        ("max_debt_per_user", "1000000000000.00000000000000001", "at most 2 decimal place"),
+        ("max_debt_per_user", "1" + "0" * 40, "too large"),
+        ("min_order", "0.001", "at most 2 decimal place"),
+    ],
+)
+def test_a_money_input_is_refused_never_rounded(admin_client, field, typed, error):
+    conf = bnpl_settings()
+    before = (conf.max_debt_per_user, conf.min_order)
+    url = reverse("admin:wallet_bnplsettings_change", args=[conf.pk])
+    response = admin_client.post(url, {**SETTINGS_FORM, field: typed})
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    conf.refresh_from_db()
+    assert (conf.max_debt_per_user, conf.min_order) == before
+
+
+@pytest.mark.parametrize(
+    ("currency", "typed"), [("EUR", "12.345"), ("JPY", "12.5"), ("EUR", "0.001")]
+)
+def test_a_flat_interest_has_no_more_decimals_than_the_currency(admin_client, currency, typed):
+    conf = bnpl_settings()
+    url = reverse("admin:wallet_bnplsettings_change", args=[conf.pk])
+    response = admin_client.post(
+        url, {**SETTINGS_FORM, "currency": currency, "interest_amount": typed}
+    )
+    assert response.status_code == 200
+    assert "decimal place" in response.content.decode()
+    conf.refresh_from_db()
+    assert conf.interest_type != "fixed" or conf.interest_amount != Decimal(typed)
+
+
+def test_a_flat_interest_in_cents_and_a_fractional_percentage_are_kept(admin_client):
+    conf = bnpl_settings()
+    url = reverse("admin:wallet_bnplsettings_change", args=[conf.pk])
+    response = admin_client.post(url, {**SETTINGS_FORM, "interest_amount": "12.34"})
+    assert response.status_code == 302, response.content[:2000]
+    conf.refresh_from_db()
+    assert conf.interest_amount == Decimal("12.34")
+    percent = {**SETTINGS_FORM, "interest_type": "percent", "interest_amount": "1.125"}
+    assert admin_client.post(url, percent).status_code == 302
+    conf.refresh_from_db()
+    assert conf.interest_amount == Decimal("1.125")
+
+
+def test_the_wallet_credit_action_takes_a_padded_amount(admin_client):
+    customer = approve_kyc(make_customer())
+    wallet = wallet_get_or_create(customer=customer, currency="EUR")
+    response = admin_client.post(
+        reverse("admin:wallet_wallet_changelist"),
+        {
+            "action": "credit_wallets",
+            "_selected_action": [wallet.pk],
+            "amount": " 50.00 ",
+            "kind": "top_up",
+            "note": "",
+            "idempotency_key": "k1",
+            "index": 0,
+        },
+        follow=True,
+    )
+    messages = [str(m) for m in response.context["messages"]]
+    assert Wallet.objects.get(pk=wallet.pk).balance.minor == 5000, messages
+
+
+@pytest.mark.parametrize(("currency", "typed"), [("EUR", "12.345"), ("JPY", "12.5")])
+def test_the_explain_page_refuses_an_amount_the_currency_cannot_hold(admin_client, currency, typed):
+    enable_wallet_bnpl()
+    BnplSettings.objects.update(currency=currency)
+    customer = make_customer()
+    response = admin_client.get(
+        reverse("admin:wallet_walletdebt_explain"), {"customer": customer.pk, "amount": typed}
+    )
+    assert response.status_code == 200
+    assert response.context["verdict"] is None
+    assert "decimal place" in response.content.decode()

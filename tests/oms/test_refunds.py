@@ -501,3 +501,23 @@ def test_a_shipped_order_keeps_its_plan_until_its_lines_come_back(
     assert order_cancel_.status_code == 409
     check()
     assert Plan.objects.get(pk=plan.pk).status == PlanStatus.ACTIVE
+
+
+@pytest.mark.parametrize("line_no", ["1", 1.0, True])
+def test_a_refund_line_number_is_a_json_integer(
+    borrower, customer_api, shop, stock, product, card_processor, line_no
+):
+    stock("A", 10)
+    order = buy(customer_api, [line("A", 3, "100.00")])
+    order_fulfil(order_id=order.pk)
+    response = shop.post(
+        f"/api/v1/orders/{order.pk}/refunds",
+        {"lines": [{"line_no": line_no, "quantity": 1}], "reason": "Returned"},
+        format="json",
+    )
+    assert response.status_code == 400, response.json()
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert "lines.0.line_no" in error["fields"], error
+    assert schedule(plan_of(order)) == [(1, 10_000, "scheduled"), (2, 10_000, "scheduled"),
+                                        (3, 10_000, "scheduled")]  # fmt: skip

@@ -273,3 +273,25 @@ def test_eligibility_applies_the_kyc_gate_checkout_applies_and_names_it(
         "message": refused.json()["error"]["message"],
     }
     assert body["options"] == []
+
+
+def test_split_pay_is_offered_only_when_the_card_account_serves_the_carts_categories(
+    bnpl, approved, card_processor
+):
+    card_processor.merchant_categories = ["books"]
+    card_processor.save(update_fields=["merchant_categories"])
+    enable_wallet_bnpl(max_debt_per_user=5000)
+    fund(approved, "10.00")
+    client = client_for(approved)
+
+    def options(category: str) -> list[str]:
+        body = {
+            "payment_method": "wallet",
+            "lines": [line("ITEM", 1, "80.00", merchant_category=category)],
+        }
+        refused = client.post("/api/v1/orders", body, format="json")
+        assert refused.status_code == 422, refused.json()
+        return refused.json()["error"]["options"]
+
+    assert options("electronics") == ["top_up"]
+    assert options("books") == ["top_up", "wallet_card"]

@@ -1,13 +1,13 @@
 from rest_framework import serializers
 
 from core.api.fields import (
+    POSITIVE_AMOUNT_PATTERN,
     CurrencyField,
     MoneyField,
     StrictBooleanField,
     StrictCharField,
     StrictRegexField,
 )
-from core.money import AMOUNT_PATTERN
 from wallet.models import DebtStatus, Wallet, Withdrawal
 
 
@@ -49,7 +49,11 @@ class RepayInputSerializer(serializers.Serializer):
 
 class EligibilityQuerySerializer(serializers.Serializer):
     amount = StrictRegexField(
-        AMOUNT_PATTERN, max_length=40, trim_whitespace=False, help_text="Cart total, e.g. 120.00"
+        POSITIVE_AMOUNT_PATTERN,
+        max_length=40,
+        trim_whitespace=False,
+        error_messages={"invalid": "A positive amount such as 120.00."},
+        help_text="Cart total, more than zero, with at most the currency's decimals, e.g. 120.00",
     )
     currency = CurrencyField(required=False, help_text="Default EUR")
 
@@ -77,7 +81,9 @@ class EligibilityOutputSerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=["top_up", "wallet_card"]),
         help_text="What a customer refused for the balance can do instead: top up the "
         "wallet, or split pay (payment_method wallet_card, the rest by card; offered while "
-        "a card processor takes the amount)",
+        "a card processor takes the amount; the query has no cart, so this is the answer "
+        "for a cart of no merchant category: checkout also requires the card account to "
+        "serve the cart's categories)",
     )
 
 
