@@ -64,7 +64,8 @@ def above_the_ceiling() -> Plan:
 def stored_apr(plan: Plan) -> Decimal:
     with connection.cursor() as cursor:
         cursor.execute("SELECT apr FROM bnpl_plan WHERE id = %s", [plan.pk])
-        return cursor.fetchone()[0]
+        value = cursor.fetchone()[0]
+    return Decimal(str(value))  # SQLite answers a float, PostgreSQL a Decimal
 
 
 def test_0005_reverses_to_what_0004_showed_for_plans_without_a_rate(latest_schema_after):

@@ -32,7 +32,8 @@ from tests.factories import ChannelFactory, fund, make_customer
 from wallet.models import Wallet
 from wallet.services import wallet_lock
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Row locks and lock_timeout are PostgreSQL's; SQLite locks the whole file.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
 def eur(amount: str) -> Money:

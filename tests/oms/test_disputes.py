@@ -666,6 +666,7 @@ def locked_tables(queries) -> list[str]:
     return seen
 
 
+@pytest.mark.postgres  # reads the row-lock statements; SQLite takes no row locks
 @pytest.mark.parametrize("sale", ["card", "installment"])
 def test_a_lost_dispute_locks_order_then_plan_then_payment_before_the_ledger(
     sale, customer, customer_api, stock, card_processor
