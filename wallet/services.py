@@ -347,12 +347,12 @@ def wallet_refund_order(
 ) -> None:
     """Refund a cancelled purchase to a locked wallet; the purchase's own debt comes first.
 
-    What the customer still owes on the purchase (principal, and interest already
-    charged) is settled from the refund, and the debt closes as ``cancelled``; interest
-    never charged is waived. If the debt was written off, refunds recover the write-off
-    expense first, only what is not yet recovered (``recovered`` ≤ ``written_off``). Only
-    what the customer actually paid reaches the wallet, where, like every credit, it
-    repays other debts first.
+    Interest accrued so far is booked first (the base changes, so percent interest runs on
+    the new base from today). What the customer still owes on the purchase is settled from
+    the refund, and a debt owing nothing closes as ``cancelled``. If the debt was written
+    off, refunds recover the write-off expense first, only what is not yet recovered
+    (``recovered`` ≤ ``written_off``). Only what the customer actually paid reaches the
+    wallet, where, like every credit, it repays other debts first.
     """
     currency = amount.currency
     merchant = system(Purpose.MERCHANT, currency)
@@ -363,6 +363,11 @@ def wallet_refund_order(
     )
     left = amount
     if debt is not None and debt.is_open:
+        # The base is about to change: book what accrued on the old one, run on from today.
+        conf, today = bnpl_settings(), clock.business_date()
+        _crystallize_interest(debt=debt, conf=conf, on=today)
+        debt.interest_before_base = debt.interest_charged
+        debt.interest_base_since = today
         owed = min(left, Money(debt.principal_outstanding + debt.interest_unpaid_charged, currency))
         if owed.is_positive():
             ledger_post(
@@ -376,6 +381,7 @@ def wallet_refund_order(
             debt.interest_paid += to_interest
             debt.principal_repaid += owed.minor - to_interest
             debt.principal_refunded += owed.minor - to_interest
+            debt.refund_paid_interest += to_interest
             left = left - owed
         if debt.principal_outstanding == 0 and debt.interest_unpaid_charged == 0:
             _close(debt, DebtResolution.CANCELLED, actor)
@@ -384,6 +390,10 @@ def wallet_refund_order(
                 "interest_paid",
                 "principal_repaid",
                 "principal_refunded",
+                "refund_paid_interest",
+                "interest_charged",
+                "interest_before_base",
+                "interest_base_since",
                 "status",
                 "resolution",
                 "repaid_at",

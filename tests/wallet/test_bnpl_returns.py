@@ -142,3 +142,31 @@ def test_a_return_after_a_repayment_still_charges_interest_on_the_repaid_princip
     thirty_days_late = row.due_date + timedelta(days=conf.grace_days + 30)
     assert debt_amounts(row, conf, thirty_days_late)["interest"] == 1200
     assert clock.business_date() < thirty_days_late
+
+
+@pytest.mark.parametrize("top_up_first", [False, True])
+def test_a_late_return_books_the_interest_earned_and_then_accrues_on_what_is_kept(
+    bnpl, approved, top_up_first
+):
+    """400.00 borrowed, 30 days late at 3 % (12.00 accrued), then 300.00 returned: the
+    12.00 stays owed whether or not a top-up booked it first, and the next 30 days accrue
+    3 % of the 100.00 kept only (issue 12 review: interest was path dependent)."""
+    conf = bnpl_settings()
+    conf.interest_type = InterestType.PERCENT
+    conf.interest_amount = Decimal(3)
+    conf.save()
+    order = buy(approved, 4, "100.00")
+    order_fulfil(order_id=order.pk)
+    late = debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+    with clock.travel(timedelta(days=(late - clock.business_date()).days)):
+        assert debt_amounts(debt_of(order), conf, late)["interest"] == 1200
+        if top_up_first:
+            fund(approved, "0.01")
+        order_refund(order_id=order.pk, lines=[RefundLine(1, 3)], reason="three back")
+        row = debt_of(order)
+        paid = 1 if top_up_first else 0
+        assert debt_amounts(row, conf, late)["total"] + paid == 10_000 + 1200
+        assert row.interest_base == 10_000
+        later = debt_amounts(row, conf, late + timedelta(days=30))
+        assert later["total"] + paid == 10_000 + 1200 + 300
+    receivable_matches_debts(approved)
