@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Sum
 from stdnum import iban as stdnum_iban
 from stdnum.exceptions import ValidationError as StdnumValidationError
 
@@ -25,7 +26,7 @@ from core.money import Money
 from core.notifications import EmailDraft, email_queue
 from customers.models import Customer, Feature
 from customers.services import customer_require_kyc_for
-from ledger.models import Account, JournalEntry, Purpose
+from ledger.models import Account, JournalEntry, Posting, Purpose
 from ledger.services import AccountLike, account_get_or_create, credit, debit, ledger_post, system
 from wallet import signals
 from wallet.bnpl import (
@@ -752,6 +753,77 @@ def debt_write_off(*, debt_id: int, actor: AbstractBaseUser, note: str = "") -> 
         note=note,
     )
     return debt
+
+
+# --- repairs --------------------------------------------------------------------------
+
+OVER_RECOVERY = "wallet.debt_over_recovery"
+
+
+def _over_recoveries() -> dict[int, int]:
+    """Debt id → what the ledger recovered for it beyond ``recovered``, less what was
+    already returned to the customer for that (minor units, only the positive ones)."""
+    booked = (
+        Posting.objects.filter(
+            entry__kind="wallet.debt_write_off_recovery",
+            entry__reference_type="wallet.debt",
+            amount__gt=0,
+        )
+        .values_list("entry__reference_id")
+        .annotate(total=Sum("amount"))
+    )
+    booked = {int(debt_id): total for debt_id, total in booked}
+    if not booked:
+        return {}
+    returned = dict(
+        WalletTransaction.objects.filter(kind=TransactionKind.REFUND, reference_type="wallet.debt")
+        .values_list("reference_id")
+        .annotate(total=Sum("amount"))
+    )
+    excess = {}
+    for debt_id, recovered in WalletDebt.objects.filter(pk__in=booked).values_list(
+        "pk", "recovered"
+    ):
+        left = booked[debt_id] - recovered - returned.get(str(debt_id), 0)
+        if left > 0:
+            excess[debt_id] = left
+    return excess
+
+
+def debts_return_over_recoveries(*, actor: AbstractBaseUser | None = None) -> int:
+    """Give customers back what returns before issue 12 recovered beyond a write-off.
+
+    Each excess moves from the write-off expense to the wallet (repaying open debts
+    first), audited; idempotent. Returns how many debts it repaired.
+    """
+    repaired = 0
+    for debt_id in _over_recoveries():
+        with transaction.atomic():
+            customer_id = WalletDebt.objects.values_list("wallet__customer_id", flat=True).get(
+                pk=debt_id
+            )
+            wallet, debt = _locked_debt(customer_id=customer_id, debt_id=debt_id)
+            excess = _over_recoveries().get(debt_id, 0)
+            if excess <= 0:
+                continue
+            amount = Money(excess, wallet.currency)
+            wallet_refund(
+                wallet=wallet,
+                amount=amount,
+                reference_type="wallet.debt",
+                reference_id=str(debt.pk),
+                actor=actor,
+                note="Recovered beyond the write-off by a return before issue 12",
+                counterpart=system(Purpose.WRITE_OFF_EXPENSE, wallet.currency),
+            )
+            audit_record(
+                actor=actor,
+                action=OVER_RECOVERY,
+                target=debt,
+                changes={"returned": str(amount)},
+            )
+            repaired += 1
+    return repaired
 
 
 # --- daily jobs -----------------------------------------------------------------------

@@ -6,14 +6,19 @@ once, never more than was written off; interest follows what is still owed.
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.apps import apps as django_apps
 
 from core import clock
+from core.models import AuditEntry
 from core.money import Money
-from ledger.models import Account
+from ledger.models import Account, Purpose
+from ledger.selectors import ledger_problems
+from ledger.services import credit, debit, ledger_post, system
 from oms.models import Order, OrderStatus
 from oms.services import (
     LineInput,
@@ -28,7 +33,7 @@ from tests.factories import ChannelFactory, fund, saved_card
 from tests.wallet.conftest import receivable_matches_debts
 from wallet.bnpl import bnpl_settings, debt_amounts
 from wallet.models import DebtStatus, InterestType, Wallet, WalletDebt
-from wallet.services import debt_write_off
+from wallet.services import debt_write_off, debts_return_over_recoveries
 
 pytestmark = pytest.mark.django_db
 
@@ -170,3 +175,39 @@ def test_a_late_return_books_the_interest_earned_and_then_accrues_on_what_is_kep
         later = debt_amounts(row, conf, late + timedelta(days=30))
         assert later["total"] + paid == 10_000 + 1200 + 300
     receivable_matches_debts(approved)
+
+
+def test_a_legacy_over_recovery_is_returned_to_the_customer_once(bnpl, approved, admin_user):
+    """Before issue 12 each return after a write-off recovered up to the whole write-off:
+    two 50.00 returns on a 70.00 write-off recovered 100.00 and the customer, who had paid
+    30.00, got nothing. The migrations cap ``recovered`` and hand the 30.00 back."""
+    fund(approved, "30.00")
+    order = buy(approved, 2, "50.00")
+    order_fulfil(order_id=order.pk)
+    debt = debt_write_off(debt_id=debt_of(order).pk, actor=admin_user)
+    for _ in range(2):  # what the old code booked for each 50.00 return
+        ledger_post(
+            kind="wallet.debt_write_off_recovery",
+            legs=[
+                debit(system(Purpose.MERCHANT, "EUR"), Money(5000, "EUR")),
+                credit(system(Purpose.WRITE_OFF_EXPENSE, "EUR"), Money(5000, "EUR")),
+            ],
+            reference_type="wallet.debt",
+            reference_id=str(debt.pk),
+        )
+    WalletDebt.objects.filter(pk=debt.pk).update(recovered=0)
+    backfill = importlib.import_module(
+        "wallet.migrations.0004_walletdebt_recovered_principal_refunded"
+    ).backfill
+    repair = importlib.import_module("wallet.migrations.0006_return_over_recoveries").repair
+    backfill(django_apps, None)
+    repair(django_apps, None)
+    assert debt_of(order).recovered == 7000
+    assert balance(approved) == 3000
+    assert expense() == 0  # 70.00 written off, 70.00 recovered
+    assert ledger_problems() == []
+    assert AuditEntry.objects.filter(action="wallet.debt_over_recovery").count() == 1
+
+    repair(django_apps, None)  # idempotent
+    assert debts_return_over_recoveries() == 0
+    assert balance(approved) == 3000
