@@ -211,3 +211,30 @@ def test_a_legacy_over_recovery_is_returned_to_the_customer_once(bnpl, approved,
     repair(django_apps, None)  # idempotent
     assert debts_return_over_recoveries() == 0
     assert balance(approved) == 3000
+
+
+def test_the_backfill_counts_only_the_principal_a_refund_settled(bnpl, approved):
+    """A late return first pays the interest charged: of 300.00 returned, 12.00 paid
+    interest and 288.00 principal. The backfill replays the entries, not ``min(refund,
+    repaid)`` (which said 300.00 once the rest was repaid)."""
+    conf = bnpl_settings()
+    conf.interest_type = InterestType.PERCENT
+    conf.interest_amount = Decimal(3)
+    conf.save()
+    order = buy(approved, 4, "100.00")
+    order_fulfil(order_id=order.pk)
+    late = debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+    with clock.travel(timedelta(days=(late - clock.business_date()).days)):
+        order_refund(order_id=order.pk, lines=[RefundLine(1, 3)], reason="three back")
+        fund(approved, "112.00")
+    row = debt_of(order)
+    assert (row.principal_repaid, row.principal_refunded) == (40_000, 28_800)
+    assert row.refund_paid_interest == 1200
+    WalletDebt.objects.filter(pk=row.pk).update(principal_refunded=0, refund_paid_interest=0)
+    for migration in (
+        "0004_walletdebt_recovered_principal_refunded",
+        "0005_walletdebt_interest_base_since",
+    ):
+        importlib.import_module(f"wallet.migrations.{migration}").backfill(django_apps, None)
+    row = debt_of(order)
+    assert (row.principal_refunded, row.refund_paid_interest) == (28_800, 1200)

@@ -3,10 +3,40 @@
 from django.db import migrations, models
 
 
+def backfill(apps, schema_editor):
+    """``refund_paid_interest``: replay each debt's receivable entries in order, interest
+    first as the code pays, and keep what the refunds paid of interest."""
+    WalletDebt = apps.get_model("wallet", "WalletDebt")
+    Posting = apps.get_model("ledger", "Posting")
+    replay = {}
+    for debt_id, kind, amount in (
+        Posting.objects.filter(
+            entry__reference_type="wallet.debt",
+            entry__kind__in=("wallet.debt_interest", "wallet.bnpl_repayment", "wallet.debt_cancel"),
+            amount__gt=0,
+        )
+        .order_by("entry_id", "id")
+        .values_list("entry__reference_id", "entry__kind", "amount")
+    ):
+        charged, paid, by_refund = replay.get(debt_id, (0, 0, 0))
+        if kind == "wallet.debt_interest":
+            charged += amount
+        else:
+            to_interest = min(amount, charged - paid)
+            paid += to_interest
+            if kind == "wallet.debt_cancel":
+                by_refund += to_interest
+        replay[debt_id] = (charged, paid, by_refund)
+    for debt_id, (_, _, by_refund) in replay.items():
+        if by_refund:
+            WalletDebt.objects.filter(pk=int(debt_id)).update(refund_paid_interest=by_refund)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
         ('wallet', '0004_walletdebt_recovered_principal_refunded'),
+        ('ledger', '0001_initial'),
     ]
 
     operations = [
@@ -25,4 +55,5 @@ class Migration(migrations.Migration):
             name='refund_paid_interest',
             field=models.BigIntegerField(default=0),
         ),
+        migrations.RunPython(backfill, migrations.RunPython.noop),
     ]
