@@ -516,16 +516,15 @@ def plan_invariant_problems(limit: int) -> list[str]:
         .annotate(total=Sum("amount"))
         .values("total")
     )
+    # Only a plan with something written off or recovered runs the two subqueries (a
+    # recovery needs a write-off first); every other plan adds 0 for both.
+    touched = Q(written_off_amount__gt=0) | Q(recovered_amount__gt=0)
     rows = (
-        Plan.objects.annotate(recovered_sum=Coalesce(Subquery(recoveries), Value(0)))
-        .annotate(
-            booked=Case(
-                When(
-                    Q(written_off_amount__gt=0) | Q(recovered_amount__gt=0),
-                    then=Coalesce(Subquery(booked), Value(0)),
-                ),
-                default=Value(0),
-            )
+        Plan.objects.annotate(
+            recovered_sum=Case(
+                When(touched, then=Coalesce(Subquery(recoveries), Value(0))), default=Value(0)
+            ),
+            booked=Case(When(touched, then=Coalesce(Subquery(booked), Value(0))), default=Value(0)),
         )
         .filter(
             Q(recovered_amount__gt=F("written_off_amount"))

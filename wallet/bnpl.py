@@ -67,8 +67,9 @@ def days_late(debt: WalletDebt, conf: BnplSettings, on: date) -> int:
 def default_interest(debt: WalletDebt, conf: BnplSettings, on: date) -> int:
     """Interest accrued as of ``on``, minor units, per the settings.
 
-    none → 0; percent → interest base (the principal less what merchant refunds settled)
-    × pct/100 × days_late/30, rounded once with the money rounding rule; fixed → the
+    none → 0; percent → what accrued before the base last changed + interest base (the
+    principal less what merchant refunds settled) × pct/100 × days late since that change
+    /30, rounded once with the money rounding rule; fixed → the
     flat amount once, or for each started week past grace.
     """
     late = days_late(debt, conf, on)
@@ -76,8 +77,13 @@ def default_interest(debt: WalletDebt, conf: BnplSettings, on: date) -> int:
         return 0
     currency = debt.wallet.currency
     if conf.interest_type == InterestType.PERCENT:
+        if debt.interest_base_since is not None:
+            # The base changed: what accrued before is booked; the new base runs from then.
+            since = (debt.interest_base_since - debt.due_date).days - conf.grace_days
+            late = late - max(since, 0)
         base = Money(debt.interest_base, currency).to_decimal()
-        return to_minor(base * conf.interest_amount / 100 * Decimal(late) / 30, currency)
+        accrued = base * conf.interest_amount / 100 * Decimal(max(late, 0)) / 30
+        return debt.interest_before_base + to_minor(accrued, currency)
     flat = to_minor(conf.interest_amount, currency)
     if conf.fixed_recurrence == FixedRecurrence.ONCE:
         return flat

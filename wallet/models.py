@@ -258,6 +258,13 @@ class WalletDebt(models.Model):
     # Of ``principal_repaid``, what the merchant's refunds of the purchase settled; the
     # rest of the principal is what interest runs on (``interest_base``).
     principal_refunded = models.BigIntegerField(default=0)
+    # Interest that merchant refunds settled: it leaves the interest base with them (the
+    # returned goods' whole value stops bearing interest).
+    refund_paid_interest = models.BigIntegerField(default=0)
+    # Percent interest: what accrued up to the last change of the base (booked then), and
+    # the day from which the current base accrues; null while the base never changed.
+    interest_before_base = models.BigIntegerField(default=0)
+    interest_base_since = models.DateField(null=True, blank=True)
     status = models.CharField(
         max_length=12, choices=DebtStatus.choices, default=DebtStatus.OUTSTANDING
     )
@@ -349,8 +356,8 @@ class WalletDebt(models.Model):
 
     @property
     def interest_base(self) -> int:
-        """The principal still owed of the purchase after merchant refunds, minor units."""
-        return self.principal - self.principal_refunded
+        """The principal of the purchase less what merchant refunds settled, minor units."""
+        return max(0, self.principal - self.principal_refunded - self.refund_paid_interest)
 
     @property
     def interest_unpaid_charged(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Sum
 from stdnum import iban as stdnum_iban
 from stdnum.exceptions import ValidationError as StdnumValidationError
 
@@ -25,7 +26,7 @@ from core.money import Money
 from core.notifications import EmailDraft, email_queue
 from customers.models import Customer, Feature
 from customers.services import customer_require_kyc_for
-from ledger.models import Account, JournalEntry, Purpose
+from ledger.models import Account, JournalEntry, Posting, Purpose
 from ledger.services import AccountLike, account_get_or_create, credit, debit, ledger_post, system
 from wallet import signals
 from wallet.bnpl import (
@@ -347,12 +348,12 @@ def wallet_refund_order(
 ) -> None:
     """Refund a cancelled purchase to a locked wallet; the purchase's own debt comes first.
 
-    What the customer still owes on the purchase (principal, and interest already
-    charged) is settled from the refund, and the debt closes as ``cancelled``; interest
-    never charged is waived. If the debt was written off, refunds recover the write-off
-    expense first, only what is not yet recovered (``recovered`` ≤ ``written_off``). Only
-    what the customer actually paid reaches the wallet, where, like every credit, it
-    repays other debts first.
+    Interest accrued so far is booked first (the base changes, so percent interest runs on
+    the new base from today). What the customer still owes on the purchase is settled from
+    the refund, and a debt owing nothing closes as ``cancelled``. If the debt was written
+    off, refunds recover the write-off expense first, only what is not yet recovered
+    (``recovered`` ≤ ``written_off``). Only what the customer actually paid reaches the
+    wallet, where, like every credit, it repays other debts first.
     """
     currency = amount.currency
     merchant = system(Purpose.MERCHANT, currency)
@@ -363,6 +364,11 @@ def wallet_refund_order(
     )
     left = amount
     if debt is not None and debt.is_open:
+        # The base is about to change: book what accrued on the old one, run on from today.
+        conf, today = bnpl_settings(), clock.business_date()
+        _crystallize_interest(debt=debt, conf=conf, on=today)
+        debt.interest_before_base = debt.interest_charged
+        debt.interest_base_since = today
         owed = min(left, Money(debt.principal_outstanding + debt.interest_unpaid_charged, currency))
         if owed.is_positive():
             ledger_post(
@@ -376,6 +382,7 @@ def wallet_refund_order(
             debt.interest_paid += to_interest
             debt.principal_repaid += owed.minor - to_interest
             debt.principal_refunded += owed.minor - to_interest
+            debt.refund_paid_interest += to_interest
             left = left - owed
         if debt.principal_outstanding == 0 and debt.interest_unpaid_charged == 0:
             _close(debt, DebtResolution.CANCELLED, actor)
@@ -384,6 +391,10 @@ def wallet_refund_order(
                 "interest_paid",
                 "principal_repaid",
                 "principal_refunded",
+                "refund_paid_interest",
+                "interest_charged",
+                "interest_before_base",
+                "interest_base_since",
                 "status",
                 "resolution",
                 "repaid_at",
@@ -746,6 +757,77 @@ def debt_write_off(*, debt_id: int, actor: AbstractBaseUser, note: str = "") -> 
         note=note,
     )
     return debt
+
+
+# --- repairs --------------------------------------------------------------------------
+
+OVER_RECOVERY = "wallet.debt_over_recovery"
+
+
+def _over_recoveries() -> dict[int, int]:
+    """Debt id → what the ledger recovered for it beyond ``recovered``, less what was
+    already returned to the customer for that (minor units, only the positive ones)."""
+    booked = (
+        Posting.objects.filter(
+            entry__kind="wallet.debt_write_off_recovery",
+            entry__reference_type="wallet.debt",
+            amount__gt=0,
+        )
+        .values_list("entry__reference_id")
+        .annotate(total=Sum("amount"))
+    )
+    booked = {int(debt_id): total for debt_id, total in booked}
+    if not booked:
+        return {}
+    returned = dict(
+        WalletTransaction.objects.filter(kind=TransactionKind.REFUND, reference_type="wallet.debt")
+        .values_list("reference_id")
+        .annotate(total=Sum("amount"))
+    )
+    excess = {}
+    for debt_id, recovered in WalletDebt.objects.filter(pk__in=booked).values_list(
+        "pk", "recovered"
+    ):
+        left = booked[debt_id] - recovered - returned.get(str(debt_id), 0)
+        if left > 0:
+            excess[debt_id] = left
+    return excess
+
+
+def debts_return_over_recoveries(*, actor: AbstractBaseUser | None = None) -> int:
+    """Give customers back what returns before issue 12 recovered beyond a write-off.
+
+    Each excess moves from the write-off expense to the wallet (repaying open debts
+    first), audited; idempotent. Returns how many debts it repaired.
+    """
+    repaired = 0
+    for debt_id in _over_recoveries():
+        with transaction.atomic():
+            customer_id = WalletDebt.objects.values_list("wallet__customer_id", flat=True).get(
+                pk=debt_id
+            )
+            wallet, debt = _locked_debt(customer_id=customer_id, debt_id=debt_id)
+            excess = _over_recoveries().get(debt_id, 0)
+            if excess <= 0:
+                continue
+            amount = Money(excess, wallet.currency)
+            wallet_refund(
+                wallet=wallet,
+                amount=amount,
+                reference_type="wallet.debt",
+                reference_id=str(debt.pk),
+                actor=actor,
+                note="Recovered beyond the write-off by a return before issue 12",
+                counterpart=system(Purpose.WRITE_OFF_EXPENSE, wallet.currency),
+            )
+            audit_record(
+                actor=actor,
+                action=OVER_RECOVERY,
+                target=debt,
+                changes={"returned": str(amount)},
+            )
+            repaired += 1
+    return repaired
 
 
 # --- daily jobs -----------------------------------------------------------------------

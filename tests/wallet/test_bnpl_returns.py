@@ -6,14 +6,19 @@ once, never more than was written off; interest follows what is still owed.
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.apps import apps as django_apps
 
 from core import clock
+from core.models import AuditEntry
 from core.money import Money
-from ledger.models import Account
+from ledger.models import Account, Purpose
+from ledger.selectors import ledger_problems
+from ledger.services import credit, debit, ledger_post, system
 from oms.models import Order, OrderStatus
 from oms.services import (
     LineInput,
@@ -28,7 +33,7 @@ from tests.factories import ChannelFactory, fund, saved_card
 from tests.wallet.conftest import receivable_matches_debts
 from wallet.bnpl import bnpl_settings, debt_amounts
 from wallet.models import DebtStatus, InterestType, Wallet, WalletDebt
-from wallet.services import debt_write_off
+from wallet.services import debt_write_off, debts_return_over_recoveries
 
 pytestmark = pytest.mark.django_db
 
@@ -142,3 +147,94 @@ def test_a_return_after_a_repayment_still_charges_interest_on_the_repaid_princip
     thirty_days_late = row.due_date + timedelta(days=conf.grace_days + 30)
     assert debt_amounts(row, conf, thirty_days_late)["interest"] == 1200
     assert clock.business_date() < thirty_days_late
+
+
+@pytest.mark.parametrize("top_up_first", [False, True])
+def test_a_late_return_books_the_interest_earned_and_then_accrues_on_what_is_kept(
+    bnpl, approved, top_up_first
+):
+    """400.00 borrowed, 30 days late at 3 % (12.00 accrued), then 300.00 returned: the
+    12.00 stays owed whether or not a top-up booked it first, and the next 30 days accrue
+    3 % of the 100.00 kept only (issue 12 review: interest was path dependent)."""
+    conf = bnpl_settings()
+    conf.interest_type = InterestType.PERCENT
+    conf.interest_amount = Decimal(3)
+    conf.save()
+    order = buy(approved, 4, "100.00")
+    order_fulfil(order_id=order.pk)
+    late = debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+    with clock.travel(timedelta(days=(late - clock.business_date()).days)):
+        assert debt_amounts(debt_of(order), conf, late)["interest"] == 1200
+        if top_up_first:
+            fund(approved, "0.01")
+        order_refund(order_id=order.pk, lines=[RefundLine(1, 3)], reason="three back")
+        row = debt_of(order)
+        paid = 1 if top_up_first else 0
+        assert debt_amounts(row, conf, late)["total"] + paid == 10_000 + 1200
+        assert row.interest_base == 10_000
+        later = debt_amounts(row, conf, late + timedelta(days=30))
+        assert later["total"] + paid == 10_000 + 1200 + 300
+    receivable_matches_debts(approved)
+
+
+def test_a_legacy_over_recovery_is_returned_to_the_customer_once(bnpl, approved, admin_user):
+    """Before issue 12 each return after a write-off recovered up to the whole write-off:
+    two 50.00 returns on a 70.00 write-off recovered 100.00 and the customer, who had paid
+    30.00, got nothing. The migrations cap ``recovered`` and hand the 30.00 back."""
+    fund(approved, "30.00")
+    order = buy(approved, 2, "50.00")
+    order_fulfil(order_id=order.pk)
+    debt = debt_write_off(debt_id=debt_of(order).pk, actor=admin_user)
+    for _ in range(2):  # what the old code booked for each 50.00 return
+        ledger_post(
+            kind="wallet.debt_write_off_recovery",
+            legs=[
+                debit(system(Purpose.MERCHANT, "EUR"), Money(5000, "EUR")),
+                credit(system(Purpose.WRITE_OFF_EXPENSE, "EUR"), Money(5000, "EUR")),
+            ],
+            reference_type="wallet.debt",
+            reference_id=str(debt.pk),
+        )
+    WalletDebt.objects.filter(pk=debt.pk).update(recovered=0)
+    backfill = importlib.import_module(
+        "wallet.migrations.0004_walletdebt_recovered_principal_refunded"
+    ).backfill
+    repair = importlib.import_module("wallet.migrations.0006_return_over_recoveries").repair
+    backfill(django_apps, None)
+    repair(django_apps, None)
+    assert debt_of(order).recovered == 7000
+    assert balance(approved) == 3000
+    assert expense() == 0  # 70.00 written off, 70.00 recovered
+    assert ledger_problems() == []
+    assert AuditEntry.objects.filter(action="wallet.debt_over_recovery").count() == 1
+
+    repair(django_apps, None)  # idempotent
+    assert debts_return_over_recoveries() == 0
+    assert balance(approved) == 3000
+
+
+def test_the_backfill_counts_only_the_principal_a_refund_settled(bnpl, approved):
+    """A late return first pays the interest charged: of 300.00 returned, 12.00 paid
+    interest and 288.00 principal. The backfill replays the entries, not ``min(refund,
+    repaid)`` (which said 300.00 once the rest was repaid)."""
+    conf = bnpl_settings()
+    conf.interest_type = InterestType.PERCENT
+    conf.interest_amount = Decimal(3)
+    conf.save()
+    order = buy(approved, 4, "100.00")
+    order_fulfil(order_id=order.pk)
+    late = debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+    with clock.travel(timedelta(days=(late - clock.business_date()).days)):
+        order_refund(order_id=order.pk, lines=[RefundLine(1, 3)], reason="three back")
+        fund(approved, "112.00")
+    row = debt_of(order)
+    assert (row.principal_repaid, row.principal_refunded) == (40_000, 28_800)
+    assert row.refund_paid_interest == 1200
+    WalletDebt.objects.filter(pk=row.pk).update(principal_refunded=0, refund_paid_interest=0)
+    for migration in (
+        "0004_walletdebt_recovered_principal_refunded",
+        "0005_walletdebt_interest_base_since",
+    ):
+        importlib.import_module(f"wallet.migrations.{migration}").backfill(django_apps, None)
+    row = debt_of(order)
+    assert (row.principal_refunded, row.refund_paid_interest) == (28_800, 1200)

@@ -5,26 +5,54 @@ from django.db import migrations, models
 
 
 def backfill(apps, schema_editor):
-    """Fill both fields from the ledger entries that booked them (the refund entries name
-    the debt): recoveries capped at what was written off, refunds at what was repaid."""
+    """Fill both fields from the ledger entries that booked them (the entries name the
+    debt): recoveries capped at what was written off; the principal refunds settled by
+    replaying each debt's receivable entries in order, interest first as the code pays."""
     WalletDebt = apps.get_model("wallet", "WalletDebt")
     Posting = apps.get_model("ledger", "Posting")
-    for field, kind in (
-        ("recovered", "wallet.debt_write_off_recovery"),
-        ("principal_refunded", "wallet.debt_cancel"),
-    ):
-        booked = (
-            Posting.objects.filter(entry__kind=kind, entry__reference_type="wallet.debt", amount__gt=0)
-            .values_list("entry__reference_id")
-            .annotate(total=models.Sum("amount"))
+    booked = (
+        Posting.objects.filter(
+            entry__kind="wallet.debt_write_off_recovery",
+            entry__reference_type="wallet.debt",
+            amount__gt=0,
         )
-        for debt_id, total in booked:
-            debt = WalletDebt.objects.filter(pk=int(debt_id)).first()
-            if debt is None:
-                continue
-            cap = debt.written_off if field == "recovered" else debt.principal_repaid
-            setattr(debt, field, min(total, cap))
-            debt.save(update_fields=[field])
+        .values_list("entry__reference_id")
+        .annotate(total=models.Sum("amount"))
+    )
+    for debt_id, total in booked:
+        debt = WalletDebt.objects.filter(pk=int(debt_id)).first()
+        if debt is not None:
+            debt.recovered = min(total, debt.written_off)
+            debt.save(update_fields=["recovered"])
+    # interest charged, interest paid, principal refunded, per debt, as the entries ran
+    replay = {}
+    for debt_id, kind, amount in (
+        Posting.objects.filter(
+            entry__reference_type="wallet.debt",
+            entry__kind__in=(
+                "wallet.debt_interest",
+                "wallet.bnpl_repayment",
+                "wallet.debt_cancel",
+            ),
+            amount__gt=0,
+        )
+        .order_by("entry_id", "id")
+        .values_list("entry__reference_id", "entry__kind", "amount")
+    ):
+        charged, paid, refunded = replay.get(debt_id, (0, 0, 0))
+        if kind == "wallet.debt_interest":
+            charged += amount
+        else:
+            to_interest = min(amount, charged - paid)
+            paid += to_interest
+            if kind == "wallet.debt_cancel":
+                refunded += amount - to_interest
+        replay[debt_id] = (charged, paid, refunded)
+    for debt_id, (_, _, refunded) in replay.items():
+        debt = WalletDebt.objects.filter(pk=int(debt_id)).first()
+        if debt is not None and refunded:
+            debt.principal_refunded = min(refunded, debt.principal_repaid)
+            debt.save(update_fields=["principal_refunded"])
 
 
 class Migration(migrations.Migration):
