@@ -238,3 +238,30 @@ def test_the_backfill_counts_only_the_principal_a_refund_settled(bnpl, approved)
         importlib.import_module(f"wallet.migrations.{migration}").backfill(django_apps, None)
     row = debt_of(order)
     assert (row.principal_refunded, row.refund_paid_interest) == (28_800, 1200)
+
+
+def test_a_debt_returned_before_this_release_keeps_accruing_on_what_is_kept(bnpl, approved):
+    """Migration 0005 gives a debt a return touched before the base rule existed the base
+    change it would have had: the interest charged up to the return, then the kept
+    principal from that day (not the smaller base from the due date, which would charge
+    nothing more until it caught up)."""
+    conf = bnpl_settings()
+    conf.interest_type = InterestType.PERCENT
+    conf.interest_amount = Decimal(3)
+    conf.save()
+    order = buy(approved, 4, "100.00")
+    order_fulfil(order_id=order.pk)
+    late = debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+    with clock.travel(timedelta(days=(late - clock.business_date()).days)):
+        order_refund(order_id=order.pk, lines=[RefundLine(1, 3)], reason="three back")
+    # The row as it stood before 0005: no base change recorded.
+    WalletDebt.objects.filter(pk=debt_of(order).pk).update(
+        interest_before_base=0, interest_base_since=None, refund_paid_interest=0
+    )
+    importlib.import_module("wallet.migrations.0005_walletdebt_interest_base_since").backfill(
+        django_apps, None
+    )
+    row = debt_of(order)
+    assert (row.interest_base_since, row.interest_before_base) == (late, 1200)
+    # 12.00 charged (and paid by the return) by then; 3 % of the kept 100.00 a month after.
+    assert debt_amounts(row, conf, late + timedelta(days=30))["interest"] == 300

@@ -4,21 +4,32 @@ from django.db import migrations, models
 
 
 def backfill(apps, schema_editor):
-    """``refund_paid_interest``: replay each debt's receivable entries in order, interest
-    first as the code pays, and keep what the refunds paid of interest."""
+    """Replay each debt's receivable entries in order, interest first as the code pays.
+
+    ``refund_paid_interest``: what refunds paid of interest. A debt a refund touched before
+    this release also gets the base change it would have had: from the (business) day of
+    its last refund, the kept principal accrues on top of the interest charged up to then
+    (``interest_base_since``, ``interest_before_base``); without it the smaller base would
+    run from the due date and charge nothing more until it caught up.
+    """
+    from zoneinfo import ZoneInfo
+
+    from django.conf import settings
+
+    zone = ZoneInfo(settings.BUSINESS_TIME_ZONE)
     WalletDebt = apps.get_model("wallet", "WalletDebt")
     Posting = apps.get_model("ledger", "Posting")
     replay = {}
-    for debt_id, kind, amount in (
+    for debt_id, kind, amount, at in (
         Posting.objects.filter(
             entry__reference_type="wallet.debt",
             entry__kind__in=("wallet.debt_interest", "wallet.bnpl_repayment", "wallet.debt_cancel"),
             amount__gt=0,
         )
         .order_by("entry_id", "id")
-        .values_list("entry__reference_id", "entry__kind", "amount")
+        .values_list("entry__reference_id", "entry__kind", "amount", "entry__created_at")
     ):
-        charged, paid, by_refund = replay.get(debt_id, (0, 0, 0))
+        charged, paid, by_refund, base_change = replay.get(debt_id, (0, 0, 0, None))
         if kind == "wallet.debt_interest":
             charged += amount
         else:
@@ -26,10 +37,17 @@ def backfill(apps, schema_editor):
             paid += to_interest
             if kind == "wallet.debt_cancel":
                 by_refund += to_interest
-        replay[debt_id] = (charged, paid, by_refund)
-    for debt_id, (_, _, by_refund) in replay.items():
-        if by_refund:
-            WalletDebt.objects.filter(pk=int(debt_id)).update(refund_paid_interest=by_refund)
+                base_change = (at.astimezone(zone).date(), charged)
+        replay[debt_id] = (charged, paid, by_refund, base_change)
+    for debt_id, (_, _, by_refund, base_change) in replay.items():
+        if base_change is None:
+            continue
+        since, charged_then = base_change
+        WalletDebt.objects.filter(pk=int(debt_id)).update(
+            refund_paid_interest=by_refund,
+            interest_base_since=since,
+            interest_before_base=charged_then,
+        )
 
 
 class Migration(migrations.Migration):
