@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import date
 
 from django.db import IntegrityError, models, transaction
+
+
+def _together(connection, *, several: bool):
+    """An atomic block around several statements; nothing around one."""
+    return transaction.atomic(using=connection.alias) if several else nullcontext()
 
 
 def _element(value: object) -> str:
@@ -469,8 +475,9 @@ def _insert_values(
     width = len(named) + len(defaults)
     per_statement = max(1, (connection.features.max_query_params or 999) // max(width, 1))
     found: list = []
-    # Several statements stand or fall together, as PostgreSQL's one statement does.
-    with transaction.atomic(using=connection.alias):
+    # Several statements stand or fall together, as PostgreSQL's one statement does (one
+    # is atomic by itself: no savepoint, so the query counts stay those of PostgreSQL).
+    with _together(connection, several=len(rows) > per_statement):
         for start in range(0, len(rows), per_statement):
             batch = rows[start : start + per_statement]
             params: list[object] = []
@@ -546,8 +553,9 @@ def _update_values(
     limit = (connection.features.max_query_params or 999) - len(where_params)
     per_statement = max(1, limit // len(named))
     changed = 0
-    # Several statements stand or fall together, as PostgreSQL's one statement does.
-    with transaction.atomic(using=connection.alias):
+    # Several statements stand or fall together, as PostgreSQL's one statement does (one
+    # is atomic by itself: no savepoint, so the query counts stay those of PostgreSQL).
+    with _together(connection, several=len(rows) > per_statement):
         for start in range(0, len(rows), per_statement):
             batch = rows[start : start + per_statement]
             params: list[object] = []
