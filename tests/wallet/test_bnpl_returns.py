@@ -149,20 +149,26 @@ def test_a_return_after_a_repayment_still_charges_interest_on_the_repaid_princip
     assert clock.business_date() < thirty_days_late
 
 
-@pytest.mark.parametrize("top_up_first", [False, True])
-def test_a_late_return_books_the_interest_earned_and_then_accrues_on_what_is_kept(
-    bnpl, approved, top_up_first
-):
-    """400.00 borrowed, 30 days late at 3 % (12.00 accrued), then 300.00 returned: the
-    12.00 stays owed whether or not a top-up booked it first, and the next 30 days accrue
-    3 % of the 100.00 kept only (issue 12 review: interest was path dependent)."""
+@pytest.fixture
+def late_purchase(bnpl, approved):
+    """3 % a month late interest; 4 × 100.00 borrowed and shipped; the day 30 days late."""
     conf = bnpl_settings()
     conf.interest_type = InterestType.PERCENT
     conf.interest_amount = Decimal(3)
     conf.save()
     order = buy(approved, 4, "100.00")
     order_fulfil(order_id=order.pk)
-    late = debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+    return conf, order, debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+
+
+@pytest.mark.parametrize("top_up_first", [False, True])
+def test_a_late_return_books_the_interest_earned_and_then_accrues_on_what_is_kept(
+    approved, late_purchase, top_up_first
+):
+    """400.00 borrowed, 30 days late at 3 % (12.00 accrued), then 300.00 returned: the
+    12.00 stays owed whether or not a top-up booked it first, and the next 30 days accrue
+    3 % of the 100.00 kept only (issue 12 review: interest was path dependent)."""
+    conf, order, late = late_purchase
     with clock.travel(timedelta(days=(late - clock.business_date()).days)):
         assert debt_amounts(debt_of(order), conf, late)["interest"] == 1200
         if top_up_first:
@@ -213,17 +219,11 @@ def test_a_legacy_over_recovery_is_returned_to_the_customer_once(bnpl, approved,
     assert balance(approved) == 3000
 
 
-def test_the_backfill_counts_only_the_principal_a_refund_settled(bnpl, approved):
+def test_the_backfill_counts_only_the_principal_a_refund_settled(approved, late_purchase):
     """A late return first pays the interest charged: of 300.00 returned, 12.00 paid
     interest and 288.00 principal. The backfill replays the entries, not ``min(refund,
     repaid)`` (which said 300.00 once the rest was repaid)."""
-    conf = bnpl_settings()
-    conf.interest_type = InterestType.PERCENT
-    conf.interest_amount = Decimal(3)
-    conf.save()
-    order = buy(approved, 4, "100.00")
-    order_fulfil(order_id=order.pk)
-    late = debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+    _conf, order, late = late_purchase
     with clock.travel(timedelta(days=(late - clock.business_date()).days)):
         order_refund(order_id=order.pk, lines=[RefundLine(1, 3)], reason="three back")
         fund(approved, "112.00")
@@ -240,18 +240,12 @@ def test_the_backfill_counts_only_the_principal_a_refund_settled(bnpl, approved)
     assert (row.principal_refunded, row.refund_paid_interest) == (28_800, 1200)
 
 
-def test_a_debt_returned_before_this_release_keeps_accruing_on_what_is_kept(bnpl, approved):
+def test_a_debt_returned_before_this_release_keeps_accruing_on_what_is_kept(late_purchase):
     """Migration 0005 gives a debt a return touched before the base rule existed the base
     change it would have had: the interest charged up to the return, then the kept
     principal from that day (not the smaller base from the due date, which would charge
     nothing more until it caught up)."""
-    conf = bnpl_settings()
-    conf.interest_type = InterestType.PERCENT
-    conf.interest_amount = Decimal(3)
-    conf.save()
-    order = buy(approved, 4, "100.00")
-    order_fulfil(order_id=order.pk)
-    late = debt_of(order).due_date + timedelta(days=conf.grace_days + 30)
+    conf, order, late = late_purchase
     with clock.travel(timedelta(days=(late - clock.business_date()).days)):
         order_refund(order_id=order.pk, lines=[RefundLine(1, 3)], reason="three back")
     # The row as it stood before 0005: no base change recorded.
